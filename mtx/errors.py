@@ -1,0 +1,90 @@
+"""Typed errors. Library code raises these; the CLI turns them into one line and an exit code.
+
+Every message names the subject, the problem and the next action.
+"""
+from __future__ import annotations
+
+
+class MtxError(Exception):
+    """Base class for every error mtx reports to users."""
+
+    exit_code = 1
+    stage = "run"
+
+    def __init__(self, message: str, *, path: str | None = None):
+        super().__init__(message)
+        self.path = path
+
+    @property
+    def message(self) -> str:
+        msg = str(self.args[0]) if self.args else self.__class__.__name__
+        return f"{self.path}: {msg}" if self.path and not msg.startswith(self.path) else msg
+
+
+class UsageError(MtxError):
+    exit_code = 2
+
+
+class UnknownModality(MtxError):
+    stage = "sniff"
+
+
+class AmbiguousModality(MtxError):
+    stage = "sniff"
+
+
+class DecodeError(MtxError):
+    """A file could not be decoded or preprocessed (corrupt, truncated, unsupported)."""
+
+    stage = "load"
+
+
+class MissingDependency(MtxError):
+    """An optional decoder or system library is not installed."""
+
+    stage = "load"
+
+
+class FileTimeout(MtxError):
+    stage = "load"
+
+
+class WorkerCrashed(MtxError):
+    stage = "load"
+
+
+class TokenizeError(MtxError):
+    stage = "tokenize"
+
+
+class EncodeError(MtxError):
+    stage = "encode"
+
+
+class WeightsError(MtxError):
+    """Weights missing, unreadable, unsafe, mismatched or of an unknown layout."""
+
+
+class DeviceError(MtxError):
+    """The requested device or dtype is not available."""
+
+
+class StoreError(MtxError):
+    """The HDF5 output is unreadable, locked, of another config, or cannot be written."""
+
+
+class ConfigMismatch(StoreError):
+    pass
+
+
+class OutputLocked(StoreError):
+    pass
+
+
+def short(exc: BaseException) -> str:
+    """One line describing any exception, for failure rows and stderr."""
+    if isinstance(exc, MtxError):
+        text = exc.message
+    else:
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return " ".join(text.split())[:500]

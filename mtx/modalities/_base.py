@@ -1,0 +1,293 @@
+"""The modality contract and the tokenizer pieces that several modalities share.
+
+A modality is one class in one file, registered with ``@register_modality``. It declares what
+it accepts (``extensions``), how it recognises a file (``sniff``), how a file becomes samples
+(``load``, CPU only, in worker processes) and how samples become encoder tokens
+(``tokenizer``, an ``nn.Module`` that runs on the device).
+
+Data contract:
+- ``load`` yields :class:`Sample` objects whose arrays all share a leading *segment* axis
+  ``S >= 1`` (video clips, audio segments, text windows, IMU windows). Every segment becomes one
+  encoder row; the rows of one sample are pooled and averaged into one vector.
+- ``collate`` turns samples that share a ``batch_key`` into a dict of tensors with the segments
+  of all samples concatenated along axis 0.
+- The tokenizer maps that dict to :class:`Tokens` ``[R, N, D]`` (+ key-padding mask).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+from collections.abc import Hashable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+if TYPE_CHECKING:
+    from ..weights import ClipFront, EncoderSpec
+
+# Evidence strengths, strongest first (see mtx/sniff.py for the precedence rules). A modality
+# may add a small documented offset (e.g. REFINED + 2) to order refinements of one container.
+CLAIM = 40  # exclusive content: magic bytes of a one-modality format, a FLIR segment, DICM
+REFINED = 35  # a shared container refined by its structure or a path hint (1-channel 16-bit
+#               PNG under thermal/, a CSV with accelerometer columns, a TIFF with >= 5 bands)
+STRUCTURE = 30  # a shared container in its generic reading (a JPEG is a picture, a CSV a table)
+HINT = 20  # a path hint alone (``velodyne/`` for a .bin)
+EXTENSION = 10  # only the file extension speaks for it
+
+STRENGTH_NAMES = {CLAIM: "claim", REFINED: "refined", STRUCTURE: "structure", HINT: "hint",
+                  EXTENSION: "extension"}
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Why a modality claims a file. Higher ``strength`` wins; equal top strengths are ambiguous."""
+
+
+    modality: str
+    strength: int
+    reason: str
+
+    @property
+    def strength_name(self) -> str:
+        base = max((s for s in STRENGTH_NAMES if s <= self.strength), default=EXTENSION)
+        return STRENGTH_NAMES[base]
+
+
+@dataclass
+class Sample:
+    """One unit that becomes one vector.
+
+    Attributes:
+        key: fragment inside the file ('' for the whole file, ``row=3``, ``line=2``, ``t=10``);
+            the sample id is ``<path relative to its input root>`` + ``#key`` when not empty.
+        arrays: numpy arrays with a shared leading segment axis (S >= 1).
+        meta: JSON-able facts (original shape, sample rate, frames used, what was resampled).
+    """
+
+    key: str
+    arrays: dict[str, np.ndarray]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_segments(self) -> int:
+        return int(next(iter(self.arrays.values())).shape[0])
+
+
+@dataclass
+class Tokens:
+    """Encoder input. ``pad_mask`` is True where a position is padding."""
+
+    x: torch.Tensor
+    pad_mask: torch.Tensor | None = None
+    has_cls: bool = True
+
+
+@dataclass
+class ModalityConfig:
+    """Base class of every modality's preprocessing config (recorded in the output)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.integer, np.floating)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(type(o))
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default)
+
+
+class Modality:
+    """Base class: subclass, set the class attributes, implement ``sniff``, ``load``, ``tokenizer``.
+
+    Class attributes:
+        name: registry key, equal to the module name.
+        extensions: lower-case extensions with the dot that suggest this modality.
+        summary: one line for ``mtx modalities`` and the docs.
+        tokens: the token count at B/16 defaults, as text for the docs (``"197"``, ``"1 + |V| + |E|"``).
+        clip_init: True when the tokenizer can take weights from a CLIP vision tower.
+        Config: the dataclass of preprocessing options (fields with defaults).
+    """
+
+    name: ClassVar[str]
+    extensions: ClassVar[tuple[str, ...]] = ()
+    summary: ClassVar[str] = ""
+    tokens: ClassVar[str] = ""
+    clip_init: ClassVar[bool] = False
+    Config: ClassVar[type[ModalityConfig]] = ModalityConfig
+
+    # -- discovery -------------------------------------------------------------------------
+    def sniff(self, head: bytes, path: Path) -> Evidence | None:
+        """Return evidence that ``path`` is of this modality, or None. Cheap: ``head`` is the
+        first 8 KiB; open the file again only for a bounded structure check."""
+        if path.suffix.lower() in self.extensions:
+            return Evidence(self.name, EXTENSION, f"extension {path.suffix.lower()}")
+        return None
+
+    def companions(self, path: Path) -> list[Path]:
+        """Files consumed together with ``path`` that must not be embedded on their own."""
+        return []
+
+    # -- CPU side --------------------------------------------------------------------------
+    def load(self, path: Path, cfg: ModalityConfig) -> Iterator[Sample]:
+        """Decode and preprocess ``path`` into samples. CPU only, deterministic, picklable.
+
+        Raise :class:`mtx.errors.DecodeError` with a one-line reason for bad input."""
+        raise NotImplementedError
+
+    def batch_key(self, sample: Sample) -> Hashable:
+        """Samples with equal keys can be collated together (default: equal trailing shapes)."""
+        return tuple((k, a.shape[1:], a.dtype.str) for k, a in sorted(sample.arrays.items()))
+
+    def collate(self, samples: list[Sample]) -> dict[str, torch.Tensor]:
+        """Concatenate the segments of ``samples`` into one dict of tensors."""
+        keys = samples[0].arrays.keys()
+        return {
+            k: torch.from_numpy(np.ascontiguousarray(np.concatenate([s.arrays[k] for s in samples])))
+            for k in keys
+        }
+
+    def cost(self, sample: Sample) -> int:
+        """Approximate encoder tokens per segment, for length-aware batching."""
+        return 0
+
+    # -- device side -----------------------------------------------------------------------
+    def tokenizer(
+        self, spec: "EncoderSpec", front: "ClipFront | None", cfg: ModalityConfig
+    ) -> "Tokenizer":
+        raise NotImplementedError
+
+    def default_pool(self, init: str) -> str:
+        return "cls" if init in ("clip", "file") else "mean"
+
+    # -- helpers ---------------------------------------------------------------------------
+    def config(self, **overrides: Any) -> ModalityConfig:
+        return self.Config(**overrides)
+
+    def seed(self, spec: "EncoderSpec", cfg: ModalityConfig) -> int:
+        """The deterministic seed of this modality's seeded tokenizer."""
+        text = canonical_json({"modality": self.name, "dim": spec.dim, "patch": spec.patch,
+                               "config": cfg.to_dict()})
+        return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") & (2**63 - 1)
+
+    def __repr__(self) -> str:
+        return f"<modality {self.name}>"
+
+
+# ----------------------------------------------------------------------------------------------
+# Tokenizer base and shared pieces
+# ----------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def seeded(seed: int):
+    """Build modules under a fixed CPU RNG state without disturbing the caller's RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def state_sha256(module: nn.Module) -> str:
+    """sha256 over a module's state dict (names, dtypes, shapes, bytes), in a stable order."""
+    h = hashlib.sha256()
+    for k, v in sorted(module.state_dict().items()):
+        t = v.detach().to("cpu").contiguous()
+        h.update(f"{k}:{t.dtype}:{tuple(t.shape)}".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+class Tokenizer(nn.Module):
+    """Base of every Data2Seq tokenizer: ``forward(inputs) -> Tokens``.
+
+    ``init`` is ``clip`` (taken from a CLIP vision tower), ``seeded`` (deterministic random init
+    from ``seed``) or ``file`` (a tokenizer checkpoint the user passed).
+    """
+
+    init: str = "seeded"
+    seed: int | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "tokenizer": type(self).__name__,
+            "init": self.init,
+            "seed": -1 if self.seed is None else int(self.seed),
+            "sha256": state_sha256(self),
+        }
+
+
+def sinusoidal(positions: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Fixed sinusoidal embedding of (possibly fractional) positions: [..., dim]."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32) / half)
+    ang = positions.float()[..., None] * freqs.to(positions.device)
+    emb = torch.cat([torch.sin(ang), torch.cos(ang)], dim=-1)
+    if dim % 2:
+        emb = F.pad(emb, (0, 1))
+    return emb
+
+
+def resize_pos_grid(pos: torch.Tensor, old_hw: tuple[int, int], new_hw: tuple[int, int]) -> torch.Tensor:
+    """Bilinearly resize a [H*W, D] positional table laid on a grid to [h*w, D]."""
+    d = pos.shape[-1]
+    grid = pos.reshape(1, old_hw[0], old_hw[1], d).permute(0, 3, 1, 2)
+    if tuple(new_hw) != tuple(old_hw):
+        grid = F.interpolate(grid, size=tuple(new_hw), mode="bilinear", align_corners=False)
+    return grid.permute(0, 2, 3, 1).reshape(new_hw[0] * new_hw[1], d)
+
+
+class ImagePatchTokenizer(Tokenizer):
+    """ViT front end: Conv2d(3, D, p, p, bias=False) + CLS + learned positions + pre-LN.
+
+    Takes ``pixels`` [R, 3, S, S] (uint8 0..255 or float 0..1) and normalises with the encoder
+    preset's mean/std on the device. With a CLIP front the weights are CLIP's (``init=clip``).
+    Image, infrared and X-ray share it (and so share the CLIP weights).
+    """
+
+    def __init__(self, spec: "EncoderSpec", front: "ClipFront | None", seed: int):
+        super().__init__()
+        d, p, g = spec.dim, spec.patch, spec.img_size // spec.patch
+        self.grid = g
+        with seeded(seed):
+            self.proj = nn.Conv2d(3, d, p, p, bias=False)
+            self.cls = nn.Parameter(torch.randn(d) * 0.02)
+            self.pos = nn.Parameter(torch.randn(1 + g * g, d) * 0.02)
+            self.norm_pre = nn.LayerNorm(d, eps=spec.eps)
+        self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1), persistent=False)
+        if front is not None:
+            front.load_into(self)
+            self.init, self.seed = "clip", None
+        else:
+            self.init, self.seed = "seeded", seed
+
+    def normalize(self, px: torch.Tensor) -> torch.Tensor:
+        x = px.float() / 255.0 if px.dtype == torch.uint8 else px.float()
+        return (x - self.mean) / self.std
+
+    def embed_patches(self, px: torch.Tensor) -> torch.Tensor:
+        """[R, 3, S, S] pixels -> [R, g*g, D] patch tokens (no CLS, no positions)."""
+        return self.proj(self.normalize(px)).flatten(2).transpose(1, 2)
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> Tokens:
+        x = self.embed_patches(inputs["pixels"])
+        cls = self.cls.expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1) + self.pos
+        return Tokens(self.norm_pre(x), None, True)

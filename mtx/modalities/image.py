@@ -1,0 +1,178 @@
+"""image: photographs and other RGB/grey pictures -> 197 ViT patch tokens (B/16)."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DecodeError, MissingDependency
+from ._base import STRUCTURE, Evidence, ImagePatchTokenizer, Modality, ModalityConfig, Sample
+from ._imaging import MAX_PIXELS, check_pixels, resize_center_crop
+from ._registry import register_modality
+
+# Magic bytes of the formats Pillow decodes for us.
+_MAGIC = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"II+\x00", "BigTIFF"),
+    (b"MM\x00+", "BigTIFF"),
+)
+
+
+def image_format(head: bytes) -> str | None:
+    """The image container named by the magic bytes, or None."""
+    for magic, name in _MAGIC:
+        if head.startswith(magic):
+            return name
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "GIF"
+    if len(head) > 2 and head[:1] == b"P" and head[1:2] in b"123456" and head[2:3] in b" \t\r\n":
+        return "PNM"
+    return None
+
+
+def _frames_of(img) -> int:
+    return int(getattr(img, "n_frames", 1) or 1)
+
+
+def open_image(path: Path):
+    """Open with Pillow (lazy header read), with the pixel cap applied before decoding."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        img = Image.open(path)
+    except Image.DecompressionBombError as e:
+        raise DecodeError(f"image too large: {e}") from None
+    except UnidentifiedImageError:
+        raise DecodeError("not a decodable image (unknown or corrupt header)") from None
+    except OSError as e:
+        raise DecodeError(f"cannot open image: {e}") from None
+    check_pixels(*img.size)
+    return img
+
+
+def to_rgb_array(img, path: Path) -> tuple[np.ndarray, dict]:
+    """Decode to an RGB float/uint8 array: EXIF orientation, palette/alpha/grey/16-bit/float handled.
+
+    Returns ``(array [H, W, 3], meta)`` where the array is uint8 for 8-bit sources and float32 in
+    [0, 1] for 16-bit/float sources (scaled by their real range).
+    """
+    from PIL import Image, ImageOps
+
+    meta = {"format": img.format, "mode": img.mode, "size": list(img.size)}
+    try:
+        if _frames_of(img) > 1:
+            meta["frames"] = _frames_of(img)
+            img.seek(0)
+        img.load()
+        orientation = img.getexif().get(0x0112, 1)
+        if orientation not in (None, 1):
+            img = ImageOps.exif_transpose(img)
+            meta["exif_orientation"] = int(orientation)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        if img.format == "TIFF":
+            return _tifffile_rgb(path, meta)
+        raise DecodeError(f"corrupt or truncated image data: {e}") from None
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.asarray(img, dtype=np.float64)
+        return _scale_float(a, meta), meta
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
+        img = img.convert("RGBA")
+        white = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, img)
+        meta["alpha"] = "composited over white"
+    return np.asarray(img.convert("RGB"), dtype=np.uint8), meta
+
+
+def _scale_float(a: np.ndarray, meta: dict) -> np.ndarray:
+    a = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    lo, hi = float(a.min()), float(a.max())
+    meta["value_range"] = [lo, hi]
+    a = (a - lo) / ((hi - lo) or 1.0)
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=-1)
+    elif a.shape[-1] == 1:
+        a = np.repeat(a, 3, axis=-1)
+    elif a.shape[-1] >= 4:
+        a = a[..., :3]
+    elif a.shape[-1] == 2:
+        a = np.repeat(a[..., :1], 3, axis=-1)
+    return a.astype(np.float32)
+
+
+def _tifffile_rgb(path: Path, meta: dict) -> tuple[np.ndarray, dict]:
+    """TIFFs Pillow refuses (float, multi-sample, exotic compression): first page via tifffile."""
+    try:
+        import tifffile
+    except ImportError:  # pragma: no cover - dependency
+        raise MissingDependency("tifffile is needed for this TIFF; pip install tifffile") from None
+    try:
+        with tifffile.TiffFile(path) as tf:
+            page = tf.pages[0]
+            check_pixels(int(page.imagewidth), int(page.imagelength))
+            a = page.asarray()
+            meta.update(reader="tifffile", pages=len(tf.pages), dtype=str(a.dtype))
+    except DecodeError:
+        raise
+    except Exception as e:  # noqa: BLE001 - tifffile raises many types for corrupt files
+        raise DecodeError(f"corrupt or unsupported TIFF: {e}") from None
+    if a.ndim == 3 and a.shape[0] in (3, 4) and a.shape[-1] not in (3, 4):
+        a = np.moveaxis(a, 0, -1)
+    if a.dtype == np.uint8 and a.ndim == 3 and a.shape[-1] == 3:
+        return a, meta
+    return _scale_float(a.astype(np.float64), meta), meta
+
+
+def pixels(rgb: np.ndarray, size: int) -> np.ndarray:
+    """[H, W, 3] uint8 or float [0,1] -> [3, size, size] (uint8 stays uint8: 4x less IPC)."""
+    from PIL import Image
+
+    if rgb.dtype == np.uint8:
+        im = resize_center_crop(Image.fromarray(rgb, "RGB"), size)
+        return np.ascontiguousarray(np.asarray(im, dtype=np.uint8).transpose(2, 0, 1))
+    from ._imaging import float_to_pixels
+
+    return float_to_pixels(rgb, size)
+
+
+@dataclass
+class ImageConfig(ModalityConfig):
+    size: int = 224  # resize short side, centre-crop to size x size
+    max_pixels: int = MAX_PIXELS
+
+
+@register_modality
+class image(Modality):  # noqa: N801 - class name == registry key == module name
+    name = "image"
+    extensions = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm",
+                  ".pnm", ".pbm", ".jfif")
+    summary = "JPEG, PNG, WebP, BMP, GIF, TIFF, PNM pictures"
+    tokens = "197 = 1 + 14x14"
+    clip_init = True
+    Config = ImageConfig
+
+    def sniff(self, head: bytes, path: Path) -> Evidence | None:
+        fmt = image_format(head)
+        if fmt:
+            # Image containers are shared with infrared, xray, video (animated) and hyperspectral
+            # (multi-band TIFF); those modalities claim such files with stronger evidence.
+            return Evidence(self.name, STRUCTURE, f"{fmt} magic bytes")
+        return super().sniff(head, path)
+
+    def load(self, path: Path, cfg: ImageConfig) -> Iterator[Sample]:
+        img = open_image(path)
+        with img:
+            rgb, meta = to_rgb_array(img, path)
+        meta["preprocess"] = f"short side {cfg.size} bicubic, centre crop {cfg.size}"
+        yield Sample("", {"pixels": pixels(rgb, cfg.size)[None]}, meta)
+
+    def tokenizer(self, spec, front, cfg):
+        return ImagePatchTokenizer(spec, front, self.seed(spec, cfg))

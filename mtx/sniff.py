@@ -1,0 +1,118 @@
+"""Which modality a file is, and why.
+
+Precedence (DESIGN.md §4):
+1. ``--modality M`` for every input, or ``--map GLOB=M`` rules (first match wins).
+2. Exclusive content claims (``CLAIM``): magic bytes and headers — DICOM ``DICM``, ENVI header,
+   FLIR APP1, RIFF WAVE/AVI, ftyp, EBML, OggS, fLaC, PLY, PCD, LAS, GML/GraphML/GEXF roots...
+3. Shared containers (CSV/Parquet/NPY/PNG/TIFF/MAT) decided by cheap structure checks
+   (``STRUCTURE``), then by path hints (``HINT``), then by the extension alone (``EXTENSION``).
+4. Nothing matched, or two modalities tie at the top strength: an error that lists every
+   attempt and how to force a choice. Never a silent guess.
+
+CSV-like files are the crowded case, decided in this order (strongest first):
+``imu`` (>= 3 accelerometer-named columns) > ``time_series`` (a time-like column and numeric
+channels) > ``tabular`` (any delimited table, one sample per row). Each of those modules
+scores itself against that ladder; ``mtx tokenize`` prints the winning reason.
+"""
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import AmbiguousModality, DecodeError, UnknownModality
+from .modalities import get_modality, list_modalities
+from .modalities._base import Evidence
+
+HEAD_BYTES = 8192
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The chosen modality, the reason, and every candidate that was considered."""
+
+    modality: str
+    reason: str
+    candidates: tuple[Evidence, ...] = field(default=())
+
+
+def read_head(path: Path, n: int = HEAD_BYTES) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(n)
+    except IsADirectoryError:
+        raise DecodeError("is a directory, not a file") from None
+    except PermissionError:
+        raise DecodeError("permission denied") from None
+    except FileNotFoundError:
+        raise DecodeError("file disappeared before it could be read") from None
+    except OSError as e:
+        raise DecodeError(f"cannot read: {e.strerror or e}") from None
+
+
+def match_rule(path: Path, rules: list[tuple[str, str]]) -> tuple[str, str] | None:
+    s = str(path)
+    for pattern, modality in rules:
+        if fnmatch.fnmatch(s, pattern) or fnmatch.fnmatch(path.name, pattern):
+            return modality, pattern
+    return None
+
+
+def sniff(path: str | Path, modality: str | None = None,
+          rules: list[tuple[str, str]] | None = None) -> Decision:
+    """Decide the modality of ``path``.
+
+    Args:
+        path: the file.
+        modality: force this modality for the file (``--modality``).
+        rules: ``(glob, modality)`` pairs (``--map``); the first match wins.
+
+    Returns:
+        A :class:`Decision` with the modality and the human-readable reason.
+
+    Raises:
+        UnknownModality: nothing claims the file.
+        AmbiguousModality: two modalities claim it equally strongly.
+        DecodeError: the file cannot be read at all.
+
+    Example:
+        >>> sniff("photo.jpg").modality  # doctest: +SKIP
+        'image'
+    """
+    path = Path(path)
+    if modality:
+        get_modality(modality)
+        return Decision(modality, "forced by --modality")
+    if rules:
+        hit = match_rule(path, rules)
+        if hit:
+            get_modality(hit[0])
+            return Decision(hit[0], f"--map rule {hit[1]!r}")
+    head = read_head(path)
+    if not head:
+        raise DecodeError("empty file (0 bytes)")
+    cands: list[Evidence] = []
+    errors: list[str] = []
+    for mod in list_modalities():
+        try:
+            ev = mod.sniff(head, path)
+        except DecodeError as e:
+            errors.append(f"{mod.name}: {e.message}")
+            continue
+        if ev is not None:
+            cands.append(ev)
+    if not cands:
+        magic = head[:8].hex(" ")
+        extra = f"; checks that failed: {'; '.join(errors)}" if errors else ""
+        raise UnknownModality(
+            f"no modality matched (magic bytes: {magic}, extension: {path.suffix or 'none'}){extra}; "
+            "pass --modality M or --map 'GLOB=M' (see `mtx modalities`)", path=str(path))
+    cands.sort(key=lambda e: -e.strength)
+    top = [c for c in cands if c.strength == cands[0].strength]
+    if len({c.modality for c in top}) > 1:
+        listing = "; ".join(f"{c.modality} ({c.reason})" for c in top)
+        raise AmbiguousModality(
+            f"equally strong candidates: {listing}; pass --modality M or --map 'GLOB=M'",
+            path=str(path))
+    best = cands[0]
+    return Decision(best.modality, f"{best.strength_name}: {best.reason}", tuple(cands))
