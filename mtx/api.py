@@ -1,0 +1,176 @@
+"""The Python API behind ``mtx.embed``, ``mtx.tokenize`` and ``mtx.sniff``."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import MtxError, short
+
+
+def _model(model, weights, device, dtype):
+    from .encoder import Model, load_model
+
+    return model if isinstance(model, Model) else load_model(model, weights, device, dtype)
+
+
+def embed(
+    paths: str | Path | Iterable[str | Path],
+    *,
+    model: Any = "meta-b16",
+    weights: str | list[str] | None = None,
+    device: str | None = None,
+    dtype: str = "float32",
+    modality: str | None = None,
+    pool: str | None = None,
+    batch_size: int = 32,
+    options: dict[str, dict[str, Any]] | None = None,
+    on_error: str = "raise",
+) -> tuple[list[str], np.ndarray]:
+    """Embed files in memory (no HDF5), in-process.
+
+    Args:
+        paths: a file, a directory (recursive) or an iterable of them.
+        model: a preset name or an already loaded :class:`mtx.encoder.Model`.
+        weights: weights path(s), ``"seeded"``, or None for ``MTX_WEIGHTS`` / the HF cache.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``.
+        dtype: compute dtype.
+        modality: force one modality for every file.
+        pool: ``cls``, ``mean`` or ``max`` (default: per modality).
+        batch_size: encoder rows per batch.
+        options: per-modality config overrides, e.g. ``{"video": {"frames": 32}}``.
+        on_error: ``"raise"`` (first bad file raises) or ``"skip"`` (bad files are left out).
+
+    Returns:
+        ``(ids, vectors)``: sample ids and a float32 array ``[n, D]`` in the same order.
+
+    Raises:
+        MtxError: a bad file (with ``on_error="raise"``), missing weights, bad options.
+
+    Example:
+        >>> ids, vecs = mtx.embed("examples/", model="tiny", weights="seeded")  # doctest: +SKIP
+        >>> vecs.shape[1]
+        64
+    """
+    from .modalities import get_modality
+    from .pipeline import EmbedOptions, Embedder, discover, process_file
+
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    m = _model(model, weights, device, dtype)
+    opts = EmbedOptions(model=m.spec.name, modality=modality, pool=pool, batch_size=batch_size,
+                        options=options or {})
+    items, problems = discover([str(p) for p in paths])
+    if problems and on_error == "raise":
+        raise MtxError(f"{problems[0][0]}: {problems[0][1]}")
+    emb = Embedder(m, opts)
+    configs = {name: emb.config(name).to_dict() for name in {*(opts.options or {})}}
+    ids: list[str] = []
+    vecs: list[np.ndarray] = []
+    buckets: dict[tuple, list[tuple[str, Any]]] = {}
+
+    def flush(key):
+        entries = buckets.pop(key)
+        v, _, _ = emb.embed(key[0], [s for _, s in entries])
+        ids.extend(i for i, _ in entries)
+        vecs.append(v)
+
+    for inp in items:
+        msgs: list[tuple] = []
+        process_file(inp, modality, [], configs, msgs.append)
+        if msgs and msgs[-1][0] == "fail":
+            if on_error == "raise":
+                raise MtxError(f"{inp.path}: {msgs[-1][3]}: {msgs[-1][4]}")
+            continue
+        for msg in msgs:
+            if msg[0] != "sample":
+                continue
+            _, _, mod_name, s = msg
+            key = (mod_name, get_modality(mod_name).batch_key(s))
+            buckets.setdefault(key, []).append((inp.id + (f"#{s.key}" if s.key else ""), s))
+            if sum(x.n_segments for _, x in buckets[key]) >= batch_size:
+                flush(key)
+    for key in list(buckets):
+        flush(key)
+    if not vecs:
+        return [], np.zeros((0, m.spec.dim), np.float32)
+    return ids, np.concatenate(vecs)
+
+
+def inspect_file(model, path: str | Path, *, modality: str | None = None,
+                 rules: list[tuple[str, str]] | None = None,
+                 options: dict[str, dict[str, Any]] | None = None) -> tuple[dict[str, Any], np.ndarray]:
+    """What the encoder receives for ``path``: a report dict and the first sample's tokens [N, D]."""
+    from .errors import DecodeError
+    from .modalities import get_modality
+    from .pipeline import EmbedOptions, Embedder
+    from .sniff import sniff as _sniff
+
+    path = Path(path)
+    dec = _sniff(path, modality=modality, rules=rules)
+    mod = get_modality(dec.modality)
+    emb = Embedder(model, EmbedOptions(options=options or {}))
+    cfg = emb.config(dec.modality)
+    samples = []
+    n = 0
+    try:
+        for s in mod.load(path, cfg):
+            if len(samples) < 5:
+                samples.append(s)
+            n += 1
+    except MtxError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise DecodeError(short(e), path=str(path)) from None
+    if not samples:
+        raise DecodeError("no samples in file (empty content)", path=str(path))
+    tok = emb.tokenizer(dec.modality)
+    reports = []
+    first = None
+    for s in samples:
+        t = emb.tokens(dec.modality, [s])
+        pad = 0 if t.pad_mask is None else int(t.pad_mask[0].sum())
+        n_tok = t.x.shape[1] - pad
+        if first is None:
+            x = t.x[0].float().cpu()
+            first = (x if t.pad_mask is None else x[~t.pad_mask[0].cpu()]).numpy().astype(np.float32)
+        reports.append({"id": path.name + (f"#{s.key}" if s.key else ""), "segments": s.n_segments,
+                        "tokens": n_tok, "padding": pad,
+                        "arrays": {k: [list(a.shape), str(a.dtype)] for k, a in s.arrays.items()},
+                        "meta": s.meta})
+    rep = {"path": str(path), "modality": dec.modality, "reason": dec.reason,
+           "candidates": [{"modality": c.modality, "strength": c.strength_name, "reason": c.reason}
+                          for c in dec.candidates],
+           "tokenizer": tok.describe(), "pool": emb.pool_mode(dec.modality), "dim": model.spec.dim,
+           "config": cfg.to_dict(), "n_samples": n, "samples": reports,
+           "saved_shape": list(first.shape)}
+    return rep, first
+
+
+def tokenize(path: str | Path, *, model: Any = "meta-b16", weights: str | list[str] | None = None,
+             modality: str | None = None, options: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Describe what the encoder receives for one file.
+
+    Args:
+        path: the file.
+        model: preset name or loaded model.
+        weights: as for :func:`embed`.
+        modality: force a modality.
+        options: per-modality config overrides.
+
+    Returns:
+        A dict with ``modality``, ``reason``, ``tokenizer`` (class, init, seed, sha256),
+        ``samples`` (per sample: tokens, padding, arrays, preprocessing facts) and ``tokens``,
+        the first sample's encoder-input tokens as a float32 array ``[N, D]``.
+
+    Example:
+        >>> r = mtx.tokenize("examples/photo.jpg", model="tiny", weights="seeded")  # doctest: +SKIP
+        >>> r["tokens"].shape
+        (197, 64)
+    """
+    m = _model(model, weights, "cpu", "float32")
+    rep, first = inspect_file(m, path, modality=modality, options=options)
+    rep["tokens"] = first
+    return rep

@@ -1,0 +1,390 @@
+"""text: plain-text documents -> windows of CLIP BPE tokens (<= 78 tokens per window at B/16).
+
+Decoding never crashes on bytes: a byte-order mark wins, then strict UTF-8 (validated over the
+whole file, streaming), then a legacy encoding detected by charset_normalizer (GB2312, Shift-JIS,
+cp1252...) decoded with replacement characters. NUL bytes or no plausible encoding mean "binary
+content, not text" (a DecodeError), never mojibake.
+
+A document is cut into consecutive windows of ``window`` (75) CLIP BPE tokens; each window is
+``<start_of_text> + tokens + <end_of_text>`` (<= 77 ids) and one encoder row (one segment), so
+the pipeline pools each window and averages the windows into one vector. Windows are streamed;
+above ``max_windows`` a deterministic uniform selection keeps every ``stride``-th window
+(``stride`` the smallest power of two that fits the cap), recorded as ``window_stride``, so
+memory and compute stay bounded for any file size.
+"""
+from __future__ import annotations
+
+import codecs
+import functools
+import io
+import re
+from collections.abc import Hashable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from mtx.errors import DecodeError, UsageError
+
+from ._base import EXTENSION, HINT, Evidence, Modality, ModalityConfig, Sample, Tokenizer, Tokens, seeded
+from ._registry import register_modality
+
+VOCAB = 49408  # CLIP BPE: 49,152 merges/bytes + <start_of_text> + <end_of_text> (+ padding to 49408)
+CONTEXT = 77  # CLIP text positions: <start> + 75 tokens + <end>
+SOT, EOT = 49406, 49407
+
+# Byte-order marks, longest first (the UTF-32 LE mark starts with the UTF-16 LE one).
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32", "UTF-32 LE BOM"),
+    (codecs.BOM_UTF32_BE, "utf-32", "UTF-32 BE BOM"),
+    (codecs.BOM_UTF8, "utf-8-sig", "UTF-8 BOM"),
+    (codecs.BOM_UTF16_LE, "utf-16", "UTF-16 LE BOM"),
+    (codecs.BOM_UTF16_BE, "utf-16", "UTF-16 BE BOM"),
+)
+_DETECT_BYTES = 256 * 1024  # bytes given to the charset detector
+_READ_CHARS = 1 << 20  # decoded characters per read when streaming a document
+_LONG_RUN = re.compile(r"(\S{256})(?=\S)")  # bounds BPE's quadratic cost on huge "words"
+_CACHE_MAX = 100_000  # BPE word cache entries before it is cleared (bounded memory)
+
+
+# ----------------------------------------------------------------------------------------------
+# Decoding
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TextEncoding:
+    """How a file's bytes become text: codec name, how it was decided, replacement policy."""
+
+    codec: str
+    source: str  # "bom" | "utf-8" | "detected" | "forced"
+    reason: str
+    errors: str = "strict"
+
+    def meta(self) -> dict:
+        return {"encoding": self.codec, "encoding_source": self.source, "encoding_reason": self.reason,
+                "decode_errors": self.errors}
+
+
+def bom_encoding(head: bytes) -> tuple[str, str] | None:
+    for bom, codec, what in _BOMS:
+        if head.startswith(bom):
+            return codec, what
+    return None
+
+
+def _detect_legacy(sample: bytes) -> str | None:
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(sample).best()
+    return None if best is None else str(best.encoding)
+
+
+def _utf8_error_offset(path: Path) -> int | None:
+    """Byte offset of the first invalid UTF-8 sequence, or None (streams the whole file)."""
+    dec = codecs.getincrementaldecoder("utf-8")("strict")
+    done = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            try:
+                dec.decode(chunk, final=False)
+            except UnicodeDecodeError as e:
+                return done + e.start
+            done += len(chunk)
+        try:
+            dec.decode(b"", final=True)
+        except UnicodeDecodeError:
+            return done
+    return None
+
+
+def detect_encoding(path: Path, forced: str = "") -> TextEncoding:
+    """Decide how to decode ``path``.
+
+    Args:
+        path: the file.
+        forced: a Python codec name that overrides detection ('' = detect).
+
+    Returns:
+        A :class:`TextEncoding`.
+
+    Raises:
+        DecodeError: the bytes are binary (NUL bytes without a UTF-16/32 BOM, or no text
+            encoding fits).
+    """
+    with open(path, "rb") as f:
+        head = f.read(_DETECT_BYTES)
+    if forced:
+        try:
+            codecs.lookup(forced)
+        except LookupError:
+            raise UsageError(f"unknown text encoding {forced!r}") from None
+        return TextEncoding(forced, "forced", "forced by config", "replace")
+    bom = bom_encoding(head)
+    if bom:
+        return TextEncoding(bom[0], "bom", bom[1], "replace")
+    if b"\x00" in head[:8192]:
+        raise DecodeError("binary content, not text (NUL bytes in the first 8 KiB); "
+                          "pass --modality to embed it as another modality")
+    bad = _utf8_error_offset(path)
+    if bad is None:
+        return TextEncoding("utf-8", "utf-8", "valid UTF-8")
+    if bad >= _DETECT_BYTES:
+        # The detector would only see valid UTF-8; keep UTF-8 and replace the late bad bytes.
+        return TextEncoding("utf-8", "utf-8", f"valid UTF-8 up to byte {bad}", "replace")
+    enc = _detect_legacy(head)
+    if enc is None:
+        raise DecodeError(f"binary content, not text (invalid UTF-8 at byte {bad} and no "
+                          "legacy encoding fits); pass --text-encoding to force one")
+    return TextEncoding(enc, "detected", f"invalid UTF-8 at byte {bad}; charset_normalizer", "replace")
+
+
+def open_text(path: Path, enc: TextEncoding) -> io.TextIOWrapper:
+    """A streaming text reader (universal newlines) for ``path`` in ``enc``."""
+    return io.TextIOWrapper(open(path, "rb"), encoding=enc.codec, errors=enc.errors, newline=None)
+
+
+def looks_like_text(head: bytes) -> str | None:
+    """Why ``head`` (a file's first bytes) reads as text, or None. Cheap: head only."""
+    bom = bom_encoding(head)
+    if bom:
+        return bom[1]
+    if not head or b"\x00" in head:
+        return None
+    try:
+        codecs.getincrementaldecoder("utf-8")("strict").decode(head, final=False)
+        return "decodes as UTF-8"
+    except UnicodeDecodeError:
+        pass
+    enc = _detect_legacy(head)
+    return f"decodes as {enc}" if enc else None
+
+
+# ----------------------------------------------------------------------------------------------
+# BPE windows
+# ----------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def clip_bpe():
+    """open_clip's CLIP BPE tokenizer (its vocabulary file ships inside the package)."""
+    try:
+        from open_clip.tokenizer import SimpleTokenizer
+    except ImportError:  # pragma: no cover - dependency
+        from mtx.errors import MissingDependency
+
+        raise MissingDependency("text needs open-clip-torch for the CLIP BPE vocabulary; "
+                                "pip install open-clip-torch") from None
+    tok = SimpleTokenizer()
+    assert tok.vocab_size == VOCAB and tok.sot_token_id == SOT and tok.eot_token_id == EOT
+    return tok
+
+
+def bpe_ids(text: str) -> list[int]:
+    """CLIP BPE ids of ``text`` (no start/end). Runs of > 256 non-space chars are split."""
+    tok = clip_bpe()
+    if len(tok.cache) > _CACHE_MAX:
+        tok.cache = {t: t for t in ("<start_of_text>", "<end_of_text>")}
+    return tok.encode(_LONG_RUN.sub(r"\1 ", text))
+
+
+def _pieces(reader: io.TextIOBase) -> Iterator[str]:
+    """Read a document in ~1M-character pieces cut at whitespace (BPE words never span it)."""
+    carry = ""
+    while chunk := reader.read(_READ_CHARS):
+        buf = carry + chunk
+        cut = max(buf.rfind(" "), buf.rfind("\n"), buf.rfind("\t"))
+        if cut < 0:
+            if len(buf) < 4 * _READ_CHARS:
+                carry = buf
+                continue
+            cut = len(buf) - 1
+        carry = buf[cut + 1:]
+        yield buf[:cut + 1]
+    if carry:
+        yield carry
+
+
+class WindowSelector:
+    """Keeps every ``stride``-th window of a stream, doubling ``stride`` to stay <= ``cap``."""
+
+    def __init__(self, width: int, cap: int):
+        self.width, self.cap = width, cap
+        self.stride, self.total = 1, 0
+        self.kept: list[tuple[int, list[int]]] = []
+        self._pending: list[int] = []
+
+    def feed(self, ids: list[int]) -> None:
+        self._pending.extend(ids)
+        w = self.width
+        if len(self._pending) >= w:
+            full = len(self._pending) // w
+            for i in range(full):
+                self._take(self._pending[i * w:(i + 1) * w])
+            del self._pending[:full * w]
+
+    def _take(self, window: list[int]) -> None:
+        index = self.total
+        self.total += 1
+        if index % self.stride:
+            return
+        self.kept.append((index, window))
+        if len(self.kept) > self.cap:
+            self.stride *= 2
+            self.kept = [(i, win) for i, win in self.kept if i % self.stride == 0]
+
+    def finish(self) -> None:
+        if self._pending:
+            self._take(self._pending)
+            self._pending = []
+
+
+def windows_to_arrays(windows: list[list[int]]) -> dict[str, np.ndarray]:
+    """BPE windows -> ``ids`` [S, 77] int32 (start/end added, zero padded) + ``n`` [S] lengths."""
+    ids = np.zeros((len(windows), CONTEXT), dtype=np.int32)
+    n = np.zeros(len(windows), dtype=np.int32)
+    for i, win in enumerate(windows):
+        row = [SOT, *win, EOT]
+        ids[i, :len(row)] = row
+        n[i] = len(row)
+    return {"ids": ids, "n": n}
+
+
+def _select(sel: WindowSelector, cfg: "TextConfig") -> tuple[dict[str, np.ndarray], dict]:
+    sel.finish()
+    arrays = windows_to_arrays([w for _, w in sel.kept])
+    meta = {"windows": sel.total, "windows_used": len(sel.kept), "window_stride": sel.stride}
+    if sel.stride > 1:
+        meta["window_selection"] = (f"{sel.total} windows > max_windows {cfg.max_windows}: kept every "
+                                    f"{sel.stride}th window (uniform, deterministic)")
+    return arrays, meta
+
+
+# ----------------------------------------------------------------------------------------------
+# The modality
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TextConfig(ModalityConfig):
+    unit: str = "file"  # 'file': one sample per file; 'line': one per non-empty line (key line=N, 1-based)
+    window: int = 75  # BPE tokens per window (+ <start>/<end> = 77 positions)
+    max_windows: int = 256  # more windows per sample -> keep every 2^k-th window (recorded)
+    encoding: str = ""  # force a Python codec name ('' = BOM / UTF-8 / detected legacy encoding)
+
+    def __post_init__(self):
+        if self.unit not in ("file", "line"):
+            raise UsageError(f"--text-unit must be 'file' or 'line', not {self.unit!r}")
+        if not 1 <= self.window <= CONTEXT - 2:
+            raise UsageError(f"text window must be 1..{CONTEXT - 2} BPE tokens, not {self.window}")
+        if self.max_windows < 1:
+            raise UsageError("text max_windows must be >= 1")
+
+
+class TextTokenizer(Tokenizer):
+    """Token embedding [49408, D] + learned positions [77, D] + CLS + pre-LN.
+
+    Takes ``ids`` [R, L] (L <= 77, zero padded) and ``n`` [R] (valid ids per row); emits
+    ``[CLS, ids...]`` with a key-padding mask (True past ``n``). The pre-LN puts the seeded
+    tokens on the unit scale the frozen blocks saw after CLIP's ``ln_pre``.
+    """
+
+    def __init__(self, spec, seed: int):
+        super().__init__()
+        d = spec.dim
+        with seeded(seed):
+            self.embed = nn.Embedding(VOCAB, d)
+            nn.init.normal_(self.embed.weight, std=0.02)
+            self.pos = nn.Parameter(torch.randn(CONTEXT, d) * 0.01)
+            self.cls = nn.Parameter(torch.randn(d) * 0.02)
+            self.norm_pre = nn.LayerNorm(d, eps=spec.eps)
+        self.init, self.seed = "seeded", seed
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> Tokens:
+        ids, n = inputs["ids"].long(), inputs["n"].long()
+        r, length = ids.shape
+        x = self.embed(ids) + self.pos[:length]
+        x = torch.cat([self.cls.expand(r, 1, -1), x], dim=1)
+        pos = torch.arange(length, device=ids.device)
+        pad = torch.cat([torch.zeros(r, 1, dtype=torch.bool, device=ids.device),
+                         pos[None, :] >= n[:, None]], dim=1)
+        return Tokens(self.norm_pre(x), pad, True)
+
+
+@register_modality
+class text(Modality):  # noqa: N801 - class name == registry key == module name
+    name = "text"
+    extensions = (".txt", ".md", ".rst", ".text")
+    summary = "plain text (.txt .md .rst, extension-less text; BOM/UTF-8/legacy encodings), CLIP BPE"
+    tokens = "<= 78 per 75-BPE-token window (CLS + <start> + 75 + <end>); windows averaged"
+    clip_init = False
+    Config = TextConfig
+
+    def sniff(self, head: bytes, path: Path) -> Evidence | None:
+        ext = path.suffix.lower()
+        if ext in self.extensions:
+            return Evidence(self.name, EXTENSION, f"extension {ext}")
+        if ext == "":
+            why = looks_like_text(head)
+            if why:
+                # HINT only: any binary format's claim (and any table/graph reading) beats it.
+                return Evidence(self.name, HINT, f"no extension; {why}")
+        return None
+
+    def load(self, path: Path, cfg: TextConfig) -> Iterator[Sample]:
+        enc = detect_encoding(path, cfg.encoding)
+        base = enc.meta()
+        try:
+            with open_text(path, enc) as reader:
+                if cfg.unit == "line":
+                    yield from self._lines(reader, cfg, base)
+                    return
+                sel = WindowSelector(cfg.window, cfg.max_windows)
+                n_tokens = 0
+                for piece in _pieces(reader):
+                    ids = bpe_ids(piece)
+                    n_tokens += len(ids)
+                    sel.feed(ids)
+        except UnicodeDecodeError as e:  # only with a forced strict codec
+            raise DecodeError(f"cannot decode as {enc.codec}: {e.reason} at byte {e.start}") from None
+        if n_tokens == 0:
+            raise DecodeError("no text: the file is empty or only whitespace")
+        arrays, meta = _select(sel, cfg)
+        yield Sample("", arrays, {**base, "unit": "file", "bpe_tokens": n_tokens, **meta})
+
+    def _lines(self, reader, cfg: TextConfig, base: dict) -> Iterator[Sample]:
+        emitted = 0
+        for lineno, line in enumerate(reader, start=1):
+            ids = bpe_ids(line) if line.strip() else []
+            if not ids:
+                continue
+            sel = WindowSelector(cfg.window, cfg.max_windows)
+            sel.feed(ids)
+            arrays, meta = _select(sel, cfg)
+            emitted += 1
+            yield Sample(f"line={lineno}", arrays,
+                         {**base, "unit": "line", "line": lineno, "bpe_tokens": len(ids), **meta})
+        if not emitted:
+            raise DecodeError("no text: the file has no non-empty lines")
+
+    def batch_key(self, sample: Sample) -> Hashable:
+        return "text"  # every window is [77] ids; collate trims the padding columns
+
+    def collate(self, samples: list[Sample]) -> dict[str, torch.Tensor]:
+        n = np.concatenate([s.arrays["n"] for s in samples])
+        width = int(n.max())
+        ids = np.concatenate([s.arrays["ids"][:, :width] for s in samples])
+        return {"ids": torch.from_numpy(np.ascontiguousarray(ids)), "n": torch.from_numpy(n)}
+
+    def cost(self, sample: Sample) -> int:
+        return 1 + int(sample.arrays["n"].max())
+
+    def seed(self, spec, cfg: ModalityConfig) -> int:
+        # Loading options (unit, window, cap, encoding) do not change the tokenizer's weights, so
+        # line and file vectors share one token table.
+        return super().seed(spec, ModalityConfig())
+
+    def tokenizer(self, spec, front, cfg):
+        return TextTokenizer(spec, self.seed(spec, cfg))

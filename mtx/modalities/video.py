@@ -1,0 +1,444 @@
+"""video: MP4/MOV/MKV/WebM/AVI/... and animated GIF/WebP -> 1 + 8x196 = 1569 tubelet tokens (B/16).
+
+Sampling: ``frames`` (16) time points uniformly spaced over the whole clip, each one the frame
+on screen at that instant; ``clips`` > 1 splits the clip into K equal parts and samples each
+part the same way (one encoder row per part, averaged). PyAV seeks to the keyframe before a
+far-away target and decodes forward only from there, so a one-hour video costs about as much
+as a short one and only the sampled frames are kept (memory does not grow with length).
+Animated GIF/WebP go through Pillow (frame durations give the time axis).
+
+Tokenizer: Conv3d(3, D, (2, p, p)) inflated from the image patch weights (each of the two time
+slices gets weight / 2, so a still video gives the image's patch embeddings) + CLS + the
+image's spatial positions repeated over time + a fixed sinusoidal temporal term + pre-LN.
+"""
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import DecodeError, MissingDependency, UsageError
+from ._base import (
+    CLAIM,
+    REFINED,
+    Evidence,
+    Modality,
+    ModalityConfig,
+    Sample,
+    Tokenizer,
+    Tokens,
+    seeded,
+    sinusoidal,
+)
+from ._imaging import check_pixels
+from ._registry import register_modality
+from .image import image_format, pixels
+
+TUBELET = 2  # frames per tubelet (time stride of the Conv3d)
+SEEK_GAP_S = 3.0  # seek instead of decoding forward when the next target is further than this
+_EPS = 1e-6
+_AUDIO_BRANDS = {b"M4A ", b"M4B ", b"M4P ", b"F4A ", b"F4B "}
+_IMAGE_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif",
+                 b"avis", b"crx ", b"jp2 ", b"jpx "}
+_QT_ATOMS = {b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot"}
+_ASF = bytes.fromhex("3026b2758e66cf11a6d900aa0062ce6c")
+
+
+# ---------------------------------------------------------------------------------------------
+# Sniffing helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def gif_frames(path: Path, stop_at: int = 2) -> int:
+    """Count a GIF's image descriptors by walking its blocks (no LZW decoding), up to ``stop_at``."""
+    n = 0
+    with open(path, "rb") as f:
+        hdr = f.read(13)
+        if len(hdr) < 13:
+            return 0
+        if hdr[10] & 0x80:
+            f.seek(3 * (2 << (hdr[10] & 7)), 1)
+        while n < stop_at:
+            b = f.read(1)
+            if not b or b == b";":
+                break
+            if b == b"!":
+                f.read(1)
+                _skip_sub_blocks(f)
+            elif b == b",":
+                desc = f.read(9)
+                if len(desc) < 9:
+                    break
+                n += 1
+                if desc[8] & 0x80:
+                    f.seek(3 * (2 << (desc[8] & 7)), 1)
+                f.read(1)  # LZW minimum code size
+                _skip_sub_blocks(f)
+            else:
+                break
+    return n
+
+
+def _skip_sub_blocks(f) -> None:
+    while True:
+        b = f.read(1)
+        if not b or b[0] == 0:
+            return
+        f.seek(b[0], 1)
+
+
+def webp_frames(path: Path, stop_at: int = 2) -> int:
+    """Count ANMF chunks of an animated WebP by walking RIFF chunk headers (0 if not animated)."""
+    n = 0
+    with open(path, "rb") as f:
+        f.seek(12)
+        while n < stop_at:
+            h = f.read(8)
+            if len(h) < 8:
+                break
+            tag, size = h[:4], struct.unpack("<I", h[4:])[0]
+            if tag == b"ANMF":
+                n += 1
+            f.seek(size + (size & 1), 1)
+    return n
+
+
+def container_kind(head: bytes, path: Path) -> tuple[str | None, int]:
+    """(what the magic bytes say, strength) for the video containers, else (None, 0)."""
+    if len(head) >= 12 and head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand in _AUDIO_BRANDS or brand in _IMAGE_BRANDS:
+            return None, 0
+        return f"ISO media 'ftyp' (brand {brand.decode('latin-1').strip()!r})", CLAIM
+    if len(head) >= 8 and head[4:8] in _QT_ATOMS and struct.unpack(">I", head[:4])[0] >= 8:
+        return f"QuickTime '{head[4:8].decode()}' atom", CLAIM
+    if head[:4] == b"\x1a\x45\xdf\xa3":
+        if b"V_" not in head and (b"A_" in head or path.suffix.lower() in (".mka", ".weba")):
+            return None, 0  # Matroska/WebM audio only
+        return "Matroska/WebM EBML header", CLAIM
+    if head[:4] == b"RIFF" and head[8:12] in (b"AVI ", b"AVIX"):
+        return "RIFF AVI", CLAIM
+    if head[:3] == b"FLV" and len(head) > 4 and head[4] & 0x01:
+        return "FLV with a video stream", CLAIM
+    if head[:4] in (b"\x00\x00\x01\xba", b"\x00\x00\x01\xb3"):
+        return "MPEG program/elementary stream", CLAIM
+    if head[:16] == _ASF and path.suffix.lower() not in (".wma",):
+        return "ASF/WMV header", CLAIM
+    if head[:4] == b"OggS" and b"\x80theora" in head:
+        # Beats audio's OggS claim: the Ogg holds a Theora video stream.
+        return "Ogg with a Theora video stream", CLAIM + 1
+    if len(head) > 376 and head[0] == 0x47 and head[188] == 0x47 and head[376] == 0x47:
+        return "MPEG transport stream sync bytes", REFINED
+    return None, 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling
+# ---------------------------------------------------------------------------------------------
+
+
+def sample_times(duration: float, frames: int, clips: int) -> list[list[float]]:
+    """``clips`` lists of ``frames`` instants: centres of equal sub-intervals of each clip."""
+    seg = duration / clips
+    return [[k * seg + (i + 0.5) * seg / frames for i in range(frames)] for k in range(clips)]
+
+
+def _rgb_of(img) -> np.ndarray:
+    from PIL import Image
+
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        img = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", img.size, (255, 255, 255, 255)), img)
+    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+def _load_animated(path: Path, fmt: str, cfg: "VideoConfig") -> tuple[np.ndarray, dict]:
+    """Animated GIF/WebP through Pillow: one sequential pass, only sampled frames converted."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        img = Image.open(path)
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
+        raise DecodeError(f"cannot open {fmt}: {e}") from None
+    with img:
+        check_pixels(*img.size)
+        try:
+            n = int(getattr(img, "n_frames", 1) or 1)
+            starts, t = [], 0.0
+            for i in range(n):
+                img.seek(i)
+                starts.append(t)
+                d = img.info.get("duration") or 0
+                t += (d if d > 0 else 100) / 1000.0  # browsers show 0-delay frames for 100 ms
+            duration = t
+            targets = sample_times(duration, cfg.frames, cfg.clips)
+            wanted = sorted({int(np.searchsorted(starts, x + _EPS, side="right") - 1)
+                             for clip in targets for x in clip})
+            cache: dict[int, np.ndarray] = {}
+            for i in wanted:
+                img.seek(i)
+                cache[i] = pixels(_rgb_of(img), cfg.size)
+        except (OSError, SyntaxError, ValueError, EOFError) as e:
+            raise DecodeError(f"corrupt or truncated {fmt} animation: {e}") from None
+    idx = [[int(np.searchsorted(starts, x + _EPS, side="right") - 1) for x in clip] for clip in targets]
+    arr = np.stack([np.stack([cache[i] for i in clip], axis=1) for clip in idx])
+    meta = {"decoder": "pillow", "format": fmt, "frames_total": n, "duration_s": round(duration, 6),
+            "size": list(img.size), "frame_indices": idx}
+    return arr, meta
+
+
+def _open_container(path: Path):
+    try:
+        import av
+    except ImportError:  # pragma: no cover - dependency
+        raise MissingDependency("PyAV is needed for video; pip install av") from None
+    try:
+        return av.open(str(path), mode="r", metadata_errors="ignore")
+    except av.error.FFmpegError as e:
+        raise DecodeError(f"cannot open video: {e}") from None
+
+
+def _stream_duration(container, stream) -> tuple[float, float, str]:
+    """(start, duration) in seconds and where the duration came from."""
+    import av
+
+    tb = stream.time_base
+    start = float(stream.start_time * tb) if stream.start_time is not None and tb else 0.0
+    if stream.duration and tb:
+        return start, float(stream.duration * tb), "stream header"
+    if container.duration:
+        if stream.start_time is None and container.start_time:
+            start = container.start_time / av.time_base
+        return start, container.duration / av.time_base, "container header"
+    # No duration anywhere (raw streams, some AVI/MKV): demux the packets (no decoding).
+    last, first = None, None
+    for pkt in container.demux(stream):
+        if pkt.pts is not None:
+            t = float(pkt.pts * tb)
+            first = t if first is None else min(first, t)
+            last = t if last is None else max(last, t)
+    container.seek(0)
+    if last is None:
+        raise DecodeError("video stream has no timestamps and no duration")
+    fps = float(stream.average_rate or stream.guessed_rate or 25)
+    return first or 0.0, last - (first or 0.0) + 1.0 / fps, "packet scan"
+
+
+def _load_av(path: Path, cfg: "VideoConfig") -> tuple[np.ndarray, dict]:
+    """Seek-and-decode sampling with PyAV; holds one decoded frame plus the sampled pixels."""
+    import av
+
+    container = _open_container(path)
+    with container:
+        if not container.streams.video:
+            raise DecodeError("file has no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        cc = stream.codec_context
+        check_pixels(int(cc.width or 1), int(cc.height or 1))
+        start, duration, dsrc = _stream_duration(container, stream)
+        if duration <= 0:
+            raise DecodeError(f"video duration is {duration:.3f} s")
+        targets = sample_times(duration, cfg.frames, cfg.clips)
+        flat = sorted({x for clip in targets for x in clip})
+        chosen: dict[float, np.ndarray] = {}
+        shown: dict[float, float] = {}  # instant -> time of the frame used
+        it, cur, nxt, pos = None, None, None, -1.0
+        seeks, decoded, ended, repeated = 0, 0, False, 0
+        late = max(1.0, 2.0 / float(stream.average_rate or stream.guessed_rate or 25))
+        last: list = [None, None]  # (frame, its pixels): a frame on screen at several instants
+
+        def convert(fr) -> np.ndarray:
+            if last[0] is not fr:
+                last[:] = [fr, pixels(fr.to_ndarray(format="rgb24"), cfg.size)]
+            return last[1]
+
+        try:
+            for x in flat:
+                if it is None or (x - pos > SEEK_GAP_S and not ended):
+                    if x > SEEK_GAP_S or it is not None:
+                        ts = int((start + x) / float(stream.time_base)) if stream.time_base else 0
+                        container.seek(ts, stream=stream, backward=True, any_frame=False)
+                        seeks += 1
+                    it, cur, nxt, ended = container.decode(stream), None, None, False
+                while not ended:
+                    if nxt is None:
+                        nxt = next(it, None)
+                        if nxt is None:
+                            ended = True
+                            break
+                        decoded += 1
+                    t = nxt.time
+                    ft = (t - start) if t is not None else pos + 1e-3
+                    if ft <= x + _EPS:
+                        cur, nxt, pos = nxt, None, ft
+                        continue
+                    break
+                frame = cur if cur is not None else nxt
+                if frame is None:
+                    if not chosen:
+                        raise DecodeError("no decodable video frame (truncated or corrupt stream)")
+                    chosen[x] = chosen[max(chosen)]  # stream ended early: repeat the last frame
+                    repeated += 1
+                    shown[x] = shown[max(shown)]
+                    continue
+                if ended and frame is cur and x - pos > late:
+                    repeated += 1  # the header promised more video than the stream holds
+                chosen[x] = convert(frame)
+                shown[x] = round(frame.time - start, 6) if frame.time is not None else -1.0
+        except av.error.FFmpegError as e:
+            if not chosen:
+                raise DecodeError(f"corrupt video stream: {e}") from None
+            raise DecodeError(f"corrupt video stream after {len(chosen)} sampled frames: {e}") from None
+        arr = np.stack([np.stack([chosen[x] for x in clip], axis=1) for clip in targets])
+        meta = {
+            "decoder": "pyav", "container": container.format.name, "codec": cc.name,
+            "size": [int(cc.width), int(cc.height)], "pix_fmt": cc.format.name if cc.format else None,
+            "fps": float(stream.average_rate) if stream.average_rate else None,
+            "frames_in_header": int(stream.frames or 0), "duration_s": round(duration, 6),
+            "duration_from": dsrc, "seeks": seeks, "frames_decoded": decoded,
+            "frame_times_s": [[shown[x] for x in clip] for clip in targets],
+        }
+        if repeated:
+            meta["repaired"] = f"stream ended early; {repeated} sampled instants repeat the last frame"
+    return arr, meta
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenizer
+# ---------------------------------------------------------------------------------------------
+
+
+class VideoTubeletTokenizer(Tokenizer):
+    """Conv3d tubelets (2 x p x p) + CLS + spatial positions x time + sinusoidal time + pre-LN.
+
+    ``pixels``: [R, 3, F, S, S] uint8 (or float in [0, 1]) -> Tokens [R, 1 + F/2 * (S/p)^2, D].
+    The temporal term is a fixed sinusoid of the tubelet index scaled to the RMS of the spatial
+    position table, so it marks time without drowning the (CLIP) positions.
+    """
+
+    def __init__(self, spec, front, seed: int, frames: int):
+        super().__init__()
+        d, p, g = spec.dim, spec.patch, spec.grid
+        self.grid, self.steps = g, frames // TUBELET
+        with seeded(seed):
+            self.proj = nn.Conv3d(3, d, (TUBELET, p, p), stride=(TUBELET, p, p), bias=False)
+            self.cls = nn.Parameter(torch.randn(d) * 0.02)
+            self.pos = nn.Parameter(torch.randn(1 + g * g, d) * 0.02)
+            self.norm_pre = nn.LayerNorm(d, eps=spec.eps)
+        self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1, 1), persistent=False)
+        if front is not None:
+            self._inflate(front)
+            self.init, self.seed = "clip", None
+        else:
+            self.init, self.seed = "seeded", seed
+        with torch.no_grad():
+            rms = self.pos[1:].pow(2).mean().sqrt()
+        self.register_buffer("time", sinusoidal(torch.arange(self.steps), d) * rms, persistent=False)
+
+    def _inflate(self, front) -> None:
+        from ..errors import WeightsError
+
+        w = front.patch_weight
+        want = self.proj.weight.shape
+        if tuple(w.shape) != (want[0], want[1], want[3], want[4]) or tuple(front.pos.shape) != tuple(self.pos.shape):
+            raise WeightsError(f"CLIP patch weights {tuple(w.shape)} / positions {tuple(front.pos.shape)} do not "
+                               f"fit the video tokenizer {tuple(want)}; pass weights that match --model")
+        with torch.no_grad():
+            self.proj.weight.copy_(w[:, :, None].expand(-1, -1, TUBELET, -1, -1) / TUBELET)
+            self.cls.copy_(front.cls)
+            self.pos.copy_(front.pos)
+            self.norm_pre.weight.copy_(front.ln_pre_weight)
+            self.norm_pre.bias.copy_(front.ln_pre_bias)
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> Tokens:
+        px = inputs["pixels"]
+        x = px.float() / 255.0 if px.dtype == torch.uint8 else px.float()
+        x = self.proj((x - self.mean) / self.std)  # [R, D, T', g, g]
+        r, d, t = x.shape[:3]
+        if t != self.steps:
+            raise UsageError(f"video tokenizer built for {self.steps * TUBELET} frames got {t * TUBELET}")
+        x = x.flatten(3).permute(0, 2, 3, 1)  # [R, T', g*g, D]
+        pos = self.pos[1:]
+        if x.shape[2] != pos.shape[0]:
+            raise UsageError(f"video frames give {x.shape[2]} patches per frame, the positions {pos.shape[0]}; "
+                             "use size = the encoder's image size")
+        x = x + pos[None, None] + self.time[None, :, None]
+        x = x.reshape(r, t * pos.shape[0], d)
+        cls = (self.cls + self.pos[0]).expand(r, 1, d)
+        return Tokens(self.norm_pre(torch.cat([cls, x], dim=1)), None, True)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class VideoConfig(ModalityConfig):
+    frames: int = 16  # sampled frames per clip (even: tubelets span 2 frames)
+    clips: int = 1  # K clips over the video, one encoder row each, averaged
+    size: int = 224  # resize short side, centre-crop to size x size
+
+    def __post_init__(self) -> None:
+        if self.frames < TUBELET or self.frames % TUBELET:
+            raise UsageError(f"--frames must be a positive multiple of {TUBELET}, got {self.frames}")
+        if self.clips < 1:
+            raise UsageError(f"--clips must be >= 1, got {self.clips}")
+
+
+@register_modality
+class video(Modality):  # noqa: N801 - class name == registry key == module name
+    name = "video"
+    extensions = (".mp4", ".m4v", ".mov", ".qt", ".mkv", ".webm", ".avi", ".flv", ".mpg", ".mpeg",
+                  ".m2ts", ".mts", ".wmv", ".asf", ".3gp", ".3g2", ".ogv", ".gif", ".webp")
+    summary = "MP4/MOV/MKV/WebM/AVI/... (any FFmpeg codec) and animated GIF/WebP"
+    tokens = "1569 = 1 + 8x196 (16 frames, 2x16x16 tubelets)"
+    clip_init = True
+    Config = VideoConfig
+
+    def sniff(self, head: bytes, path: Path) -> Evidence | None:
+        fmt = image_format(head)
+        if fmt == "GIF":
+            return Evidence(self.name, REFINED, "animated GIF (more than one frame)") \
+                if gif_frames(path) > 1 else None
+        if fmt == "WebP":
+            animated = len(head) > 20 and head[12:16] == b"VP8X" and head[20] & 0x02
+            return Evidence(self.name, REFINED, "animated WebP (more than one frame)") \
+                if animated and webp_frames(path) > 1 else None
+        if fmt is not None:
+            return None
+        reason, strength = container_kind(head, path)
+        if reason:
+            return Evidence(self.name, strength, reason)
+        if path.suffix.lower() in (".gif", ".webp"):
+            return None
+        return super().sniff(head, path)
+
+    def load(self, path: Path, cfg: VideoConfig) -> Iterator[Sample]:
+        with open(path, "rb") as f:
+            head = f.read(32)
+        fmt = image_format(head)
+        if fmt in ("GIF", "WebP"):
+            arr, meta = _load_animated(path, fmt, cfg)
+        else:
+            arr, meta = _load_av(path, cfg)
+        meta.update(frames=cfg.frames, clips=cfg.clips,
+                    sampling="uniform: centres of equal sub-intervals of each clip",
+                    preprocess=f"short side {cfg.size} bicubic, centre crop {cfg.size}")
+        yield Sample("", {"pixels": arr}, meta)
+
+    def cost(self, sample: Sample) -> int:
+        _, _, f, s, _ = sample.arrays["pixels"].shape
+        g = s // 16
+        return 1 + (f // TUBELET) * g * g
+
+    def default_pool(self, init: str) -> str:
+        return "mean"
+
+    def tokenizer(self, spec, front, cfg: VideoConfig):
+        return VideoTubeletTokenizer(spec, front, self.seed(spec, cfg), cfg.frames)

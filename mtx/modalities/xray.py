@@ -1,0 +1,174 @@
+"""xray: DICOM radiographs and CT slices, and X-ray PNG/JPEG -> 197 ViT patch tokens (B/16).
+
+DICOM goes through pydicom (compressed transfer syntaxes through its pylibjpeg plugins: JPEG,
+JPEG-LS and JPEG 2000; RLE natively). The grey levels follow the standard's pipeline: modality
+LUT (rescale slope/intercept), then the VOI LUT or the first window centre/width, then
+MONOCHROME1 inversion so that bright always means dense. A multi-frame object gives its middle
+frame (decoded alone). Then robust min-max, three channels and the image path, like infrared.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DecodeError, MissingDependency
+from ._base import CLAIM, EXTENSION, REFINED, Evidence, ImagePatchTokenizer, Modality, ModalityConfig, Sample
+from ._imaging import check_pixels, float_to_pixels, robust_minmax
+from ._registry import register_modality
+from .image import image_format
+from .infrared import path_hint, read_gray
+
+HINTS = ("xray", "cxr", "chest", "radiograph", "radiography", "mammogram")
+_PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+
+def is_dicom(head: bytes) -> bool:
+    return len(head) >= 132 and head[128:132] == b"DICM"
+
+
+def _decode_error(e: Exception) -> Exception:
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    low = msg.lower()
+    if "plugin" in low or ("missing" in low and "dependenc" in low) or "no available" in low:
+        return MissingDependency(f"no decoder for this DICOM's compressed pixel data ({msg}); "
+                                 "pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg")
+    return DecodeError(f"cannot decode DICOM pixel data: {msg}")
+
+
+def read_dicom(path: Path) -> tuple[np.ndarray, dict]:
+    """Decode one frame of a DICOM to float grey values (after modality and VOI LUTs).
+
+    Returns ``(array [H, W] or [H, W, 3], meta)``; ``meta['invert']`` tells MONOCHROME1."""
+    try:
+        import pydicom
+        from pydicom.pixels import apply_modality_lut, apply_voi_lut, pixel_array
+    except ImportError:  # pragma: no cover - dependency
+        raise MissingDependency("pydicom is needed for DICOM; pip install pydicom pylibjpeg") from None
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        # Large values (the pixel data) are deferred: read later only if needed.
+        ds = pydicom.dcmread(path, defer_size=4096)
+    except InvalidDicomError as e:
+        raise DecodeError(f"not a valid DICOM file: {e}") from None
+    except Exception as e:  # noqa: BLE001 - pydicom raises many types on corrupt headers
+        raise DecodeError(f"corrupt DICOM header: {type(e).__name__}: {e}") from None
+    tsyntax = ds.file_meta.get("TransferSyntaxUID") if getattr(ds, "file_meta", None) else None
+    meta: dict = {
+        "format": "DICOM",
+        "transfer_syntax": getattr(tsyntax, "name", str(tsyntax or "unknown")),
+        "dicom_modality": str(ds.get("Modality", "")),
+        "photometric": str(ds.get("PhotometricInterpretation", "")),
+    }
+    if not any(t in ds for t in _PIXEL_TAGS):
+        sop = str(ds.get("SOPClassUID", "")) and getattr(ds.SOPClassUID, "name", str(ds.SOPClassUID))
+        raise DecodeError(f"DICOM has no pixel data (no PixelData element; SOP class {sop or 'unknown'}): "
+                          "nothing to embed")
+    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    check_pixels(cols, rows)
+    nframes = int(ds.get("NumberOfFrames", 1) or 1)
+    index = nframes // 2 if nframes > 1 else None
+    try:
+        arr = pixel_array(path, index=index)
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as e:  # noqa: BLE001 - decoders raise many types
+        raise _decode_error(e) from None
+    meta.update(rows=rows, columns=cols, frames=nframes, stored_dtype=str(arr.dtype),
+                bits_stored=int(ds.get("BitsStored", 0) or 0))
+    if index is not None:
+        meta["frame_used"] = index
+    if arr.ndim == 3 and arr.shape[-1] not in (3, 4):  # a decoder handed back every frame
+        arr = arr[arr.shape[0] // 2]
+    if arr.ndim not in (2, 3):
+        raise DecodeError(f"unexpected DICOM pixel array shape {arr.shape}")
+    if arr.size == 0:
+        raise DecodeError("DICOM pixel data is empty")
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    out = arr.astype(np.float64)
+    if samples == 1:
+        if "RescaleSlope" in ds or "RescaleIntercept" in ds or "ModalityLUTSequence" in ds:
+            out = apply_modality_lut(arr, ds).astype(np.float64)
+            meta["rescale"] = {"slope": float(ds.get("RescaleSlope", 1) or 1),
+                               "intercept": float(ds.get("RescaleIntercept", 0) or 0)}
+        if "VOILUTSequence" in ds or "WindowCenter" in ds:
+            try:
+                out = apply_voi_lut(out, ds, index=0).astype(np.float64)
+            except Exception as e:  # noqa: BLE001 - malformed LUTs: say so, keep going
+                meta["voi"] = f"ignored (malformed VOI LUT/window: {e})"
+            else:
+                if "VOILUTSequence" in ds:
+                    meta["voi"] = "VOI LUT sequence (first)"
+                else:
+                    wc, ww = ds.WindowCenter, ds.WindowWidth
+                    wc = float(wc[0] if isinstance(wc, pydicom.multival.MultiValue) else wc)
+                    ww = float(ww[0] if isinstance(ww, pydicom.multival.MultiValue) else ww)
+                    meta["voi"] = {"window_center": wc, "window_width": ww}
+        meta["invert"] = meta["photometric"] == "MONOCHROME1"
+    else:
+        meta["invert"] = False
+        if out.ndim == 3 and out.shape[-1] == 4:
+            out = out[..., :3]
+    return out, meta
+
+
+@dataclass
+class XrayConfig(ModalityConfig):
+    size: int = 224  # resize short side, centre-crop to size x size
+    lo_percentile: float = 1.0  # robust min-max range
+    hi_percentile: float = 99.0
+
+
+@register_modality
+class xray(Modality):  # noqa: N801 - class name == registry key == module name
+    name = "xray"
+    extensions = (".dcm", ".dicom", ".dic")
+    summary = "DICOM (incl. JPEG/JPEG-LS/JPEG 2000/RLE), X-ray PNG/JPEG with a path hint"
+    tokens = "197 = 1 + 14x14"
+    clip_init = True
+    Config = XrayConfig
+
+    def sniff(self, head: bytes, path: Path) -> Evidence | None:
+        if is_dicom(head):
+            return Evidence(self.name, CLAIM, "DICOM magic 'DICM' at byte 128")
+        fmt = image_format(head)
+        if fmt in ("PNG", "JPEG", "TIFF"):
+            hint = path_hint(path, HINTS)
+            if hint:
+                return Evidence(self.name, REFINED, f"{fmt} with path hint {hint!r}")
+            return None
+        if fmt is None and path.suffix.lower() in self.extensions:
+            return Evidence(self.name, EXTENSION, f"extension {path.suffix.lower()} (no DICM preamble)")
+        return None
+
+    def load(self, path: Path, cfg: XrayConfig) -> Iterator[Sample]:
+        with open(path, "rb") as f:
+            head = f.read(132)
+        fmt = image_format(head)
+        if is_dicom(head) or (fmt is None and path.suffix.lower() in self.extensions):
+            a, meta = read_dicom(path)
+        elif fmt is not None:
+            a, meta = read_gray(path, fmt)
+            meta["invert"] = False
+        else:
+            raise DecodeError("neither DICOM nor an image container (PNG, JPEG, TIFF)")
+        if a.ndim == 3:
+            a = a.mean(axis=-1)
+            meta["channels"] = "colour averaged to grey"
+        scaled, stats = robust_minmax(a, cfg.lo_percentile, cfg.hi_percentile)
+        if meta["invert"]:
+            scaled = 1.0 - scaled  # MONOCHROME1: low values are bright
+        meta["normalisation"] = stats
+        meta["preprocess"] = (f"robust min-max, grey -> 3 channels, short side {cfg.size} bicubic, "
+                              f"centre crop {cfg.size}")
+        yield Sample("", {"pixels": float_to_pixels(scaled, cfg.size)[None]}, meta)
+
+    def cost(self, sample: Sample) -> int:
+        s = sample.arrays["pixels"].shape[-1] // 16
+        return 1 + s * s
+
+    def tokenizer(self, spec, front, cfg):
+        return ImagePatchTokenizer(spec, front, self.seed(spec, cfg))

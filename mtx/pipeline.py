@@ -1,0 +1,735 @@
+"""discover -> sniff+load in worker processes -> batch -> tokenize -> encode -> pool -> write.
+
+Memory is bounded by the queues: at most ``queue_size`` samples wait between the workers and the
+encoder, each batch holds ``batch_size`` segments, and the writer commits a part every
+``part_rows`` rows. Worker processes are spawned (no fork of a torch process), use one intra-op
+thread each, and are watched: a file that runs past ``timeout`` seconds or a worker that dies
+(segfault in a decoder, OOM kill) becomes a failure row and the worker is replaced.
+"""
+from __future__ import annotations
+
+import contextlib
+import glob as globlib
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import queue
+import signal
+import stat
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import (DecodeError, FileTimeout, MtxError, UsageError, WorkerCrashed, short)
+
+# ------------------------------------------------------------------------------------------
+# Inputs
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Input:
+    path: Path  # absolute
+    id: str  # relative to its input root (posix)
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    """Recursive, sorted, hidden entries skipped, symlinked directories not followed (no loops)."""
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if not name.startswith("."):
+                yield Path(dirpath) / name
+
+
+def _rel_id(path: Path, root: Path | None) -> str:
+    if root is not None:
+        with contextlib.suppress(ValueError):
+            return path.relative_to(root).as_posix()
+    with contextlib.suppress(ValueError):
+        return path.relative_to(Path.cwd()).as_posix()
+    return path.as_posix()
+
+
+def read_stdin_list(stream, null: bool) -> list[str]:
+    data = stream.read()
+    if isinstance(data, bytes):
+        data = data.decode("utf-8", "surrogateescape")
+    parts = data.split("\0") if null else data.splitlines()
+    return [p for p in (x.strip("\n") if null else x.strip() for x in parts) if p]
+
+
+def discover(inputs: Iterable[str], *, stdin=None, null: bool = False) -> tuple[list[Input], list[tuple[str, str]]]:
+    """Expand paths, directories (recursive), globs and ``-`` into a sorted, de-duplicated list.
+
+    Returns ``(inputs, problems)`` where problems are ``(path, message)`` for inputs that do not
+    exist or cannot be listed. Companion files (an ENVI header's data file) are removed.
+    """
+    from .modalities import list_modalities
+
+    found: dict[Path, Input] = {}
+    problems: list[tuple[str, str]] = []
+
+    def add(p: Path, root: Path | None) -> None:
+        ap = Path(os.path.abspath(p))
+        if ap not in found:
+            found[ap] = Input(ap, _rel_id(ap, root))
+
+    for raw in inputs:
+        if raw == "-":
+            src = stdin if stdin is not None else (sys.stdin.buffer if null else sys.stdin)
+            for line in read_stdin_list(src, null):
+                p = Path(line)
+                if p.is_dir():
+                    for f in _walk(p):
+                        add(f, Path(os.path.abspath(p)))
+                else:
+                    add(p, None)
+            continue
+        p = Path(raw).expanduser()
+        if p.is_dir():
+            root = Path(os.path.abspath(p))
+            for f in _walk(p):
+                add(f, root)
+        elif p.exists() or p.is_symlink():
+            add(p, None)
+        elif any(c in raw for c in "*?["):
+            hits = sorted(globlib.glob(raw, recursive=True))
+            if not hits:
+                problems.append((raw, "glob matched no files"))
+            for h in hits:
+                hp = Path(h)
+                if hp.is_dir():
+                    for f in _walk(hp):
+                        add(f, Path(os.path.abspath(hp)))
+                else:
+                    add(hp, None)
+        else:
+            problems.append((raw, "no such file or directory"))
+    mods = list_modalities()
+    companions: set[Path] = set()
+    for ap in found:
+        for m in mods:
+            companions.update(Path(os.path.abspath(c)) for c in m.companions(ap))
+    items = [v for k, v in found.items() if k not in companions]
+    items.sort(key=lambda i: (i.id, str(i.path)))
+    return items, problems
+
+
+def fingerprint(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+def content_hash(path: Path) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while b := f.read(1 << 20):
+            h.update(b)
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------
+# Options
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EmbedOptions:
+    """Everything that decides what a run computes (recorded) and how fast (not recorded)."""
+
+    model: str = "meta-b16"
+    weights: list[str] | None = None
+    device: str | None = None
+    dtype: str = "float32"
+    batch_size: int = 32
+    workers: int | None = None
+    modality: str | None = None
+    rules: list[tuple[str, str]] = field(default_factory=list)
+    pool: str | None = None
+    store_dtype: str = "float32"
+    save_tokens: bool = False
+    overwrite: bool = False
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)  # modality -> config overrides
+    timeout: float = 600.0
+    queue_size: int = 256
+    part_rows: int = 2048
+    part_seconds: float = 30.0
+
+    def modality_config(self, name: str):
+        from .modalities import get_modality
+
+        mod = get_modality(name)
+        try:
+            return mod.config(**self.options.get(name, {}))
+        except TypeError as e:
+            raise UsageError(f"bad option for {name}: {e}") from None
+
+
+def default_workers() -> int:
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(8, n // 2))
+
+
+# ------------------------------------------------------------------------------------------
+# Worker side
+# ------------------------------------------------------------------------------------------
+
+
+def process_file(inp: Input, opts_modality: str | None, rules, configs: dict[str, dict],
+                 emit: Callable[[tuple], None]) -> None:
+    """Sniff and load one file, emitting ``sample`` messages then one ``done`` or ``fail``."""
+    from .modalities import get_modality
+    from .sniff import sniff
+
+    modality = ""
+    stage = "sniff"
+    try:
+        try:
+            if inp.path.is_dir():
+                raise DecodeError("is a directory, not a file")
+            size, mtime = fingerprint(inp.path)
+        except FileNotFoundError:
+            raise DecodeError("file disappeared before it could be read") from None
+        dec = sniff(inp.path, modality=opts_modality, rules=rules)
+        modality = dec.modality
+        stage = "load"
+        mod = get_modality(modality)
+        cfg = mod.config(**configs.get(modality, {}))
+        n = 0
+        for s in mod.load(inp.path, cfg):
+            emit(("sample", inp.path, modality, s))
+            n += 1
+        if n == 0:
+            raise DecodeError("no samples in file (empty content)")
+        chash = content_hash(inp.path)
+        emit(("done", inp.path, modality, dec.reason, (size, mtime, chash), n))
+    except MtxError as e:
+        emit(("fail", inp.path, modality, stage, short(e)))
+    except MemoryError:
+        emit(("fail", inp.path, modality, stage, "out of memory while decoding"))
+    except Exception as e:  # noqa: BLE001 - a decoder bug must not stop the run
+        emit(("fail", inp.path, modality, stage, f"{type(e).__name__}: {short(e)}"))
+
+
+def _worker_main(wid: int, tasks, results, opts_modality, rules, configs) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    with contextlib.suppress(Exception):
+        import torch
+
+        torch.set_num_threads(1)
+    while True:
+        item = tasks.get()
+        if item is None:
+            break
+        inp = item
+        results.put(("start", wid, inp.path))
+        process_file(inp, opts_modality, rules, configs, results.put)
+        results.put(("idle", wid, inp.path))
+
+
+class _WorkerPool:
+    """Spawned worker processes fed by a task queue, watched for timeouts and crashes."""
+
+    def __init__(self, n: int, opts: EmbedOptions, configs: dict[str, dict]):
+        self.ctx = mp.get_context("spawn")
+        self.tasks = self.ctx.Queue()
+        self.results = self.ctx.Queue(maxsize=opts.queue_size)
+        self.args = (opts.modality, opts.rules, configs)
+        self.timeout = opts.timeout
+        self.procs: dict[int, Any] = {}
+        self.busy: dict[int, tuple[Path, float]] = {}
+        self._next = 0
+        for _ in range(n):
+            self._spawn()
+
+    def _spawn(self) -> None:
+        wid = self._next
+        self._next += 1
+        p = self.ctx.Process(target=_worker_main, args=(wid, self.tasks, self.results, *self.args),
+                             daemon=True, name=f"mtx-worker-{wid}")
+        p.start()
+        self.procs[wid] = p
+
+    def submit(self, inp: Input) -> None:
+        self.tasks.put(inp)
+
+    def get(self, timeout: float) -> tuple | None:
+        try:
+            msg = self.results.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if msg[0] == "start":
+            self.busy[msg[1]] = (msg[2], time.monotonic())
+            return None
+        if msg[0] == "idle":
+            self.busy.pop(msg[1], None)
+            return None
+        return msg
+
+    def check(self) -> list[tuple]:
+        """Failure messages for files whose worker died or ran past the time limit."""
+        out = []
+        now = time.monotonic()
+        for wid, p in list(self.procs.items()):
+            job = self.busy.get(wid)
+            if not p.is_alive():
+                self.procs.pop(wid)
+                self.busy.pop(wid, None)
+                if job:
+                    code = p.exitcode
+                    why = f"signal {-code}" if code and code < 0 else f"exit code {code}"
+                    out.append(("fail", job[0], "", "load",
+                                WorkerCrashed(f"the decoder process died ({why}) while reading this file").message))
+                self._spawn()
+            elif job and now - job[1] > self.timeout:
+                p.kill()
+                p.join(5)
+                self.procs.pop(wid)
+                self.busy.pop(wid, None)
+                out.append(("fail", job[0], "", "load",
+                            FileTimeout(f"took longer than the {self.timeout:g} s per-file limit "
+                                        "(--timeout); the decoder was stopped").message))
+                self._spawn()
+        return out
+
+    def close(self) -> None:
+        for _ in self.procs:
+            with contextlib.suppress(Exception):
+                self.tasks.put(None)
+        deadline = time.monotonic() + 5
+        for p in self.procs.values():
+            p.join(max(0.0, deadline - time.monotonic()))
+            if p.is_alive():
+                p.kill()
+        for q in (self.tasks, self.results):
+            q.cancel_join_thread()
+            q.close()
+
+
+# ------------------------------------------------------------------------------------------
+# Main side
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _FileState:
+    inp: Input
+    modality: str = ""
+    expected: int | None = None
+    encoded: int = 0
+    failed: bool = False
+    fp: tuple[int, int, str] | None = None
+    reason: str = ""
+
+
+class Interrupted(MtxError):
+    def __init__(self, signum: int):
+        super().__init__(f"interrupted by {signal.Signals(signum).name}; committed work is kept, "
+                         "rerun the same command to resume")
+        self.exit_code = 128 + signum
+
+
+class _Writer(threading.Thread):
+    """The single writer thread: buffers rows, commits parts, reports its first error."""
+
+    def __init__(self, store, part_rows: int, part_seconds: float):
+        super().__init__(name="mtx-writer", daemon=True)
+        from .store import PartBuffer
+
+        self.store = store
+        self.q: queue.Queue = queue.Queue(maxsize=64)
+        self.buf = PartBuffer()
+        self.part_rows = part_rows
+        self.part_seconds = part_seconds
+        self.error: BaseException | None = None
+        self.parts = 0
+
+    def run(self) -> None:
+        from .store import PartBuffer
+
+        last = time.monotonic()
+        while True:
+            try:
+                item = self.q.get(timeout=1.0)
+            except queue.Empty:
+                item = ()
+            if item is None:
+                break
+            if self.error is not None:
+                continue
+            kind = item[0] if item else ""
+            if kind == "rows":
+                self.buf.rows.append(item[1])
+            elif kind == "file":
+                self.buf.files.append(item[1])
+                if item[2] is not None:
+                    self.buf.failures.append(item[2])
+            if self.buf.n_rows >= self.part_rows or (
+                    not self.buf.empty() and time.monotonic() - last > self.part_seconds):
+                try:
+                    self.store.commit(self.buf)
+                    self.parts += 1
+                except BaseException as e:  # noqa: BLE001 - reported to the main thread
+                    self.error = e
+                self.buf = PartBuffer()
+                last = time.monotonic()
+        if self.error is None and not self.buf.empty():
+            try:
+                self.store.commit(self.buf)
+                self.parts += 1
+            except BaseException as e:  # noqa: BLE001
+                self.error = e
+
+    def put(self, item) -> None:
+        if self.error is not None:
+            raise self.error
+        self.q.put(item)
+
+
+class Embedder:
+    """Turns a stream of samples into vectors with one loaded model (no store involved)."""
+
+    def __init__(self, model, opts: EmbedOptions):
+        self.model = model
+        self.opts = opts
+        self.configs = {}
+        self.pools: dict[str, str] = {}
+
+    def config(self, modality: str):
+        if modality not in self.configs:
+            self.configs[modality] = self.opts.modality_config(modality)
+        return self.configs[modality]
+
+    def tokenizer(self, modality: str):
+        return self.model.tokenizer(modality, self.config(modality))
+
+    def pool_mode(self, modality: str) -> str:
+        if modality not in self.pools:
+            from .modalities import get_modality
+
+            tok = self.tokenizer(modality)
+            self.pools[modality] = self.opts.pool or get_modality(modality).default_pool(tok.init)
+        return self.pools[modality]
+
+    def tokens(self, modality: str, samples: list):
+        import torch
+
+        from .modalities import get_modality
+
+        mod = get_modality(modality)
+        inputs = mod.collate(samples)
+        dev = self.model.device
+        if dev.type == "cuda":
+            inputs = {k: v.pin_memory().to(dev, non_blocking=True) for k, v in inputs.items()}
+        else:
+            inputs = {k: v.to(dev) for k, v in inputs.items()}
+        with torch.inference_mode(), self.model.autocast():
+            return self.tokenizer(modality)(inputs)
+
+    def embed(self, modality: str, samples: list) -> tuple[np.ndarray, np.ndarray, list[np.ndarray] | None]:
+        """Vectors [n, D], token counts [n] and (with save_tokens) per-sample token arrays."""
+        import torch
+
+        from .encoder import pool
+
+        tokens = self.tokens(modality, samples)
+        hidden = self.model.encode_tokens(tokens)
+        rows = pool(hidden, tokens, self.pool_mode(modality)).float()
+        segs = torch.tensor([s.n_segments for s in samples], device=rows.device)
+        owner = torch.repeat_interleave(torch.arange(len(samples), device=rows.device), segs)
+        vecs = torch.zeros(len(samples), rows.shape[1], device=rows.device).index_add_(0, owner, rows)
+        vecs = vecs / segs[:, None].to(vecs.dtype)
+        n_row = (torch.full((rows.shape[0],), tokens.x.shape[1], device=rows.device)
+                 if tokens.pad_mask is None else (~tokens.pad_mask).sum(1))
+        ntok = torch.zeros(len(samples), dtype=torch.long, device=rows.device).index_add_(0, owner, n_row)
+        saved = None
+        if self.opts.save_tokens:
+            x = tokens.x.float().cpu()
+            keep = None if tokens.pad_mask is None else (~tokens.pad_mask).cpu()
+            per_row = [x[r] if keep is None else x[r][keep[r]] for r in range(x.shape[0])]
+            owner_l = owner.cpu().tolist()
+            saved = [np.concatenate([per_row[r].numpy() for r in range(len(owner_l)) if owner_l[r] == i])
+                     for i in range(len(samples))]
+        return vecs.cpu().numpy().astype(np.float32), ntok.cpu().numpy().astype(np.int32), saved
+
+
+ProgressFn = Callable[[dict[str, Any]], None]
+
+
+def _iter_inline(items: list[Input], opts: EmbedOptions, configs) -> Iterator[tuple]:
+    out: list[tuple] = []
+    for inp in items:
+        process_file(inp, opts.modality, opts.rules, configs, out.append)
+        yield from out
+        out.clear()
+
+
+def run_embed(items: list[Input], output: str | Path, opts: EmbedOptions, model,
+              progress: ProgressFn | None = None, problems: list[tuple[str, str]] | None = None) -> dict:
+    """Embed ``items`` into ``output`` (resuming committed work) and return the summary."""
+    from .modalities import get_modality, list_modalities
+    from .store import Failure, FileRecord, Rows, Store, config_hash
+
+    t0 = time.monotonic()
+    emb = Embedder(model, opts)
+    configs = {m.name: opts.modality_config(m.name).to_dict() for m in list_modalities()}
+    run_config = {
+        "format_version": 1,
+        "preset": model.spec.name,
+        "geometry": model.spec.geometry(),
+        "weights_sha256": model.describe()["weights_sha256"],
+        "compute_dtype": str(model.dtype).removeprefix("torch."),
+        "pool": opts.pool,
+        "store_dtype": opts.store_dtype,
+        "save_tokens": opts.save_tokens,
+        "options": opts.options,
+        "forced_modality": opts.modality,
+        "rules": opts.rules,
+    }
+    # Resolved per-modality configs are checked per modality (a new modality in a later mtx
+    # version must not invalidate an output; a changed default of a used one must).
+    store = Store(output, run_config, overwrite=opts.overwrite, store_dtype=opts.store_dtype,
+                  part_rows=opts.part_rows, part_seconds=opts.part_seconds, modality_configs=configs)
+    summary: dict[str, Any] = {"output": str(output), "n_inputs": len(items), "n_embedded": 0,
+                               "n_samples": 0, "n_skipped": 0, "n_failed": 0, "by_modality": {},
+                               "failures": []}
+    stop = {"sig": 0}
+
+    def on_signal(signum, frame):  # noqa: ARG001
+        stop["sig"] = signum
+
+    old_handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        for s in (signal.SIGINT, signal.SIGTERM):
+            old_handlers[s] = signal.signal(s, on_signal)
+    store.open()
+    writer = _Writer(store, opts.part_rows, opts.part_seconds)
+    writer.start()
+    pool = None
+    try:
+        done = store.done_files()
+        todo: list[Input] = []
+        for inp in items:
+            rec = done.get(str(inp.path))
+            try:
+                size, mtime = fingerprint(inp.path)
+            except OSError:
+                size = mtime = -1
+            if rec is not None and rec.size == size and rec.mtime_ns == mtime:
+                summary["n_skipped"] += 1
+            else:
+                todo.append(inp)
+        for raw, msg in problems or []:
+            writer.put(("file", FileRecord(raw, raw, "", -1, -1, "", 0, "failed"),
+                        Failure(raw, "", "discover", msg)))
+            summary["n_failed"] += 1
+            summary["failures"].append({"path": raw, "stage": "discover", "message": msg})
+        states = {inp.path: _FileState(inp) for inp in todo}
+        buckets: dict[tuple, list[tuple[Path, Any]]] = {}
+        buffered = 0
+        files_done = 0
+
+        def report(final: bool = False) -> None:
+            if progress:
+                el = time.monotonic() - t0
+                progress({"event": "tick", "files_done": files_done, "files_total": len(todo), "skipped": summary["n_skipped"],
+                          "samples": summary["n_samples"], "failed": summary["n_failed"],
+                          "by_modality": dict(summary["by_modality"]), "elapsed": el, "final": final})
+
+        def finish(st: _FileState, failure: Failure | None = None) -> None:
+            nonlocal files_done
+            files_done += 1
+            size, mtime, chash = st.fp if st.fp else (-1, -1, "")
+            if failure is None:
+                rec = FileRecord(str(st.inp.path), st.inp.id, st.modality, size, mtime, chash,
+                                 st.expected or 0, "ok")
+                summary["n_embedded"] += 1
+                summary["by_modality"][st.modality] = summary["by_modality"].get(st.modality, 0) + 1
+            else:
+                if size < 0:
+                    with contextlib.suppress(OSError):
+                        size, mtime = fingerprint(st.inp.path)
+                rec = FileRecord(str(st.inp.path), st.inp.id, st.modality, size, mtime, chash, 0, "failed")
+                summary["n_failed"] += 1
+                summary["failures"].append({"path": failure.path, "modality": failure.modality,
+                                            "stage": failure.stage, "message": failure.message})
+            writer.put(("file", rec, failure))
+            states.pop(st.inp.path, None)
+            if progress:
+                progress({"event": "file", "path": str(st.inp.path), "id": st.inp.id,
+                          "modality": st.modality, "status": rec.status, "n_samples": rec.n_samples,
+                          "stage": failure.stage if failure else None,
+                          "message": failure.message if failure else None})
+            report()
+
+        def fail(path: Path, modality: str, stage: str, message: str) -> None:
+            nonlocal buffered
+            st = states.get(path)
+            if st is None or st.failed:
+                return
+            st.failed = True
+            st.modality = st.modality or modality
+            for key in list(buckets):
+                before = len(buckets[key])
+                buckets[key] = [(p, s) for p, s in buckets[key] if p != path]
+                buffered -= before - len(buckets[key])
+                if not buckets[key]:
+                    del buckets[key]
+            finish(st, Failure(str(path), st.modality, stage, message))
+
+        def flush(key: tuple) -> None:
+            nonlocal buffered
+            entries = buckets.pop(key)
+            buffered -= len(entries)
+            modality = key[0]
+            try:
+                vecs, ntok, toks = emb.embed(modality, [s for _, s in entries])
+                results = [(entries, vecs, ntok, toks)]
+            except Exception as e:  # noqa: BLE001 - isolate the bad sample(s)
+                if len(entries) == 1:
+                    stage = "tokenize" if "tokeniz" in repr(e).lower() else "encode"
+                    fail(entries[0][0], modality, stage, short(e))
+                    return
+                results = []
+                for ent in entries:
+                    try:
+                        v, n, t = emb.embed(modality, [ent[1]])
+                        results.append(([ent], v, n, t))
+                    except Exception as e1:  # noqa: BLE001
+                        fail(ent[0], modality, "encode", short(e1))
+            for ents, vecs, ntok, toks in results:
+                live = [i for i, (p, _) in enumerate(ents) if p in states and not states[p].failed]
+                if not live:
+                    continue
+                ents2 = [ents[i] for i in live]
+                writer.put(("rows", Rows(
+                    ids=[states[p].inp.id + (f"#{s.key}" if s.key else "") for p, s in ents2],
+                    paths=[str(p) for p, _ in ents2],
+                    modalities=[modality] * len(ents2),
+                    vectors=vecs[live], n_tokens=ntok[live],
+                    tokens=[toks[i] for i in live] if toks is not None else None)))
+                summary["n_samples"] += len(ents2)
+                for p, _ in ents2:
+                    st = states[p]
+                    st.encoded += 1
+                    if st.expected is not None and st.encoded >= st.expected:
+                        finish(st)
+
+        def handle(msg: tuple) -> None:
+            nonlocal buffered
+            kind = msg[0]
+            if kind == "sample":
+                _, path, modality, sample = msg
+                st = states.get(path)
+                if st is None or st.failed:
+                    return
+                st.modality = modality
+                key = (modality, get_modality(modality).batch_key(sample))
+                buckets.setdefault(key, []).append((path, sample))
+                buffered += 1
+                if sum(s.n_segments for _, s in buckets[key]) >= opts.batch_size:
+                    flush(key)
+                elif buffered > opts.queue_size:
+                    flush(max(buckets, key=lambda k: len(buckets[k])))
+            elif kind == "done":
+                _, path, modality, reason, fp, n = msg
+                st = states.get(path)
+                if st is None or st.failed:
+                    return
+                st.modality, st.reason, st.fp, st.expected = modality, reason, fp, n
+                if st.encoded >= n:
+                    finish(st)
+            elif kind == "fail":
+                _, path, modality, stage, message = msg
+                fail(path, modality, stage, message)
+
+        n_workers = opts.workers if opts.workers is not None else default_workers()
+        pending = list(reversed(todo))
+        if n_workers <= 0 or len(todo) <= 1:
+            for msg in _iter_inline(todo, opts, configs):
+                handle(msg)
+                if stop["sig"]:
+                    break
+        else:
+            pool = _WorkerPool(min(n_workers, len(todo)), opts, configs)
+            max_flight = 4 * len(pool.procs)
+            while states and not stop["sig"]:
+                # Files handed out but not finished; a bounded window keeps memory flat.
+                while pending and (len(todo) - len(pending)) - files_done < max_flight:
+                    pool.submit(pending.pop())
+                msg = pool.get(timeout=0.05)
+                if msg is None:
+                    for m in pool.check():
+                        handle(m)
+                    if buckets and not stop["sig"]:
+                        flush(max(buckets, key=lambda k: len(buckets[k])))
+                    continue
+                handle(msg)
+        for key in list(buckets):
+            flush(key)
+        if stop["sig"]:
+            raise Interrupted(stop["sig"])
+        writer.put(None)
+        writer.join()
+        if writer.error is not None:
+            raise writer.error
+        report(final=True)
+        attrs = _root_attrs(model, run_config, config_hash(run_config), store.merged_modality_configs())
+        mod_attrs = {}
+        for name in summary["by_modality"]:
+            tok = emb.tokenizer(name)
+            mod_attrs[name] = {**tok.describe(), "pool": emb.pool_mode(name),
+                               "config_json": json.dumps(emb.config(name).to_dict(), default=str)}
+        store.consolidate(attrs, mod_attrs)
+    finally:
+        if pool is not None:
+            pool.close()
+        if writer.is_alive():
+            with contextlib.suppress(Exception):
+                writer.q.put(None)
+            writer.join(60)
+        store.close()
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
+    el = time.monotonic() - t0
+    summary["elapsed_s"] = round(el, 3)
+    summary["samples_per_s"] = round(summary["n_samples"] / el, 3) if el > 0 else 0.0
+    desc = model.describe()
+    summary.update(device=desc["device"], dtype=desc["dtype"], model=model.spec.name,
+                   weights=desc["weights_source"])
+    return summary
+
+
+def _root_attrs(model, run_config: dict, cfg_hash: str, modality_configs: dict) -> dict[str, Any]:
+    from . import __version__
+    from .store import FORMAT_NAME, FORMAT_VERSION
+
+    d = model.describe()
+    import datetime
+
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "mtx_version": __version__,
+        "preset": model.spec.name,
+        "geometry_json": json.dumps(model.spec.geometry()),
+        "weights_source": d["weights_source"],
+        "weights_sha256": d["weights_sha256"],
+        "weights_files_json": json.dumps(d["weights_files"], default=str),
+        "encoder_sha256": d["encoder_sha256"],
+        "compute_dtype": d["dtype"],
+        "device_kind": d["device"],
+        "config_json": json.dumps(run_config, sort_keys=True, default=str),
+        "modality_configs_json": json.dumps(modality_configs, sort_keys=True, default=str),
+        "config_sha256": cfg_hash,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }

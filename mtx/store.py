@@ -1,0 +1,567 @@
+"""The HDF5 store: crash-safe part files, resume index, consolidation, reading.
+
+Layout of a run writing ``OUT.h5``::
+
+    OUT.h5              the consolidated result (format version 1), replaced atomically
+    OUT.h5.parts/       work in progress: run.json (config) + immutable part-*.h5 files
+    OUT.h5.lock         one writer per output (flock: a killed run's lock is free at once)
+
+A part file is written as ``*.tmp``, closed, fsynced, renamed, and the directory fsynced, so a
+killed run loses at most the part it was writing. Consolidation reads the previous final file
+and every part, keeps the newest row of each id whose file is complete, writes ``OUT.h5.tmp``
+and renames it over ``OUT.h5``; only then are the parts removed.
+
+The store knows nothing about torch: it takes numpy arrays.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ConfigMismatch, OutputLocked, StoreError
+
+FORMAT_NAME = "mtx-embeddings"
+FORMAT_VERSION = 1
+STR = None  # set lazily: h5py.string_dtype()
+
+
+def _h5():
+    import h5py
+
+    global STR
+    if STR is None:
+        STR = h5py.string_dtype("utf-8")
+    return h5py
+
+
+def fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    from .modalities._base import canonical_json
+
+    return hashlib.sha256(canonical_json(config).encode()).hexdigest()
+
+
+# ------------------------------------------------------------------------------------------
+# Rows
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FileRecord:
+    """One input file and what became of it (the resume index)."""
+
+    path: str  # absolute path
+    id: str  # id of the file (relative to its input root)
+    modality: str
+    size: int
+    mtime_ns: int
+    content_hash: str
+    n_samples: int
+    status: str  # "ok" | "failed"
+
+
+@dataclass
+class Failure:
+    path: str
+    modality: str
+    stage: str
+    message: str
+
+
+@dataclass
+class Rows:
+    """A block of embedded samples."""
+
+    ids: list[str]
+    paths: list[str]
+    modalities: list[str]
+    vectors: np.ndarray  # [n, D] float32
+    n_tokens: np.ndarray  # [n] int32
+    tokens: list[np.ndarray] | None = None  # per sample [T_i, D] (with --save-tokens)
+
+
+@dataclass
+class PartBuffer:
+    rows: list[Rows] = field(default_factory=list)
+    files: list[FileRecord] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+
+    @property
+    def n_rows(self) -> int:
+        return sum(len(r.ids) for r in self.rows)
+
+    def empty(self) -> bool:
+        return not (self.rows or self.files or self.failures)
+
+
+def _write_str(g, name: str, values: list[str]) -> None:
+    g.create_dataset(name, data=np.array(values, dtype=object), dtype=STR)
+
+
+def _read_str(ds) -> list[str]:
+    if len(ds) == 0:
+        return []
+    return [v.decode() if isinstance(v, bytes) else v for v in ds.asstr()[()]]
+
+
+def _write_records(f, buf_files: list[FileRecord], failures: list[Failure]) -> None:
+    g = f.create_group("files")
+    _write_str(g, "path", [r.path for r in buf_files])
+    _write_str(g, "id", [r.id for r in buf_files])
+    _write_str(g, "modality", [r.modality for r in buf_files])
+    g.create_dataset("size", data=np.array([r.size for r in buf_files], dtype=np.int64))
+    g.create_dataset("mtime_ns", data=np.array([r.mtime_ns for r in buf_files], dtype=np.int64))
+    _write_str(g, "content_hash", [r.content_hash for r in buf_files])
+    g.create_dataset("n_samples", data=np.array([r.n_samples for r in buf_files], dtype=np.int64))
+    _write_str(g, "status", [r.status for r in buf_files])
+    fg = f.create_group("failures")
+    for name in ("path", "modality", "stage", "message"):
+        _write_str(fg, name, [getattr(x, name) for x in failures])
+
+
+def read_files(f) -> list[FileRecord]:
+    g = f["files"]
+    cols = {k: _read_str(g[k]) for k in ("path", "id", "modality", "content_hash", "status")}
+    nums = {k: g[k][()].tolist() for k in ("size", "mtime_ns", "n_samples")}
+    return [FileRecord(cols["path"][i], cols["id"][i], cols["modality"][i], nums["size"][i],
+                       nums["mtime_ns"][i], cols["content_hash"][i], nums["n_samples"][i],
+                       cols["status"][i]) for i in range(len(cols["path"]))]
+
+
+def read_failures(f) -> list[Failure]:
+    g = f["failures"]
+    cols = {k: _read_str(g[k]) for k in ("path", "modality", "stage", "message")}
+    return [Failure(*(cols[k][i] for k in ("path", "modality", "stage", "message")))
+            for i in range(len(cols["path"]))]
+
+
+def _modality_list(f) -> list[str]:
+    """/modality as strings (an HDF5 enum in final files, strings in parts)."""
+    ds = f["modality"]
+    if ds.dtype.kind in "iu":
+        h5py = _h5()
+        mapping = {v: k for k, v in h5py.check_enum_dtype(ds.dtype).items()}
+        return [mapping[int(v)] for v in ds[()]]
+    return _read_str(ds)
+
+
+def write_part(path: Path, buf: PartBuffer, dim: int, cfg_hash: str, store_dtype: str) -> None:
+    """Write one immutable part file atomically."""
+    h5py = _h5()
+    tmp = path.with_name(path.name + ".tmp")
+    n = buf.n_rows
+    dt = np.float16 if store_dtype == "float16" else np.float32
+    with h5py.File(tmp, "w") as f:
+        vecs = (np.concatenate([r.vectors for r in buf.rows]) if buf.rows
+                else np.zeros((0, dim), np.float32)).astype(dt)
+        f.create_dataset("embeddings", data=vecs)
+        _write_str(f, "id", [i for r in buf.rows for i in r.ids])
+        _write_str(f, "path", [p for r in buf.rows for p in r.paths])
+        _write_str(f, "modality", [m for r in buf.rows for m in r.modalities])
+        f.create_dataset("n_tokens", data=np.concatenate([r.n_tokens for r in buf.rows]).astype(np.int32)
+                         if buf.rows else np.zeros(0, np.int32))
+        if any(r.tokens is not None for r in buf.rows):
+            toks = [t for r in buf.rows for t in (r.tokens or [])]
+            g = f.create_group("tokens")
+            g.create_dataset("data", data=np.concatenate(toks).astype(np.float32) if toks
+                             else np.zeros((0, dim), np.float32))
+            g.create_dataset("offsets", data=np.concatenate([[0], np.cumsum([len(t) for t in toks])])
+                             .astype(np.int64))
+        _write_records(f, buf.files, buf.failures)
+        f.attrs["config_sha256"] = cfg_hash
+        f.attrs["n_rows"] = n
+        f.attrs["sha256"] = _rows_digest(vecs, [i for r in buf.rows for i in r.ids])
+        f.attrs["complete"] = True
+        f.flush()
+        os.fsync(f.id.get_vfd_handle())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def _rows_digest(vecs: np.ndarray, ids: list[str]) -> str:
+    h = hashlib.sha256(np.ascontiguousarray(vecs).tobytes())
+    h.update("\n".join(ids).encode())
+    return h.hexdigest()
+
+
+def verify_part(path: Path, cfg_hash: str | None = None) -> int:
+    """Check a part: opens, complete flag, row count, config hash, content sha256. Returns rows."""
+    h5py = _h5()
+    try:
+        with h5py.File(path, "r") as f:
+            if not f.attrs.get("complete", False):
+                raise StoreError(f"{path}: part is incomplete (no complete flag)")
+            n = int(f.attrs["n_rows"])
+            if f["embeddings"].shape[0] != n or len(f["id"]) != n:
+                raise StoreError(f"{path}: row count {f['embeddings'].shape[0]} != recorded {n}")
+            if cfg_hash and f.attrs["config_sha256"] != cfg_hash:
+                raise ConfigMismatch(f"{path}: part was made with another config")
+            if _rows_digest(f["embeddings"][()], _read_str(f["id"])) != f.attrs["sha256"]:
+                raise StoreError(f"{path}: content does not match its sha256 (corrupt part)")
+            return n
+    except StoreError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any h5py failure means an unreadable part
+        raise StoreError(f"{path}: unreadable part ({type(e).__name__}: {e})") from None
+
+
+# ------------------------------------------------------------------------------------------
+# The writer side of a run
+# ------------------------------------------------------------------------------------------
+
+
+class Store:
+    """One output being written: lock, config check, parts, resume index, consolidation."""
+
+    def __init__(self, output: str | Path, config: dict[str, Any], *, overwrite: bool = False,
+                 store_dtype: str = "float32", part_rows: int = 2048, part_seconds: float = 30.0,
+                 modality_configs: dict[str, dict[str, Any]] | None = None):
+        self.output = Path(output)
+        self.parts_dir = self.output.with_name(self.output.name + ".parts")
+        self.lock_path = self.output.with_name(self.output.name + ".lock")
+        self.config = config
+        self.cfg_hash = config_hash(config)
+        self.store_dtype = store_dtype
+        self.part_rows = part_rows
+        self.part_seconds = part_seconds
+        self.overwrite = overwrite
+        self._lock_fd: int | None = None
+        self._seq = 0
+        self._run = f"{int(time.time() * 1000):x}-{os.getpid()}"
+        self.dim = int(config["geometry"]["dim"])
+        self.modality_configs = modality_configs or {}
+        self._old_modality_configs: dict[str, dict[str, Any]] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def open(self) -> "Store":
+        if self.output.parent and not self.output.parent.exists():
+            raise StoreError(f"{self.output}: directory {self.output.parent} does not exist")
+        self._lock()
+        if self.overwrite:
+            self._remove_all()
+        self._check_config()
+        self.parts_dir.mkdir(exist_ok=True)
+        run_json = self.parts_dir / "run.json"
+        if not run_json.exists():
+            tmp = run_json.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"config_sha256": self.cfg_hash, "config": self.config,
+                                      "modality_configs": self.merged_modality_configs()},
+                                      indent=1, default=str))
+            os.replace(tmp, run_json)
+            fsync_dir(self.parts_dir)
+        return self
+
+    def close(self) -> None:
+        if self._lock_fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+                os.close(self._lock_fd)
+            with contextlib.suppress(OSError):
+                self.lock_path.unlink()
+            self._lock_fd = None
+
+    def __enter__(self) -> "Store":
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _lock(self) -> None:
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = ""
+            with contextlib.suppress(OSError):
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
+            os.close(fd)
+            raise OutputLocked(f"{self.output}: another mtx run is writing it ({holder or 'unknown pid'}); "
+                               "wait for it or choose another output") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def _remove_all(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.output.unlink()
+        if self.parts_dir.exists():
+            for p in self.parts_dir.iterdir():
+                p.unlink()
+            self.parts_dir.rmdir()
+
+    def merged_modality_configs(self) -> dict[str, dict[str, Any]]:
+        """Configs of modalities already in the output, plus the current ones for new modalities."""
+        return {**self.modality_configs, **self._old_modality_configs}
+
+    def _existing_hash(self) -> str | None:
+        run_json = self.parts_dir / "run.json"
+        if run_json.exists():
+            try:
+                d = json.loads(run_json.read_text())
+                self._old_modality_configs.update(d.get("modality_configs", {}))
+                return d["config_sha256"]
+            except (ValueError, KeyError):
+                return None
+        if self.output.exists():
+            h5py = _h5()
+            try:
+                with h5py.File(self.output, "r") as f:
+                    if f.attrs.get("format") != FORMAT_NAME:
+                        raise StoreError(f"{self.output}: exists and is not an mtx embeddings file; "
+                                         "choose another output or pass --overwrite")
+                    with contextlib.suppress(ValueError, KeyError):
+                        self._old_modality_configs.update(json.loads(f.attrs["modality_configs_json"]))
+                    return str(f.attrs.get("config_sha256", ""))
+            except StoreError:
+                raise
+            except Exception as e:  # noqa: BLE001
+                raise StoreError(f"{self.output}: exists but cannot be read ({e}); "
+                                 "pass --overwrite to replace it") from None
+        return None
+
+    def _check_config(self) -> None:
+        old = self._existing_hash()
+        if old and old != self.cfg_hash:
+            raise ConfigMismatch(
+                f"{self.output}: was written with a different configuration (model, weights, dtype, "
+                "pooling or options); pass --overwrite to replace it, or write to another file")
+        for name, cfg in self._old_modality_configs.items():
+            new = self.modality_configs.get(name)
+            if new is not None and new != cfg:
+                diff = sorted(k for k in set(cfg) | set(new) if cfg.get(k) != new.get(k))
+                raise ConfigMismatch(
+                    f"{self.output}: {name} preprocessing differs from the run that wrote it "
+                    f"({', '.join(diff)}); pass --overwrite to replace it, or write to another file")
+
+    # -- resume ------------------------------------------------------------------------------
+    def sources(self) -> list[Path]:
+        """Committed sources in commit order: the previous final file, then the parts."""
+        out = [self.output] if self.output.exists() else []
+        if self.parts_dir.exists():
+            out += sorted(self.parts_dir.glob("part-*.h5"), key=lambda p: p.stat().st_mtime_ns)
+        return out
+
+    def done_files(self) -> dict[str, FileRecord]:
+        """path -> record of every input already embedded or failed in committed work."""
+        h5py = _h5()
+        done: dict[str, FileRecord] = {}
+        for src in self.sources():
+            try:
+                with h5py.File(src, "r") as f:
+                    for r in read_files(f):
+                        done[r.path] = r
+            except Exception:  # noqa: BLE001 - a damaged part is ignored (its work is redone)
+                continue
+        return done
+
+    # -- writing -----------------------------------------------------------------------------
+    def commit(self, buf: PartBuffer) -> Path | None:
+        if buf.empty():
+            return None
+        self._seq += 1
+        path = self.parts_dir / f"part-{self._run}-{self._seq:06d}.h5"
+        try:
+            write_part(path, buf, self.dim, self.cfg_hash, self.store_dtype)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                path.with_name(path.name + ".tmp").unlink()
+            raise StoreError(f"{path}: cannot write ({e.strerror or e}); committed work is kept, "
+                             "free space and rerun to resume") from None
+        return path
+
+    def consolidate(self, attrs: dict[str, Any], modality_attrs: dict[str, dict[str, Any]]) -> dict:
+        """Write the final file from the previous one + all parts; remove the parts."""
+        sources = self.sources()
+        tmp = self.output.with_name(self.output.name + ".tmp")
+        try:
+            info = consolidate(sources, tmp, attrs, modality_attrs, self.store_dtype, self.dim)
+            os.replace(tmp, self.output)
+            fsync_dir(self.output.parent)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise StoreError(f"{self.output}: cannot write the final file ({e.strerror or e}); "
+                             "the parts are kept, rerun to finish") from None
+        for p in sources:
+            if p != self.output:
+                p.unlink()
+        with contextlib.suppress(OSError):
+            (self.parts_dir / "run.json").unlink()
+            self.parts_dir.rmdir()
+        return info
+
+
+def consolidate(sources: list[Path], dest: Path, attrs: dict[str, Any],
+                modality_attrs: dict[str, dict[str, Any]], store_dtype: str, dim: int,
+                chunk: int = 65536) -> dict:
+    """Merge sources into one final file (later sources win per id and per file path)."""
+    h5py = _h5()
+    files: dict[str, FileRecord] = {}
+    failures: dict[tuple[str, str], Failure] = {}
+    row_src: dict[str, tuple[int, int]] = {}  # id -> (source index, row)
+    row_path: dict[str, str] = {}
+    old_mod_attrs: dict[str, dict[str, Any]] = {}
+    has_tokens = False
+    for si, src in enumerate(sources):
+        with h5py.File(src, "r") as f:
+            for r in read_files(f):
+                files[r.path] = r
+            for x in read_failures(f):
+                failures[(x.path, x.stage)] = x
+            for i, (sid, p) in enumerate(zip(_read_str(f["id"]), _read_str(f["path"]), strict=True)):
+                row_src[sid] = (si, i)
+                row_path[sid] = p
+            has_tokens |= "tokens" in f
+            if "modalities" in f:
+                for name, g in f["modalities"].items():
+                    old_mod_attrs[name] = dict(g.attrs)
+    # Keep rows whose file finished (ok); drop partial files and files that later failed.
+    ok = {p for p, r in files.items() if r.status == "ok"}
+    keep = [sid for sid in row_src if row_path[sid] in ok]
+    failures = {k: v for k, v in failures.items() if files.get(v.path) is None or files[v.path].status == "failed"}
+    by_src: dict[int, list[tuple[int, int]]] = {}
+    for out_i, sid in enumerate(keep):
+        si, ri = row_src[sid]
+        by_src.setdefault(si, []).append((ri, out_i))
+    n = len(keep)
+    dt = np.float16 if store_dtype == "float16" else np.float32
+    modalities = sorted({m for r in files.values() for m in [r.modality] if m} | set(modality_attrs)
+                        | set(old_mod_attrs))
+    enum = h5py.enum_dtype({m: i for i, m in enumerate(modalities)}, basetype="u1")
+    with h5py.File(dest, "w") as out:
+        emb = out.create_dataset("embeddings", shape=(n, dim), dtype=dt,
+                                 chunks=(max(1, min(n, max(1, (1 << 20) // (dim * 4)))), dim) if n else None)
+        ids = [""] * n
+        paths = [""] * n
+        mods = np.zeros(n, np.uint8)
+        ntok = np.zeros(n, np.int32)
+        tok_parts: list[tuple[int, np.ndarray]] = []
+        mod_index = {m: i for i, m in enumerate(modalities)}
+        for si, pairs in by_src.items():
+            with h5py.File(sources[si], "r") as f:
+                src_ids, src_paths, src_mods = _read_str(f["id"]), _read_str(f["path"]), _modality_list(f)
+                src_ntok = f["n_tokens"][()]
+                pairs.sort()
+                for c in range(0, len(pairs), chunk):
+                    block = pairs[c:c + chunk]
+                    rows = np.array([p[0] for p in block])
+                    outs = np.array([p[1] for p in block])
+                    data = f["embeddings"][rows[0]:rows[-1] + 1][rows - rows[0]]
+                    # Output rows of one source block are increasing, but not contiguous in general.
+                    for o_start, o_end, d_start in _runs(outs):
+                        emb[o_start:o_end] = data[d_start:d_start + (o_end - o_start)].astype(dt)
+                for ri, oi in pairs:
+                    ids[oi], paths[oi] = src_ids[ri], src_paths[ri]
+                    mods[oi] = mod_index[src_mods[ri]]
+                    ntok[oi] = src_ntok[ri]
+                if "tokens" in f:
+                    off = f["tokens/offsets"][()]
+                    data_ds = f["tokens/data"]
+                    for ri, oi in pairs:
+                        tok_parts.append((oi, data_ds[off[ri]:off[ri + 1]]))
+        _write_str(out, "id", ids)
+        _write_str(out, "path", paths)
+        out.create_dataset("modality", data=mods, dtype=enum)
+        out.create_dataset("n_tokens", data=ntok)
+        if has_tokens:
+            tok_parts.sort(key=lambda t: t[0])
+            g = out.create_group("tokens")
+            g.create_dataset("data", data=np.concatenate([t for _, t in tok_parts]) if tok_parts
+                             else np.zeros((0, dim), np.float32))
+            g.create_dataset("offsets", data=np.concatenate([[0], np.cumsum([len(t) for _, t in tok_parts])])
+                             .astype(np.int64))
+        _write_records(out, list(files.values()), list(failures.values()))
+        mg = out.create_group("modalities")
+        for name in modalities:
+            g = mg.create_group(name)
+            for k, v in {**old_mod_attrs.get(name, {}), **modality_attrs.get(name, {})}.items():
+                g.attrs[k] = v
+        for k, v in attrs.items():
+            out.attrs[k] = v
+        out.attrs["n_rows"] = n
+        out.attrs["n_failures"] = len(failures)
+        out.flush()
+        os.fsync(out.id.get_vfd_handle())
+    return {"n_rows": n, "n_failures": len(failures), "n_files": len(files)}
+
+
+def _runs(outs: np.ndarray):
+    """Split increasing output indices into contiguous runs: (start, end, offset in block)."""
+    if len(outs) == 0:
+        return
+    breaks = np.nonzero(np.diff(outs) != 1)[0] + 1
+    starts = np.concatenate([[0], breaks])
+    ends = np.concatenate([breaks, [len(outs)]])
+    for s, e in zip(starts, ends, strict=True):
+        yield int(outs[s]), int(outs[e - 1]) + 1, int(s)
+
+
+# ------------------------------------------------------------------------------------------
+# Reading
+# ------------------------------------------------------------------------------------------
+
+
+def read(path: str | Path, modality: str | None = None) -> tuple[list[str], np.ndarray]:
+    """Read ids and vectors (float32) of a final file, optionally of one modality."""
+    h5py = _h5()
+    with h5py.File(path, "r") as f:
+        ids = _read_str(f["id"])
+        vecs = f["embeddings"][()].astype(np.float32)
+        if modality:
+            mods = _modality_list(f)
+            sel = [i for i, m in enumerate(mods) if m == modality]
+            return [ids[i] for i in sel], vecs[sel]
+    return ids, vecs
+
+
+def summary(path: str | Path) -> dict[str, Any]:
+    """Facts about a final file for ``mtx info``."""
+    h5py = _h5()
+    p = Path(path)
+    try:
+        f = h5py.File(p, "r")
+    except Exception as e:  # noqa: BLE001
+        raise StoreError(f"{p}: not a readable HDF5 file ({e})") from None
+    with f:
+        if f.attrs.get("format") != FORMAT_NAME:
+            raise StoreError(f"{p}: not an mtx embeddings file (format attr missing)")
+        mods = _modality_list(f) if len(f["modality"]) else []
+        counts: dict[str, int] = {}
+        for m in mods:
+            counts[m] = counts.get(m, 0) + 1
+        fails = read_failures(f)
+        per_mod = {name: {k: (v.item() if hasattr(v, "item") else v) for k, v in g.attrs.items()}
+                   for name, g in f["modalities"].items()}
+        attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
+        return {
+            "path": str(p),
+            "file_size": p.stat().st_size,
+            "format": attrs.get("format"),
+            "format_version": attrs.get("format_version"),
+            "n_rows": int(f["embeddings"].shape[0]),
+            "dim": int(f["embeddings"].shape[1]),
+            "store_dtype": str(f["embeddings"].dtype),
+            "rows_by_modality": counts,
+            "n_failures": len(fails),
+            "failures": [vars(x) for x in fails],
+            "modalities": per_mod,
+            "attrs": {k: v for k, v in attrs.items() if k != "config_json"},
+        }
