@@ -255,6 +255,14 @@ class Store:
         if self.output.parent and not self.output.parent.exists():
             raise StoreError(f"{self.output}: directory {self.output.parent} does not exist")
         self._lock()
+        try:
+            self._prepare()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _prepare(self) -> None:
         if self.overwrite:
             self._remove_all()
         self._check_config()
@@ -267,7 +275,6 @@ class Store:
                                       indent=1, default=str))
             os.replace(tmp, run_json)
             fsync_dir(self.parts_dir)
-        return self
 
     def close(self) -> None:
         if self._lock_fd is not None:

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DecodeError, MissingDependency
+from mtx.errors import DecodeError, MissingDependency
 
 CHUNK = 1_000_000  # points per streamed chunk (~24 MB of float64 xyz)
 MAX_DECOMPRESSED = 4 << 30  # PCD binary_compressed payload cap

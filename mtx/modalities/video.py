@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import DecodeError, MissingDependency, UsageError
+from mtx.errors import DecodeError, MissingDependency, UsageError
+
 from ._base import (
     CLAIM,
     REFINED,
@@ -343,7 +344,7 @@ class VideoTubeletTokenizer(Tokenizer):
         self.register_buffer("time", sinusoidal(torch.arange(self.steps), d) * rms, persistent=False)
 
     def _inflate(self, front) -> None:
-        from ..errors import WeightsError
+        from mtx.errors import WeightsError
 
         w = front.patch_weight
         want = self.proj.weight.shape

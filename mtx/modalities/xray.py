@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DecodeError, MissingDependency
+from mtx.errors import DecodeError, MissingDependency
+
 from ._base import CLAIM, EXTENSION, REFINED, Evidence, ImagePatchTokenizer, Modality, ModalityConfig, Sample
 from ._imaging import check_pixels, float_to_pixels, robust_minmax
 from ._registry import register_modality

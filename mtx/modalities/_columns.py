@@ -1,0 +1,418 @@
+"""Delimited-text helpers shared by the column-based modalities (time_series, imu, tabular).
+
+The CSV sniffing ladder (the one place it is written down; ``mtx/sniff.py`` points here).
+A CSV/TSV-like file is claimed, strongest first, by:
+
+1. ``imu`` at ``REFINED + 2`` (37): at least three accelerometer-named columns (``acc_x``,
+   ``ax``, ``Accelerometer X (g)``, ``accelerometerAccelerationX(G)``...). Reason e.g.
+   "CSV with accelerometer columns acc_x, acc_y, acc_z".
+2. ``time_series`` at ``REFINED`` (35): a time-like column (datetime strings in a common format,
+   or a monotonic numeric column named like ``t``, ``time``, ``timestamp``, ``date``, ``year``)
+   and at least one other numeric column. Reason e.g. "CSV with time column 'date' (datetime
+   %Y-%m-%d %H:%M:%S) and 7 numeric channels".
+3. ``tabular`` at ``STRUCTURE`` (30): any delimited table (one sample per row).
+
+The same order holds for Parquet (schema instead of the first lines) and NPY (with path hints).
+Only the first 8 KiB are looked at: the delimiter (``,`` ``\\t`` ``;`` ``|``, the one that splits
+the lines into the same number of fields), the header (a first row that is not numeric where the
+rows below are), and the cell values of the first rows. Whitespace-aligned text is not a table.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DecodeError
+
+DELIMITERS = (",", "\t", ";", "|")
+NULLS = ("", "na", "n/a", "nan", "null", "none", "-", "?", "#n/a")
+HEAD_LIMIT = 8192
+
+
+@dataclass
+class TableHead:
+    """What the first lines of a delimited text file say."""
+
+    delimiter: str
+    header: bool
+    names: list[str]  # unique column names (``col0``... when there is no header)
+    rows: list[list[str]]  # the data rows seen in the head (cells as text)
+    skip: int = 0  # leading comment lines
+    encoding: str = "utf8"
+    numeric: list[bool] = field(default_factory=list)  # per column: >= 95 % of cells are numbers
+
+    @property
+    def numeric_columns(self) -> list[int]:
+        return [i for i, n in enumerate(self.numeric) if n]
+
+    def column(self, i: int) -> list[str]:
+        return [r[i] for r in self.rows if i < len(r)]
+
+
+def is_null(s: str) -> bool:
+    return s.strip().lower() in NULLS
+
+
+def to_number(s: str) -> float | None:
+    try:
+        return float(s.strip())
+    except ValueError:
+        return None
+
+
+def _numeric(cells: list[str]) -> bool:
+    vals = [c for c in cells if not is_null(c)]
+    return bool(vals) and sum(to_number(c) is not None for c in vals) >= 0.95 * len(vals)
+
+
+def _unique(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for i, n in enumerate(names):
+        n = n.strip() or f"col{i}"
+        if n in seen:
+            seen[n] += 1
+            n = f"{n}.{seen[n]}"
+        seen.setdefault(n, 0)
+        out.append(n)
+    return out
+
+
+def decode_head(head: bytes) -> tuple[str, str] | None:
+    """Text of a head that looks like text (no NUL bytes), with the encoding; None otherwise."""
+    if b"\x00" in head:
+        return None
+    for enc, codec in (("utf8", "utf-8-sig"), ("latin-1", "latin-1")):
+        try:
+            return head.decode(codec), enc
+        except UnicodeDecodeError:
+            continue
+    return None
+
+
+def sniff_table(head: bytes, min_columns: int = 2) -> TableHead | None:
+    """Read the first lines of a delimited text file, or None if it is not one.
+
+    Args:
+        head: the first bytes of the file (up to 8 KiB; a cut last line is ignored).
+        min_columns: fewest fields per line to count as a table.
+    """
+    dec = decode_head(head)
+    if dec is None:
+        return None
+    text, enc = dec
+    lines = text.splitlines()
+    if len(head) >= HEAD_LIMIT and not text.endswith(("\n", "\r")):
+        lines = lines[:-1]
+    skip = 0
+    while skip < len(lines) and lines[skip].lstrip().startswith("#"):
+        skip += 1
+    lines = [ln for ln in lines[skip:] if ln.strip()]
+    if len(lines) < 2:
+        return None
+    best: tuple[int, str, list[list[str]]] | None = None
+    for d in DELIMITERS:
+        rows = list(csv.reader(io.StringIO("\n".join(lines)), delimiter=d))
+        width = len(rows[0])
+        if width < min_columns:
+            continue
+        if sum(len(r) == width for r in rows) < max(2, 0.9 * len(rows)):
+            continue
+        if best is None or width > best[0]:
+            best = (width, d, rows)
+    if best is None:
+        return None
+    width, delim, rows = best
+    rows = [r for r in rows if len(r) == width]
+    first, body = rows[0], rows[1:]
+    header = not all(to_number(c) is not None or is_null(c) for c in first)
+    if header:
+        names = _unique(first)
+    else:
+        names, body = [f"col{i}" for i in range(width)], rows
+    t = TableHead(delim, header, names, body, skip, enc)
+    t.numeric = [_numeric(t.column(i)) for i in range(width)]
+    return t
+
+
+# ----------------------------------------------------------------------------------------------
+# Time columns
+# ----------------------------------------------------------------------------------------------
+
+_TIME_NAME = re.compile(
+    r"^(t|ts|time|times|timestamp|timestamps|date|datetime|year|epoch|seconds?|secs?|elapsed|"
+    r"secondselapsed|unixtime|ms|millis|us|ns)$|time|date")
+_UNIT_IN_NAME = (
+    (re.compile(r"(\bns\b|nanos|nsec|\(ns\)|\[ns\]|_ns$)"), "ns"),
+    (re.compile(r"(\bus\b|µs|micros|usec|\(us\)|\[us\]|_us$)"), "us"),
+    (re.compile(r"(\bms\b|millis|msec|\(ms\)|\[ms\]|_ms$)"), "ms"),
+    (re.compile(r"(\bs\b|\bsec\b|secs|seconds|\(s\)|\[s\]|_s$)"), "s"),
+)
+UNIT_SECONDS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
+
+# (regex on a cell, pyarrow strptime format or "iso"), tried in order.
+DATETIME_FORMATS = (
+    (re.compile(r"^\d{4}-\d{2}-\d{2}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?$"), "iso"),
+    (re.compile(r"^\d{4}/\d{1,2}/\d{1,2} \d{1,2}:\d{2}:\d{2}$"), "%Y/%m/%d %H:%M:%S"),
+    (re.compile(r"^\d{4}/\d{1,2}/\d{1,2} \d{1,2}:\d{2}$"), "%Y/%m/%d %H:%M"),
+    (re.compile(r"^\d{4}/\d{1,2}/\d{1,2}$"), "%Y/%m/%d"),
+    (re.compile(r"^\d{1,2}/\d{1,2}/\d{4} \d{1,2}:\d{2}:\d{2}$"), "%m/%d/%Y %H:%M:%S"),
+    (re.compile(r"^\d{1,2}/\d{1,2}/\d{4} \d{1,2}:\d{2}:\d{2}$"), "%d/%m/%Y %H:%M:%S"),
+    (re.compile(r"^\d{1,2}/\d{1,2}/\d{4} \d{1,2}:\d{2}$"), "%m/%d/%Y %H:%M"),
+    (re.compile(r"^\d{1,2}/\d{1,2}/\d{4} \d{1,2}:\d{2}$"), "%d/%m/%Y %H:%M"),
+    (re.compile(r"^\d{1,2}/\d{1,2}/\d{4}$"), "%m/%d/%Y"),
+    (re.compile(r"^\d{1,2}/\d{1,2}/\d{4}$"), "%d/%m/%Y"),
+    (re.compile(r"^\d{1,2}\.\d{1,2}\.\d{4} \d{1,2}:\d{2}(:\d{2})?$"), "%d.%m.%Y %H:%M:%S"),
+    (re.compile(r"^\d{1,2}\.\d{1,2}\.\d{4}$"), "%d.%m.%Y"),
+)
+
+
+@dataclass(frozen=True)
+class TimeColumn:
+    index: int
+    name: str
+    kind: str  # "datetime" | "numeric"
+    unit: str | None = None  # numeric: s/ms/us/ns from the name, None when the name says nothing
+    format: str | None = None  # datetime: "iso" or a strptime format
+
+
+def norm_name(name: str) -> str:
+    """Lower-case, units in brackets removed, only letters and digits kept."""
+    return re.sub(r"[^a-z0-9]", "", re.sub(r"[\(\[].*?[\)\]]", "", name.lower()))
+
+
+def time_unit(name: str) -> str | None:
+    low = name.lower()
+    for rx, unit in _UNIT_IN_NAME:
+        if rx.search(low):
+            return unit
+    return None
+
+
+def is_time_name(name: str) -> bool:
+    return bool(_TIME_NAME.search(norm_name(name)))
+
+
+def datetime_format(cells: list[str]) -> str | None:
+    """The first format in :data:`DATETIME_FORMATS` that parses every non-missing cell."""
+    vals = [c.strip() for c in cells if not is_null(c)]
+    if not vals:
+        return None
+    for rx, fmt in DATETIME_FORMATS:
+        if not all(rx.match(v) for v in vals):
+            continue
+        if fmt == "iso":
+            return fmt
+        try:
+            parse_datetimes(np.array(vals[:50], dtype=object), fmt)
+        except DecodeError:
+            continue
+        return fmt
+    return None
+
+
+def _monotonic(values: list[float]) -> bool:
+    return len(values) >= 2 and all(b >= a for a, b in zip(values, values[1:], strict=False)) and values[-1] > values[0]
+
+
+def find_time_column(t: TableHead, require_monotonic: bool = True) -> TimeColumn | None:
+    """The time-like column: datetime strings, or a (monotonic) numeric column with a time name."""
+    for i, name in enumerate(t.names):
+        if not t.numeric[i]:
+            fmt = datetime_format(t.column(i))
+            if fmt:
+                return TimeColumn(i, name, "datetime", format=fmt)
+    for i, name in enumerate(t.names):
+        if t.numeric[i] and t.header and is_time_name(name):
+            vals = [v for v in (to_number(c) for c in t.column(i)) if v is not None]
+            if not require_monotonic or _monotonic(vals):
+                return TimeColumn(i, name, "numeric", unit=time_unit(name))
+    return None
+
+
+def parse_datetimes(values, fmt: str) -> np.ndarray:
+    """Datetime strings -> float64 seconds since the epoch (NaN where missing)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    arr = pa.array(values, type=pa.string()) if not isinstance(values, pa.Array) else values
+    arr = pc.utf8_trim_whitespace(arr)
+    try:
+        if fmt == "iso":
+            arr = pc.replace_substring_regex(arr, r"(Z|[+-]\d{2}:?\d{2})$", "")  # local time kept
+            arr = pc.replace_substring(arr, "T", " ")
+            ts = pc.cast(arr, pa.timestamp("us"))
+        else:
+            ts = pc.strptime(arr, format=fmt, unit="us", error_is_null=False)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+        raise DecodeError(f"time values do not all parse as {fmt} datetimes: {str(e)[:120]}") from None
+    out = pc.cast(ts, pa.int64()).to_numpy(zero_copy_only=False).astype(np.float64) / 1e6
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading columns (streamed in chunks)
+# ----------------------------------------------------------------------------------------------
+
+
+def to_float(arr) -> np.ndarray:
+    """A pyarrow array (numbers or text) -> float64 numpy, NaN for missing or non-numeric cells."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type) or pa.types.is_boolean(arr.type):
+        return pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
+    if pa.types.is_null(arr.type):
+        return np.full(len(arr), np.nan)
+    text = pc.cast(arr, pa.string())
+    try:
+        return pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
+    except pa.ArrowInvalid:
+        return np.array([np.nan if (v := to_number(s or "")) is None else v
+                         for s in text.to_pylist()], dtype=np.float64)
+
+
+def iter_csv(path: Path, t: TableHead, columns: list[str], chunk_bytes: int = 1 << 22
+             ) -> Iterator[dict[str, object]]:
+    """Stream ``columns`` of a delimited file as dicts of pyarrow text arrays, chunk by chunk.
+
+    Rows with the wrong number of fields are skipped.
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    read = pacsv.ReadOptions(skip_rows=t.skip + (1 if t.header else 0), column_names=t.names,
+                             block_size=chunk_bytes, encoding=t.encoding)
+    parse = pacsv.ParseOptions(delimiter=t.delimiter, invalid_row_handler=lambda row: "skip")
+    conv = pacsv.ConvertOptions(include_columns=columns,
+                                column_types={c: pa.string() for c in columns},
+                                strings_can_be_null=False)
+    try:
+        reader = pacsv.open_csv(path, read_options=read, parse_options=parse, convert_options=conv)
+        for batch in reader:
+            yield {c: batch.column(c) for c in columns}
+    except (pa.ArrowInvalid, OSError) as e:
+        raise DecodeError(f"cannot parse the table: {str(e).splitlines()[0][:200]}") from None
+
+
+def read_csv_columns(path: Path, t: TableHead, numeric: list[str], time: TimeColumn | None = None
+                     ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """Read ``numeric`` columns as float64 (NaN for missing/invalid) and the time column as float64
+    seconds (datetime) or raw numbers (numeric time), streaming the file in chunks."""
+    cols = list(numeric) + ([time.name] if time and time.name not in numeric else [])
+    parts: dict[str, list[np.ndarray]] = {c: [] for c in cols}
+    tparts: list[np.ndarray] = []
+    for chunk in iter_csv(path, t, cols):
+        for c in numeric:
+            parts[c].append(to_float(chunk[c]))
+        if time is not None:
+            if time.kind == "datetime":
+                tparts.append(parse_datetimes(chunk[time.name], time.format or "iso"))
+            else:
+                tparts.append(to_float(chunk[time.name]))
+    data = {c: (np.concatenate(parts[c]) if parts[c] else np.zeros(0)) for c in numeric}
+    tv = (np.concatenate(tparts) if tparts else np.zeros(0)) if time is not None else None
+    return data, tv
+
+
+def parquet_columns(path: Path) -> list[tuple[str, str]]:
+    """(name, kind) per Parquet column from the footer only: kind is number/datetime/text."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        schema = pq.read_schema(path)
+    except Exception as e:  # noqa: BLE001 - pyarrow raises several types for bad footers
+        raise DecodeError(f"cannot read the Parquet schema: {str(e)[:160]}") from None
+    out = []
+    for f in schema:
+        ty = f.type
+        if pa.types.is_integer(ty) or pa.types.is_floating(ty) or pa.types.is_decimal(ty):
+            kind = "number"
+        elif pa.types.is_timestamp(ty) or pa.types.is_date(ty):
+            kind = "datetime"
+        else:
+            kind = "text"
+        out.append((f.name, kind))
+    return out
+
+
+def read_parquet_columns(path: Path, columns: list[str]) -> dict[str, np.ndarray]:
+    """Read Parquet columns batch by batch as float64 (timestamps/dates as epoch seconds)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    parts: dict[str, list[np.ndarray]] = {c: [] for c in columns}
+    try:
+        pf = pq.ParquetFile(path)
+        for batch in pf.iter_batches(columns=columns, batch_size=1 << 16):
+            for c in columns:
+                a = batch.column(c)
+                if pa.types.is_timestamp(a.type) or pa.types.is_date(a.type):
+                    a = pc.cast(pc.cast(a, pa.timestamp("us")), pa.int64())
+                    parts[c].append(a.to_numpy(zero_copy_only=False).astype(np.float64) / 1e6)
+                else:
+                    parts[c].append(to_float(a))
+    except DecodeError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise DecodeError(f"cannot read Parquet data: {str(e)[:160]}") from None
+    return {c: (np.concatenate(p) if p else np.zeros(0)) for c, p in parts.items()}
+
+
+def read_npy_header(head: bytes) -> tuple[tuple[int, ...], np.dtype] | None:
+    """Shape and dtype of an ``.npy`` file from its first bytes, or None."""
+    if not head.startswith(b"\x93NUMPY"):
+        return None
+    from numpy.lib import format as npf
+
+    try:
+        f = io.BytesIO(head)
+        version = npf.read_magic(f)
+        reader = npf.read_array_header_1_0 if version == (1, 0) else npf.read_array_header_2_0
+        shape, _fortran, dtype = reader(f)
+    except Exception:  # noqa: BLE001 - any malformed header means "not a readable npy"
+        return None
+    return tuple(int(s) for s in shape), dtype
+
+
+def path_has_hint(path: Path, words: tuple[str, ...]) -> str | None:
+    """The first of ``words`` that is a path component or a name token (split on _-. and space)."""
+    tokens: set[str] = set()
+    for part in path.parts[-4:]:
+        low = part.lower()
+        tokens.add(low)
+        tokens.update(t for t in re.split(r"[_\-.\s]+", low) if t)
+    for w in words:
+        if w in tokens:
+            return w
+    return None
+
+
+def load_array(path: Path) -> np.ndarray:
+    """A numeric array from .npy (or the largest numeric array of an .npz); never unpickles."""
+    try:
+        if path.suffix.lower() == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                arrays = [(k, z[k]) for k in z.files]
+            arrays = [(k, a) for k, a in arrays if a.dtype.kind in "biuf"]
+            if not arrays:
+                raise DecodeError("the .npz holds no numeric array")
+            return max(arrays, key=lambda ka: ka[1].size)[1]
+        a = np.load(path, allow_pickle=False, mmap_mode="r")
+    except DecodeError:
+        raise
+    except ValueError as e:
+        raise DecodeError(f"cannot load the array (object arrays are refused): {e}") from None
+    except (OSError, EOFError) as e:
+        raise DecodeError(f"cannot load the array: {e}") from None
+    if a.dtype.kind not in "biuf":
+        raise DecodeError(f"array dtype {a.dtype} is not numeric")
+    return np.asarray(a)

@@ -1,0 +1,331 @@
+"""time_series: CSV/TSV/Parquet with a time column, NPY/NPZ with a hint -> PatchTST tokens.
+
+Preprocessing (MODALITIES.md "time_series"): rows sorted by time (stable), missing values
+linearly interpolated along the time axis (edges take the nearest value), each channel z-scored
+(mean/std recorded). Tokens: every channel is cut into patches of 16 steps with stride 8 (as
+PatchTST, channel independent) -> one shared Linear(16 -> D) + a channel embedding + a
+sinusoidal position of the patch index, + CLS: ``1 + C * floor((T - 16) / 8 + 1)`` tokens
+(96 steps x 7 channels -> 78). A series shorter than 16 steps is zero-padded (after the z-score)
+to 16. A series whose tokens would exceed ``max_tokens`` is resampled by block means (area
+resampling) to the longest length that fits — recorded in meta, never silently truncated.
+
+``window > 0`` yields one sample per window of ``window`` steps every ``stride`` steps (default:
+``window``), keyed ``t=START`` where START is the step index (after sorting) of the window's
+first step; a last window that would run past the end is aligned to end at the last step.
+The sniffing ladder for CSV-like files is documented in :mod:`mtx.modalities._columns`.
+"""
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import DecodeError
+from . import _columns as cols
+from ._base import REFINED, Evidence, Modality, ModalityConfig, Sample, Tokenizer, Tokens, seeded, sinusoidal
+from ._registry import register_modality
+
+HINTS = ("time_series", "timeseries", "series", "ts", "signal", "signals", "sensor", "sensors",
+         "forecast", "forecasting")
+MAX_CHANNELS = 2047  # a channel-embedding row each; more channels cannot fit the token cap anyway
+
+
+def n_tokens(steps: int, channels: int, patch: int = 16, stride: int = 8) -> int:
+    return 1 + channels * ((max(steps, patch) - patch) // stride + 1)
+
+
+@dataclass
+class TimeSeriesConfig(ModalityConfig):
+    window: int = 0  # steps per sample; 0 = the whole series is one sample
+    stride: int = 0  # steps between window starts; 0 = window
+    patch: int = 16
+    patch_stride: int = 8
+    max_tokens: int = 2048
+    time_column: str = ""  # force the time column (CSV/Parquet); "" = detect
+
+
+def _sort_and_fill(values: np.ndarray, t: np.ndarray | None, meta: dict
+                   ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Sort rows by time, drop rows without a time, interpolate missing values per channel."""
+    if t is not None:
+        keep = np.isfinite(t)
+        if not keep.all():
+            meta["rows_without_time_dropped"] = int((~keep).sum())
+            values, t = values[keep], t[keep]
+        if t.size > 1 and np.any(np.diff(t) < 0):
+            order = np.argsort(t, kind="stable")
+            meta["sorted_by_time"] = f"{int(np.sum(np.diff(t) < 0))} out-of-order steps"
+            values, t = values[order], t[order]
+    x = np.arange(values.shape[0], dtype=np.float64) if t is None else t
+    filled = 0
+    for c in range(values.shape[1]):
+        col = values[:, c]
+        bad = ~np.isfinite(col)
+        if bad.any() and not bad.all():
+            col[bad] = np.interp(x[bad], x[~bad], col[~bad])
+            filled += int(bad.sum())
+    if filled:
+        meta["interpolated_values"] = filled
+    return values, t
+
+
+def preprocess(values: np.ndarray, t: np.ndarray | None, names: list[str], meta: dict
+               ) -> tuple[np.ndarray, np.ndarray | None]:
+    """[T, C] raw channels (+ time) -> [C, T] z-scored float32 (+ sorted time)."""
+    values = np.array(values, dtype=np.float64, copy=True)
+    values, t = _sort_and_fill(values, t, meta)
+    empty = [i for i in range(values.shape[1]) if not np.isfinite(values[:, i]).any()]
+    if empty:
+        meta["empty_channels_dropped"] = [names[i] for i in empty]
+        keep = [i for i in range(values.shape[1]) if i not in empty]
+        values, names = values[:, keep], [names[i] for i in keep]
+    if values.shape[1] == 0 or values.shape[0] == 0:
+        raise DecodeError("no numeric values to embed (every channel is empty)")
+    if values.shape[1] > MAX_CHANNELS:
+        raise DecodeError(f"{values.shape[1]} channels exceed {MAX_CHANNELS}; "
+                          "embed it as a table with --modality tabular")
+    mean, std = values.mean(axis=0), values.std(axis=0)
+    std_safe = np.where(std > 0, std, 1.0)
+    meta["channels"] = names
+    meta["zscore"] = {"mean": mean.tolist(), "std": std.tolist()}
+    return ((values - mean) / std_safe).T.astype(np.float32), t
+
+
+def fit_tokens(x: np.ndarray, cfg: TimeSeriesConfig, meta: dict) -> np.ndarray:
+    """Pad [C, T] to >= ``patch`` steps; resample (block means) to fit ``max_tokens``."""
+    c, steps = x.shape
+    if steps < cfg.patch:
+        meta["padded"] = f"{steps} steps zero-padded to {cfg.patch} (after the z-score)"
+        return np.pad(x, ((0, 0), (0, cfg.patch - steps)))
+    per = (cfg.max_tokens - 1) // c  # patches per channel that fit
+    if per < 1:
+        raise DecodeError(f"{c} channels do not fit {cfg.max_tokens} tokens; raise max_tokens")
+    if n_tokens(steps, c, cfg.patch, cfg.patch_stride) <= cfg.max_tokens:
+        return x
+    target = cfg.patch + cfg.patch_stride * (per - 1)
+    y = F.adaptive_avg_pool1d(torch.from_numpy(x)[None], target)[0].numpy()
+    meta["resampled"] = (f"{steps} -> {target} steps by block means to fit max_tokens={cfg.max_tokens} "
+                         f"({c} channels)")
+    return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def _npz_shapes(path: Path) -> list[tuple[int, ...]]:
+    """Shapes of the arrays in an .npz, from each member's npy header (bounded reads)."""
+    out = []
+    try:
+        with zipfile.ZipFile(path) as z:
+            for info in z.infolist()[:64]:
+                if info.filename.endswith(".npy"):
+                    with z.open(info) as f:
+                        h = cols.read_npy_header(f.read(256))
+                    if h:
+                        out.append(h[0])
+    except (zipfile.BadZipFile, OSError, EOFError):
+        return []
+    return out
+
+
+def _series_shape(shape: tuple[int, ...]) -> bool:
+    return (len(shape) == 1 and shape[0] >= 2) or (len(shape) == 2 and max(shape) >= 2 and min(shape) >= 1)
+
+
+class PatchTSTTokenizer(Tokenizer):
+    """Channel-independent patches (PatchTST): Linear(patch -> D) shared by all channels
+    + channel embedding + sinusoidal patch position, + CLS, + LayerNorm. Input ``series`` [R, C, T]."""
+
+    def __init__(self, spec, seed: int, patch: int, stride: int):
+        super().__init__()
+        d = spec.dim
+        self.patch, self.stride = patch, stride
+        with seeded(seed):
+            self.proj = nn.Linear(patch, d)
+            self.channel = nn.Embedding(MAX_CHANNELS, d)
+            self.cls = nn.Parameter(torch.randn(d) * 0.02)
+            self.norm_pre = nn.LayerNorm(d, eps=spec.eps)
+        self.init, self.seed = "seeded", seed
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> Tokens:
+        x = inputs["series"].to(self.proj.weight.dtype)  # [R, C, T]
+        r, c, _ = x.shape
+        p = x.unfold(-1, self.patch, self.stride)  # [R, C, P, patch]
+        n = p.shape[2]
+        tok = self.proj(p) + self.channel.weight[:c][None, :, None]
+        tok = tok + sinusoidal(torch.arange(n, device=x.device), tok.shape[-1]).to(tok.dtype)
+        tok = tok.reshape(r, c * n, -1)
+        tok = torch.cat([self.cls.expand(r, 1, -1), tok], dim=1)
+        return Tokens(self.norm_pre(tok), None, True)
+
+
+@register_modality
+class time_series(Modality):  # noqa: N801 - class name == registry key == module name
+    name = "time_series"
+    extensions = (".csv", ".tsv", ".parquet", ".npy", ".npz")
+    summary = "CSV/TSV/Parquet with a time column, NPY/NPZ with a hint -> PatchTST patch tokens"
+    tokens = "1 + C x floor((T-16)/8 + 1) (96 steps x 7 channels -> 78), capped at 2048"
+    clip_init = False
+    Config = TimeSeriesConfig
+
+    # -- sniffing ------------------------------------------------------------------------------
+    def sniff(self, head: bytes, path: Path) -> Evidence | None:
+        if head[:4] == b"PAR1":
+            return self._sniff_parquet(path)
+        if head.startswith(b"\x93NUMPY") or head[:4] == b"PK\x03\x04":
+            hint = cols.path_has_hint(path, HINTS)
+            if not hint:
+                return None
+            if head.startswith(b"\x93NUMPY"):
+                h = cols.read_npy_header(head)
+                shapes = [h[0]] if h and h[1].kind in "biuf" else []
+            elif path.suffix.lower() == ".npz":
+                shapes = _npz_shapes(path)
+            else:
+                return None
+            good = [s for s in shapes if _series_shape(s)]
+            if good:
+                return Evidence(self.name, REFINED, f"array of shape {good[0]} with path hint {hint!r}")
+            return None
+        t = cols.sniff_table(head)
+        if t is None:
+            return None
+        tc = cols.find_time_column(t)
+        if tc is None:
+            return None
+        channels = [i for i in t.numeric_columns if i != tc.index]
+        if not channels:
+            return None
+        how = f"datetime {tc.format}" if tc.kind == "datetime" else "monotonic numbers"
+        return Evidence(self.name, REFINED, f"{_kind(t)} with time column {tc.name!r} ({how}) and "
+                        f"{len(channels)} numeric channel{'s' * (len(channels) > 1)}")
+
+    def _sniff_parquet(self, path: Path) -> Evidence | None:
+        try:
+            fields = cols.parquet_columns(path)
+        except DecodeError:
+            return None
+        tcol = _parquet_time(fields, "")
+        if tcol is None:
+            return None
+        channels = [n for n, k in fields if k == "number" and n != tcol]
+        if not channels:
+            return None
+        return Evidence(self.name, REFINED, f"Parquet with time column {tcol!r} and "
+                        f"{len(channels)} numeric channel{'s' * (len(channels) > 1)}")
+
+    # -- loading -------------------------------------------------------------------------------
+    def load(self, path: Path, cfg: TimeSeriesConfig) -> Iterator[Sample]:
+        if cfg.patch < 1 or cfg.patch_stride < 1:
+            raise DecodeError("patch and patch_stride must be >= 1")
+        values, t, names, meta = read_series(path, cfg.time_column)
+        x, t = preprocess(values, t, names, meta)
+        steps = x.shape[1]
+        meta["steps"] = steps
+        if cfg.window <= 0 or cfg.window >= steps:
+            y = fit_tokens(x, cfg, meta)
+            yield Sample("", {"series": y[None]}, meta)
+            return
+        stride = cfg.stride if cfg.stride > 0 else cfg.window
+        starts = list(range(0, steps - cfg.window + 1, stride))
+        if starts[-1] + cfg.window < steps:
+            starts.append(steps - cfg.window)
+            meta["last_window_aligned_to_end"] = True
+        for s in starts:
+            m = dict(meta, window=[s, s + cfg.window])
+            if t is not None:
+                m["t_start"] = float(t[s])
+            yield Sample(f"t={s}", {"series": fit_tokens(x[:, s:s + cfg.window], cfg, m)[None]}, m)
+
+    def cost(self, sample: Sample) -> int:
+        _, c, steps = sample.arrays["series"].shape
+        return n_tokens(steps, c)
+
+    def tokenizer(self, spec, front, cfg):
+        return PatchTSTTokenizer(spec, self.seed(spec, cfg), cfg.patch, cfg.patch_stride)
+
+
+def _kind(t: cols.TableHead) -> str:
+    return {"\t": "TSV", ",": "CSV", ";": "CSV (;)", "|": "CSV (|)"}.get(t.delimiter, "CSV")
+
+
+def _parquet_time(fields: list[tuple[str, str]], forced: str) -> str | None:
+    if forced:
+        return forced if any(n == forced for n, _ in fields) else None
+    for n, k in fields:
+        if k == "datetime":
+            return n
+    for n, k in fields:
+        if k == "number" and cols.is_time_name(n):
+            return n
+    return None
+
+
+def read_series(path: Path, time_column: str = ""
+                ) -> tuple[np.ndarray, np.ndarray | None, list[str], dict]:
+    """Any supported file -> ([T, C] float64 values, time [T] or None, channel names, meta)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(cols.HEAD_LIMIT)
+    except OSError as e:
+        raise DecodeError(f"cannot read: {e.strerror or e}") from None
+    if head.startswith(b"\x93NUMPY") or path.suffix.lower() in (".npy", ".npz"):
+        a = cols.load_array(path)
+        meta: dict = {"format": "npz" if path.suffix.lower() == ".npz" else "npy",
+                      "shape": list(a.shape), "dtype": str(a.dtype)}
+        if a.ndim == 1:
+            a = a[:, None]
+        elif a.ndim == 2 and a.shape[0] < a.shape[1] and a.shape[0] <= 64:
+            a = a.T  # (C, T) with few channels -> (T, C)
+            meta["transposed"] = "channels-first array read as (T, C)"
+        elif a.ndim != 2:
+            raise DecodeError(f"array of shape {a.shape}: a series must be (T,) or (T, C)")
+        return a.astype(np.float64), None, [f"ch{i}" for i in range(a.shape[1])], meta
+    if head[:4] == b"PAR1":
+        fields = cols.parquet_columns(path)
+        tcol = _parquet_time(fields, time_column)
+        if time_column and tcol is None:
+            raise DecodeError(f"no column named {time_column!r}")
+        names = [n for n, k in fields if k == "number" and n != tcol]
+        if not names:
+            raise DecodeError("no numeric column to use as a channel "
+                              f"(columns: {', '.join(n for n, _ in fields)[:200]})")
+        data = cols.read_parquet_columns(path, names + ([tcol] if tcol else []))
+        meta = {"format": "parquet", "time_column": tcol}
+        t = data.pop(tcol) if tcol else None
+        if t is None:
+            meta["time"] = "row order (no time column)"
+        return np.stack([data[n] for n in names], axis=1), t, names, meta
+    table = cols.sniff_table(head)
+    if table is None:
+        raise DecodeError("not a delimited table (no consistent , tab ; or | separated columns)")
+    if time_column:
+        if time_column not in table.names:
+            raise DecodeError(f"no column named {time_column!r}; columns: {', '.join(table.names)[:200]}")
+        i = table.names.index(time_column)
+        fmt = None if table.numeric[i] else cols.datetime_format(table.column(i))
+        tc = cols.TimeColumn(i, time_column, "numeric" if table.numeric[i] else "datetime",
+                             cols.time_unit(time_column), fmt)
+    else:
+        tc = cols.find_time_column(table, require_monotonic=False)
+    names = [table.names[i] for i in table.numeric_columns if tc is None or i != tc.index]
+    if not names:
+        raise DecodeError("no numeric column to use as a channel "
+                          f"(columns: {', '.join(table.names)[:200]})")
+    data, t = cols.read_csv_columns(path, table, names, tc)
+    meta = {"format": _kind(table), "delimiter": table.delimiter, "header": table.header,
+            "time_column": tc.name if tc else None}
+    if tc is None:
+        meta["time"] = "row order (no time column)"
+    elif tc.kind == "datetime":
+        meta["time_format"] = tc.format
+    ignored = [n for i, n in enumerate(table.names) if not table.numeric[i] and (tc is None or i != tc.index)]
+    if ignored:
+        meta["non_numeric_columns_ignored"] = ignored
+    values = np.stack([data[n] for n in names], axis=1)
+    if values.shape[0] == 0:
+        raise DecodeError("the table has a header but no data rows")
+    return values, t, names, meta
