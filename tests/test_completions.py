@@ -1,0 +1,34 @@
+"""completions/ are generated from the Typer app and must be current; the bash one must work."""
+from __future__ import annotations
+
+import runpy
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_completions_are_current(tmp_path):
+    gen = runpy.run_path(str(ROOT / "scripts" / "gen_completions.py"))
+    for p in gen["generate"](tmp_path):
+        committed = ROOT / "completions" / p.name
+        assert committed.read_text() == p.read_text(), (
+            f"{committed} is stale: run `python scripts/gen_completions.py`")
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="bash not installed")
+@pytest.mark.parametrize("words,expect", [
+    ("mtx em", "embed"),
+    ("mtx embed --mo", "--model"),
+    ("mtx embed --model cl", "clip-b16"),
+    ("mtx weights f", "fetch"),
+    ("mtx embed x --dtype bf", "bfloat16"),
+])
+def test_bash_completion_answers(words, expect):
+    script = (f"source {ROOT / 'completions' / 'mtx.bash'}; COMP_WORDS=({words}); "
+              f"COMP_CWORD=$((${{#COMP_WORDS[@]}}-1)); _mtx; printf '%s\\n' \"${{COMPREPLY[@]}}\"")
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout.split()
+    assert expect in out, out
