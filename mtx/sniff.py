@@ -11,8 +11,8 @@ Precedence (DESIGN.md §4):
 
 CSV-like files are the crowded case, decided in this order (strongest first):
 ``imu`` (>= 3 accelerometer-named columns) > ``time_series`` (a time-like column and numeric
-channels) > ``tabular`` (any delimited table, one sample per row). Each of those modules
-scores itself against that ladder; ``mtx tokenize`` prints the winning reason.
+channels) > ``tabular`` (any delimited table, one sample per row). The ladder is detailed in
+``mtx/modalities/_columns.py``; ``mtx tokenize`` prints the winning reason.
 """
 from __future__ import annotations
 

@@ -196,7 +196,9 @@ def time_unit(name: str) -> str | None:
 
 
 def is_time_name(name: str) -> bool:
-    return bool(_TIME_NAME.search(norm_name(name)))
+    """'time', 'Time (s)', 'timestamp_ms', 't_us', 'date', 'year', 'seconds_elapsed'..."""
+    first = re.split(r"[^a-z0-9]+", name.strip().lower())[0]
+    return bool(_TIME_NAME.search(norm_name(name)) or _TIME_NAME.match(first))
 
 
 def datetime_format(cells: list[str]) -> str | None:

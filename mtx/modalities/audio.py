@@ -125,12 +125,13 @@ def n_tokens(frames: int) -> int:
 # ----------------------------------------------------------------------------------------------
 
 _MPEG_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
-_MPEG1_KBPS = {3: (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
+# Bitrate tables keyed by the header's layer bits (3 = Layer I, 2 = Layer II, 1 = Layer III).
+_MPEG1_KBPS = {3: (0, 32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448),
                2: (0, 32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384),
-               1: (0, 32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448)}
-_MPEG2_KBPS = {3: (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+               1: (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)}
+_MPEG2_KBPS = {3: (0, 32, 48, 56, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256),
                2: (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
-               1: (0, 32, 48, 56, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256)}
+               1: (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160)}
 
 
 def _mpeg_frame_len(h: bytes) -> int | None:
@@ -270,7 +271,7 @@ def _segments(chunks: Iterator[np.ndarray], seg: int, want, meta: dict
                 w = buf[s:s + length]
                 yield k * seg, _normalise(kaldi_fbank(w - w.mean(dtype=np.float64))), seg
             k += 1
-        keep = max(buf0, buf0 + buf.size - length)  # the last segment may end at the file end
+        keep = max(buf0, buf0 + buf.size - length - HOP)  # the last segment ends near the file end
         buf, buf0 = buf[keep - buf0:], keep
     n = buf0 + buf.size
     meta["samples_16k"] = n
@@ -387,6 +388,8 @@ class audio(Modality):  # noqa: N801 - class name == registry key == module name
     Config = AudioConfig
 
     def sniff(self, head: bytes, path: Path) -> Evidence | None:
+        if head[:4] == b"OggS" and (b"\x80theora" in head or b"\x01video" in head):
+            return None  # Ogg with a video stream belongs to video
         fmt = audio_format(head)
         if fmt:
             return Evidence(self.name, CLAIM, f"{fmt} header")

@@ -19,8 +19,9 @@ Windows of 2000 samples (10 s) are segments pooled into one vector; a recording 
 window ends with a window aligned to its end (overlapping its neighbour, nothing dropped); a
 recording shorter than one window is zero-padded to 2000 samples and the tokens made only of
 padding are masked. More than ``max_windows`` windows are reduced to that many, spaced
-uniformly (recorded); ``per_window=True`` yields one sample per window, keyed ``t=START``
-(seconds). The CSV sniffing ladder is documented in :mod:`mtx.modalities._columns`.
+uniformly (recorded). ``window=W`` (seconds, ``--window``) yields one sample per W seconds
+every ``stride`` seconds (default W; the last aligned to the end), keyed ``t=START`` (seconds),
+each made of its own 10 s windows as above. The CSV sniffing ladder is documented in :mod:`mtx.modalities._columns`.
 """
 from __future__ import annotations
 
@@ -107,8 +108,9 @@ def infer_unit(dt: float) -> str | None:
 @dataclass
 class ImuConfig(ModalityConfig):
     rate: float = 200.0  # assumed input rate when there is no time column (Hz)
-    max_windows: int = 256  # pooled mode: more windows -> this many, uniformly spaced; 0 = all
-    per_window: bool = False  # one sample per 10 s window (#t=START seconds)
+    max_windows: int = 256  # whole-file sample: more 10 s windows -> this many, uniformly spaced; 0 = all
+    window: float = 0.0  # seconds; > 0: one sample per window (#t=START seconds), 0 = whole file
+    stride: float = 0.0  # seconds between window starts; 0 = window
 
 
 class ImuTokenizer(Tokenizer):
@@ -148,6 +150,34 @@ def _to_seconds(t: np.ndarray, unit: str | None, meta: dict) -> np.ndarray:
     else:
         meta["time_unit"] = f"{unit} (from the column name)"
     return (t - t[np.isfinite(t)].min()) * cols.UNIT_SECONDS[unit]
+
+
+def _starts(steps: int, span: int, hop: int) -> list[int]:
+    return list(range(0, max(steps - span, 0) + 1, hop))
+
+
+def _windows(z: np.ndarray, max_windows: int, meta: dict) -> dict[str, np.ndarray]:
+    """[6, T] -> {"imu": [S, 6, 2000], "valid": [S]}: 2000-sample windows, the last aligned to the
+    end (or zero-padded when T < 2000), at most ``max_windows`` spaced uniformly (0 = all)."""
+    steps = z.shape[1]
+    starts = _starts(steps, WINDOW, WINDOW)
+    if starts[-1] + WINDOW < steps:
+        starts.append(steps - WINDOW)
+        meta["last_window_overlap_samples"] = starts[-2] + WINDOW - starts[-1]
+    if 0 < max_windows < len(starts):
+        pick = np.unique(np.round(np.linspace(0, len(starts) - 1, max_windows)).astype(int))
+        meta["windows_subsampled"] = f"{len(starts)} windows -> {len(pick)} spaced uniformly"
+        starts = [starts[i] for i in pick]
+    wins, valid = [], []
+    for s in starts:
+        w = z[:, s:s + WINDOW]
+        valid.append(w.shape[1])
+        if w.shape[1] < WINDOW:
+            meta["padded"] = f"{w.shape[1]} samples zero-padded to {WINDOW} (padding tokens masked)"
+            w = np.pad(w, ((0, 0), (0, WINDOW - w.shape[1])))
+        wins.append(w)
+    meta["window_starts_s"] = [s / RATE for s in starts]
+    return {"imu": np.stack(wins), "valid": np.array(valid, np.int32)}
 
 
 def repair_time(t: np.ndarray, x: np.ndarray, meta: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -251,32 +281,18 @@ class imu(Modality):  # noqa: N801 - class name == registry key == module name
         steps = z.shape[1]
         meta["samples_200hz"] = steps
         meta["duration_s"] = round(steps / RATE, 4)
-        if steps <= WINDOW:
-            starts = [0]
-        else:
-            starts = list(range(0, steps - WINDOW + 1, WINDOW))
-            if starts[-1] + WINDOW < steps:
-                starts.append(steps - WINDOW)
-                meta["last_window_overlap_samples"] = starts[-2] + WINDOW - starts[-1]
-        if not cfg.per_window and 0 < cfg.max_windows < len(starts):
-            pick = np.unique(np.round(np.linspace(0, len(starts) - 1, cfg.max_windows)).astype(int))
-            meta["windows_subsampled"] = f"{len(starts)} windows -> {len(pick)} spaced uniformly"
-            starts = [starts[i] for i in pick]
-        wins, valid = [], []
-        for s in starts:
-            w = z[:, s:s + WINDOW]
-            valid.append(w.shape[1])
-            if w.shape[1] < WINDOW:
-                meta["padded"] = f"{w.shape[1]} samples zero-padded to {WINDOW} (padding tokens masked)"
-                w = np.pad(w, ((0, 0), (0, WINDOW - w.shape[1])))
-            wins.append(w)
-        if cfg.per_window:
-            for s, w, v in zip(starts, wins, valid, strict=True):
-                yield Sample(f"t={s / RATE:g}", {"imu": w[None], "valid": np.array([v], np.int32)},
-                             dict(meta, window_start_s=s / RATE))
+        if cfg.window > 0:
+            span = max(1, round(cfg.window * RATE))
+            hop = max(1, round((cfg.stride or cfg.window) * RATE))
+            outer = _starts(steps, span, hop)
+            if outer[-1] + span < steps:
+                outer.append(steps - span)
+            for o in outer:
+                m = dict(meta, window_s=[o / RATE, min(o + span, steps) / RATE])
+                arrays = _windows(z[:, o:o + span], 0, m)
+                yield Sample(f"t={o / RATE:g}", arrays, m)
             return
-        meta["window_starts_s"] = [s / RATE for s in starts]
-        yield Sample("", {"imu": np.stack(wins), "valid": np.array(valid, np.int32)}, meta)
+        yield Sample("", _windows(z, cfg.max_windows, meta), meta)
 
     def cost(self, sample: Sample) -> int:
         return 1 + WINDOW // PATCH

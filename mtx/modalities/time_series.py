@@ -225,20 +225,21 @@ class time_series(Modality):  # noqa: N801 - class name == registry key == modul
         x, t = preprocess(values, t, names, meta)
         steps = x.shape[1]
         meta["steps"] = steps
-        if cfg.window <= 0 or cfg.window >= steps:
+        window, stride = int(cfg.window), int(cfg.stride)  # the CLI passes numbers as floats
+        if window <= 0 or window >= steps:
             y = fit_tokens(x, cfg, meta)
             yield Sample("", {"series": y[None]}, meta)
             return
-        stride = cfg.stride if cfg.stride > 0 else cfg.window
-        starts = list(range(0, steps - cfg.window + 1, stride))
-        if starts[-1] + cfg.window < steps:
-            starts.append(steps - cfg.window)
+        stride = stride if stride > 0 else window
+        starts = list(range(0, steps - window + 1, stride))
+        if starts[-1] + window < steps:
+            starts.append(steps - window)
             meta["last_window_aligned_to_end"] = True
         for s in starts:
-            m = dict(meta, window=[s, s + cfg.window])
+            m = dict(meta, window=[s, s + window])
             if t is not None:
                 m["t_start"] = float(t[s])
-            yield Sample(f"t={s}", {"series": fit_tokens(x[:, s:s + cfg.window], cfg, m)[None]}, m)
+            yield Sample(f"t={s}", {"series": fit_tokens(x[:, s:s + window], cfg, m)[None]}, m)
 
     def cost(self, sample: Sample) -> int:
         _, c, steps = sample.arrays["series"].shape
