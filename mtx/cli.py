@@ -132,10 +132,18 @@ def embed(
     option: OptionOpt = None,
     frames: Annotated[int | None, typer.Option("--frames", help="Video: frames per clip.")] = None,
     clips: Annotated[int | None, typer.Option("--clips", help="Video: clips per video (averaged).")] = None,
-    window: Annotated[float | None, typer.Option("--window", help="Time series/IMU: one sample per window of this length.")] = None,
-    stride: Annotated[float | None, typer.Option("--stride", help="Time series/IMU: window stride.")] = None,
+    window: Annotated[float | None, typer.Option("--window", help="Time series (steps) / IMU (seconds): one sample per window of this length.")] = None,
+    stride: Annotated[float | None, typer.Option("--stride", help="Time series (steps) / IMU (seconds): window stride (default: the window).")] = None,
     text_unit: Annotated[str | None, typer.Option("--text-unit", help="Text: file or line.")] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="Per-file time limit in seconds.")] = 600.0,
+    shard: Annotated[str | None, typer.Option("--shard", help="Embed only shard I/N (0-based) of the planned "
+                                              "inputs; default from SLURM_ARRAY_TASK_ID/COUNT. Then `mtx merge`.")] = None,
+    devices: Annotated[str | None, typer.Option("--devices", help="Comma-separated devices, one process and "
+                                                "model copy each, e.g. cuda:0,cuda:1 (cpu,cpu for tests).")] = None,
+    gpus: Annotated[int | None, typer.Option("--gpus", min=1, help="Use the first N CUDA devices (= --devices cuda:0,...).")] = None,
+    engine: Annotated[str, typer.Option("--engine", help="local or ray (pip install 'mtx[ray]').")] = "local",
+    address: Annotated[str | None, typer.Option("--address", help="Ray cluster address (default: start a local Ray).")] = None,
+    gpus_per_worker: Annotated[float, typer.Option("--gpus-per-worker", help="Ray: GPUs per actor.")] = 0.0,
     json_: JsonOpt = False,
     json_lines: Annotated[bool, typer.Option("--json-lines", help="One JSON line per input file on stdout.")] = False,
     null: Annotated[bool, typer.Option("-0", help="The stdin list is NUL-separated.")] = False,
@@ -189,6 +197,25 @@ def embed(
         raise typer.Exit(EXIT_OK if all(r["modality"] for r in rows) and not problems else EXIT_PARTIAL)
     if not items and not problems:
         raise UsageError("no input files found")
+    _check_choice("--engine", engine, ("local", "ray"))
+    from . import scale
+
+    shard_t = scale.parse_shard(shard)
+    if gpus:
+        devices = ",".join(f"cuda:{i}" for i in range(gpus))
+    dev_list = [d.strip() for d in devices.split(",") if d.strip()] if devices else []
+    if sum(bool(x) for x in (shard_t, dev_list, engine == "ray")) > 1:
+        raise UsageError("choose one of --shard, --devices/--gpus and --engine ray")
+    if dev_list or engine == "ray":
+        if dev_list:
+            summary = scale.run_devices(output, items, opts, dev_list)
+        else:
+            from .ray_engine import run_ray
+
+            summary = run_ray(output, items, opts, address=address, workers=workers,
+                              gpus_per_worker=gpus_per_worker)
+        _print_summary(summary, json_, quiet)
+        raise typer.Exit(EXIT_PARTIAL if summary["n_failed"] else EXIT_OK)
     from .encoder import load_model
 
     m = load_model(model, weights, device, dtype)
@@ -207,7 +234,19 @@ def embed(
                 err.print(f"[dim]ok {ev['id']} ({ev['modality']}, {ev['n_samples']} sample(s))[/dim]")
 
     with Progress(not (quiet or no_progress or json_ or json_lines)) as prog:
-        summary = run_embed(items, output, opts, m, progress=on_event, problems=problems)
+        if shard_t:
+            summary = scale.embed_shard(output, items, shard_t, opts, m, progress=on_event)
+        else:
+            summary = run_embed(items, output, opts, m, progress=on_event, problems=problems)
+    _print_summary(summary, json_, quiet)
+    if shard_t and not quiet and not json_:
+        err.print(f"shard {shard_t[0]}/{shard_t[1]} committed; when every shard is done: mtx merge {output}")
+    raise typer.Exit(EXIT_PARTIAL if summary["n_failed"] else EXIT_OK)
+
+
+def _print_summary(summary: dict[str, Any], json_: bool, quiet: bool) -> None:
+    from ._console import err, out
+
     if json_:
         keys = ("output", "n_inputs", "n_embedded", "n_skipped", "n_failed", "n_samples", "by_modality",
                 "elapsed_s", "samples_per_s", "device", "dtype", "model", "weights")
@@ -217,7 +256,6 @@ def embed(
         err.print(f"[bold]{summary['n_embedded']}[/bold] embedded ({mods}), {summary['n_skipped']} already done, "
                   f"{summary['n_failed']} failed; {summary['n_samples']} samples in {summary['elapsed_s']:.1f} s "
                   f"({summary['samples_per_s']:.1f}/s) -> {summary['output']}")
-    raise typer.Exit(EXIT_PARTIAL if summary["n_failed"] else EXIT_OK)
 
 
 # ------------------------------------------------------------------------------------------
@@ -372,6 +410,48 @@ def models(json_: JsonOpt = False) -> None:
         t.add_row(r["name"], f"{g['depth']} x {g['dim']}", str(g["patch"]),
                   "\n".join(f"{s['repo']}/{s['file']}" for s in r["sources"]) or "(none: seeded only)", cached)
     out.print(t)
+
+
+@app.command()
+def merge(
+    output: Annotated[Path, typer.Argument(help="The output every shard wrote to.")],
+    copy: Annotated[bool, typer.Option("--copy", help="Write one self-contained file (default: an HDF5 "
+                                       "virtual dataset over the verified parts).")] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Verify every shard's parts and build OUT (idempotent: re-merging changes nothing)."""
+    from ._console import err, out
+    from .scale import merge as do_merge
+
+    r = do_merge(output, copy=copy)
+    if json_:
+        out.print_json(json.dumps(r))
+    elif r.get("merged"):
+        err.print(f"merged {r['parts']} part(s) -> {r['output']} ({r['mode']}): {r['n_rows']} rows, "
+                  f"{r['n_failures']} failures")
+    else:
+        err.print(f"{r['output']}: {r['reason']}")
+
+
+@app.command()
+def status(
+    output: Annotated[Path, typer.Argument(help="An output being written (sharded or not).")],
+    json_: JsonOpt = False,
+) -> None:
+    """Show done / running / pending shards, committed rows and throughput."""
+    from ._console import out
+    from .scale import status as get_status
+
+    s = get_status(output)
+    if json_ or not out.is_terminal:
+        out.print_json(json.dumps(s))
+        return
+    out.print(f"[bold]{s['output']}[/bold]: {s['done']}/{s['n_shards']} shards done, {s['parts']} parts, "
+              f"{s['rows_committed']:,} rows committed"
+              + (f", {s['rows_per_s']:.1f} rows/s" if s["rows_per_s"] else "")
+              + (f"; final file has {s['final_rows']:,} rows" if s["final_rows"] is not None else ""))
+    for sh in s["shards"]:
+        out.print(f"  shard {sh['shard']:>4}  {sh['state']:<8} inputs {sh['inputs']:>8}  rows {sh['rows_committed']:>8}")
 
 
 @weights_app.command("fetch")

@@ -473,16 +473,9 @@ def _iter_inline(items: list[Input], opts: EmbedOptions, configs) -> Iterator[tu
         out.clear()
 
 
-def run_embed(items: list[Input], output: str | Path, opts: EmbedOptions, model,
-              progress: ProgressFn | None = None, problems: list[tuple[str, str]] | None = None) -> dict:
-    """Embed ``items`` into ``output`` (resuming committed work) and return the summary."""
-    from .modalities import get_modality, list_modalities
-    from .store import Failure, FileRecord, Rows, Store, config_hash
-
-    t0 = time.monotonic()
-    emb = Embedder(model, opts)
-    configs = {m.name: opts.modality_config(m.name).to_dict() for m in list_modalities()}
-    run_config = {
+def run_config_of(model, opts: EmbedOptions) -> dict[str, Any]:
+    """What decides the vectors (besides per-modality configs): hashed, recorded, compared."""
+    return {
         "format_version": 1,
         "preset": model.spec.name,
         "geometry": model.spec.geometry(),
@@ -495,10 +488,28 @@ def run_embed(items: list[Input], output: str | Path, opts: EmbedOptions, model,
         "forced_modality": opts.modality,
         "rules": opts.rules,
     }
+
+
+def run_embed(items: list[Input], output: str | Path, opts: EmbedOptions, model,
+              progress: ProgressFn | None = None, problems: list[tuple[str, str]] | None = None,
+              shard: tuple[int, int] | None = None) -> dict:
+    """Embed ``items`` into ``output`` (resuming committed work) and return the summary.
+
+    With ``shard=(i, n)`` the items are that shard's slice: the work is committed as parts and a
+    shard marker, and ``mtx merge`` builds the final file once every shard is done.
+    """
+    from .modalities import get_modality, list_modalities
+    from .store import Failure, FileRecord, Rows, Store, config_hash
+
+    t0 = time.monotonic()
+    emb = Embedder(model, opts)
+    configs = {m.name: opts.modality_config(m.name).to_dict() for m in list_modalities()}
+    run_config = run_config_of(model, opts)
     # Resolved per-modality configs are checked per modality (a new modality in a later mtx
     # version must not invalidate an output; a changed default of a used one must).
     store = Store(output, run_config, overwrite=opts.overwrite, store_dtype=opts.store_dtype,
-                  part_rows=opts.part_rows, part_seconds=opts.part_seconds, modality_configs=configs)
+                  part_rows=opts.part_rows, part_seconds=opts.part_seconds, modality_configs=configs,
+                  shard=shard)
     summary: dict[str, Any] = {"output": str(output), "n_inputs": len(items), "n_embedded": 0,
                                "n_samples": 0, "n_skipped": 0, "n_failed": 0, "by_modality": {},
                                "failures": []}
@@ -689,7 +700,10 @@ def run_embed(items: list[Input], output: str | Path, opts: EmbedOptions, model,
             tok = emb.tokenizer(name)
             mod_attrs[name] = {**tok.describe(), "pool": emb.pool_mode(name),
                                "config_json": json.dumps(emb.config(name).to_dict(), default=str)}
-        store.consolidate(attrs, mod_attrs)
+        if shard is None:
+            store.consolidate(attrs, mod_attrs)
+        else:
+            store.finish_shard(attrs, mod_attrs, summary)
     finally:
         if pool is not None:
             pool.close()

@@ -44,6 +44,10 @@ def _h5():
     return h5py
 
 
+def parts_dir_of(output: Path) -> Path:
+    return output.with_name(output.name + ".parts")
+
+
 def fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
@@ -233,10 +237,14 @@ class Store:
 
     def __init__(self, output: str | Path, config: dict[str, Any], *, overwrite: bool = False,
                  store_dtype: str = "float32", part_rows: int = 2048, part_seconds: float = 30.0,
-                 modality_configs: dict[str, dict[str, Any]] | None = None):
+                 modality_configs: dict[str, dict[str, Any]] | None = None,
+                 shard: tuple[int, int] | None = None):
         self.output = Path(output)
-        self.parts_dir = self.output.with_name(self.output.name + ".parts")
-        self.lock_path = self.output.with_name(self.output.name + ".lock")
+        self.parts_dir = parts_dir_of(self.output)
+        self.shard = shard
+        # One writer per output; with shards, one writer per shard (shards share the parts dir).
+        self.lock_path = (self.parts_dir / f"shard-{shard[0]:04d}-of-{shard[1]:04d}.lock" if shard
+                          else self.output.with_name(self.output.name + ".lock"))
         self.config = config
         self.cfg_hash = config_hash(config)
         self.store_dtype = store_dtype
@@ -245,7 +253,8 @@ class Store:
         self.overwrite = overwrite
         self._lock_fd: int | None = None
         self._seq = 0
-        self._run = f"{int(time.time() * 1000):x}-{os.getpid()}"
+        prefix = f"s{shard[0]:04d}-" if shard else ""
+        self._run = f"{prefix}{int(time.time() * 1000):x}-{os.getpid()}"
         self.dim = int(config["geometry"]["dim"])
         self.modality_configs = modality_configs or {}
         self._old_modality_configs: dict[str, dict[str, Any]] = {}
@@ -254,6 +263,11 @@ class Store:
     def open(self) -> "Store":
         if self.output.parent and not self.output.parent.exists():
             raise StoreError(f"{self.output}: directory {self.output.parent} does not exist")
+        if self.shard:
+            if self.overwrite:
+                raise StoreError(f"{self.output}: --overwrite cannot be combined with --shard (other "
+                                 f"shards share {self.parts_dir}); remove it and the output first")
+            self.parts_dir.mkdir(exist_ok=True)
         self._lock()
         try:
             self._prepare()
@@ -269,7 +283,7 @@ class Store:
         self.parts_dir.mkdir(exist_ok=True)
         run_json = self.parts_dir / "run.json"
         if not run_json.exists():
-            tmp = run_json.with_suffix(".tmp")
+            tmp = run_json.with_name(f"run.json.{os.getpid()}.tmp")
             tmp.write_text(json.dumps({"config_sha256": self.cfg_hash, "config": self.config,
                                       "modality_configs": self.merged_modality_configs()},
                                       indent=1, default=str))
@@ -327,7 +341,7 @@ class Store:
                 return d["config_sha256"]
             except (ValueError, KeyError):
                 return None
-        if self.output.exists():
+        if self.output.exists() and not self.shard:
             h5py = _h5()
             try:
                 with h5py.File(self.output, "r") as f:
@@ -394,6 +408,21 @@ class Store:
                              "free space and rerun to resume") from None
         return path
 
+    def finish_shard(self, attrs: dict[str, Any], modality_attrs: dict[str, dict[str, Any]],
+                     summary: dict[str, Any]) -> Path:
+        """Mark this shard complete (its parts are committed); ``mtx merge`` needs every marker."""
+        i, n = self.shard
+        marker = self.parts_dir / f"shard-{i:04d}-of-{n:04d}.json"
+        tmp = marker.with_name(marker.name + f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"shard": i, "n_shards": n, "config_sha256": self.cfg_hash,
+                                   "attrs": attrs, "modality_attrs": modality_attrs,
+                                   "summary": {k: summary[k] for k in ("n_inputs", "n_embedded", "n_skipped",
+                                                                       "n_failed", "n_samples")},
+                                   "finished": time.time()}, default=str))
+        os.replace(tmp, marker)
+        fsync_dir(self.parts_dir)
+        return marker
+
     def consolidate(self, attrs: dict[str, Any], modality_attrs: dict[str, dict[str, Any]]) -> dict:
         """Write the final file from the previous one + all parts; remove the parts."""
         sources = self.sources()
@@ -418,8 +447,12 @@ class Store:
 
 def consolidate(sources: list[Path], dest: Path, attrs: dict[str, Any],
                 modality_attrs: dict[str, dict[str, Any]], store_dtype: str, dim: int,
-                chunk: int = 65536) -> dict:
-    """Merge sources into one final file (later sources win per id and per file path)."""
+                chunk: int = 65536, virtual: bool = False) -> dict:
+    """Merge sources into one final file (later sources win per id and per file path).
+
+    With ``virtual=True`` ``/embeddings`` is an HDF5 virtual dataset over the sources (paths
+    stored relative to ``dest``); the caller must have verified every source first.
+    """
     h5py = _h5()
     files: dict[str, FileRecord] = {}
     failures: dict[tuple[str, str], Failure] = {}
@@ -454,8 +487,22 @@ def consolidate(sources: list[Path], dest: Path, attrs: dict[str, Any],
                         | set(old_mod_attrs))
     enum = h5py.enum_dtype({m: i for i, m in enumerate(modalities)}, basetype="u1")
     with h5py.File(dest, "w") as out:
-        emb = out.create_dataset("embeddings", shape=(n, dim), dtype=dt,
-                                 chunks=(max(1, min(n, max(1, (1 << 20) // (dim * 4)))), dim) if n else None)
+        if virtual:
+            layout = h5py.VirtualLayout(shape=(n, dim), dtype=dt)
+            for si, pairs in by_src.items():
+                with h5py.File(sources[si], "r") as f:
+                    src_shape = f["embeddings"].shape
+                    if f["embeddings"].dtype != dt:
+                        raise StoreError(f"{sources[si]}: stored as {f['embeddings'].dtype}, expected {dt}")
+                rel = os.path.relpath(sources[si], dest.parent)
+                vs = h5py.VirtualSource(rel, "embeddings", shape=src_shape)
+                for r0, o0, ln in _pair_runs(sorted(pairs)):
+                    layout[o0:o0 + ln] = vs[r0:r0 + ln]
+            out.create_virtual_dataset("embeddings", layout, fillvalue=np.nan)
+            emb = None
+        else:
+            emb = out.create_dataset("embeddings", shape=(n, dim), dtype=dt,
+                                     chunks=(max(1, min(n, max(1, (1 << 20) // (dim * 4)))), dim) if n else None)
         ids = [""] * n
         paths = [""] * n
         mods = np.zeros(n, np.uint8)
@@ -467,7 +514,7 @@ def consolidate(sources: list[Path], dest: Path, attrs: dict[str, Any],
                 src_ids, src_paths, src_mods = _read_str(f["id"]), _read_str(f["path"]), _modality_list(f)
                 src_ntok = f["n_tokens"][()]
                 pairs.sort()
-                for c in range(0, len(pairs), chunk):
+                for c in range(0 if emb is not None else len(pairs), len(pairs), chunk):
                     block = pairs[c:c + chunk]
                     rows = np.array([p[0] for p in block])
                     outs = np.array([p[1] for p in block])
@@ -508,6 +555,15 @@ def consolidate(sources: list[Path], dest: Path, attrs: dict[str, Any],
         out.flush()
         os.fsync(out.id.get_vfd_handle())
     return {"n_rows": n, "n_failures": len(failures), "n_files": len(files)}
+
+
+def _pair_runs(pairs: list[tuple[int, int]]):
+    """(source row, output row) pairs sorted by source row -> runs (src start, out start, length)."""
+    start = 0
+    for k in range(1, len(pairs) + 1):
+        if k == len(pairs) or pairs[k][0] != pairs[k - 1][0] + 1 or pairs[k][1] != pairs[k - 1][1] + 1:
+            yield pairs[start][0], pairs[start][1], k - start
+            start = k
 
 
 def _runs(outs: np.ndarray):
