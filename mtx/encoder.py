@@ -62,6 +62,8 @@ def pool(hidden: torch.Tensor, tokens: Tokens, mode: str) -> torch.Tensor:
     keep = torch.ones(h.shape[:2], dtype=torch.bool, device=h.device)
     if tokens.pad_mask is not None:
         keep = ~tokens.pad_mask[:, start:]
+    if tokens.pool_mask is not None:
+        keep = keep & tokens.pool_mask[:, start:]
     if mode == "mean":
         w = keep.to(h.dtype).unsqueeze(-1)
         return (h * w).sum(1) / w.sum(1).clamp_min(1)

@@ -89,6 +89,8 @@ class Tokens:
     x: torch.Tensor
     pad_mask: torch.Tensor | None = None
     has_cls: bool = True
+    # True where mean/max pooling may use a token (graph: node tokens only); None = all tokens.
+    pool_mask: torch.Tensor | None = None
 
 
 @dataclass

@@ -175,8 +175,10 @@ def audio_format(head: bytes) -> str | None:
     if head[:3] == b"ID3":
         return "MP3 (ID3)"
     n = _mpeg_frame_len(head[:4])
-    if n and (len(head) < n + 4 or _mpeg_frame_len(head[n:n + 4])):
-        return "MP3"  # two consecutive valid MPEG frame headers (or one in a tiny file)
+    if n and len(head) >= n + 4 and _mpeg_frame_len(head[n:n + 4]):
+        # Two consecutive valid MPEG frame headers. One alone is not evidence: a UTF-16 LE byte
+        # order mark (FF FE) also parses as a frame header.
+        return "MP3"
     return None
 
 

@@ -362,9 +362,11 @@ def read_graph(path: Path, fmt: str = "auto") -> RawGraph:
     if path.suffix.lower() in _PICKLE_EXT:
         raise DecodeError(f"refusing to unpickle {path.suffix} (pickles can run code); "
                           "save the graph as GraphML, GML or node-link JSON instead")
+    with open(path, "rb") as f:
+        head = f.read(8192)
+    if b"\x00" in head and not head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise DecodeError("binary content, not a text graph file (NUL bytes in the first 8 KiB)")
     if fmt == "auto":
-        with open(path, "rb") as f:
-            head = f.read(8192)
         fmt = detect_format(head, path) or "edgelist"
     try:
         return _READERS[fmt](path)
@@ -527,7 +529,7 @@ def tokenize_graph(raw: RawGraph, cfg: "GraphConfig") -> tuple[dict[str, np.ndar
         meta["self_loops"] = loops
     meta["edges"] = int(len(a))
     ids, eig = laplacian_ids(n, np.stack([a, b], 1), cfg.k)
-    meta["laplacian_eigenvalues"] = [round(float(x), 6) for x in eig]
+    meta["laplacian_eigenvalues"] = [round(float(x), 6) + 0.0 for x in eig]
     budget = cfg.max_tokens - 1 - n
     if len(a) > budget:
         sel = np.unique(np.linspace(0, len(a) - 1, budget).round().astype(np.int64)) if budget > 0 else \

@@ -10,7 +10,13 @@ A document is cut into consecutive windows of ``window`` (75) CLIP BPE tokens; e
 the pipeline pools each window and averages the windows into one vector. Windows are streamed;
 above ``max_windows`` a deterministic uniform selection keeps every ``stride``-th window
 (``stride`` the smallest power of two that fits the cap), recorded as ``window_stride``, so
-memory and compute stay bounded for any file size.
+memory and compute stay bounded for any file size. The text is read in ~1M-character pieces cut
+at whitespace (BPE words never span whitespace, so the ids are those of the whole text); runs of
+more than 256 non-space characters get a space every 256 (bounds BPE's quadratic cost).
+
+``unit="line"``: one sample per non-empty line, key ``line=N`` (N 1-based, physical lines with
+universal newlines). Tokenizer weights do not depend on the unit, so line and file vectors share
+one token table.
 """
 from __future__ import annotations
 
@@ -31,7 +37,7 @@ from mtx.errors import DecodeError, UsageError
 from ._base import EXTENSION, HINT, Evidence, Modality, ModalityConfig, Sample, Tokenizer, Tokens, seeded
 from ._registry import register_modality
 
-VOCAB = 49408  # CLIP BPE: 49,152 merges/bytes + <start_of_text> + <end_of_text> (+ padding to 49408)
+VOCAB = 49408  # CLIP BPE: 2 x 256 byte symbols + 48,894 merges + <start_of_text> + <end_of_text>
 CONTEXT = 77  # CLIP text positions: <start> + 75 tokens + <end>
 SOT, EOT = 49406, 49407
 
@@ -117,10 +123,6 @@ def detect_encoding(path: Path, forced: str = "") -> TextEncoding:
     with open(path, "rb") as f:
         head = f.read(_DETECT_BYTES)
     if forced:
-        try:
-            codecs.lookup(forced)
-        except LookupError:
-            raise UsageError(f"unknown text encoding {forced!r}") from None
         return TextEncoding(forced, "forced", "forced by config", "replace")
     bom = bom_encoding(head)
     if bom:
@@ -207,6 +209,28 @@ def _pieces(reader: io.TextIOBase) -> Iterator[str]:
         yield carry
 
 
+def _line_pieces(reader: io.TextIOBase) -> Iterator[tuple[int, str, bool]]:
+    """(1-based line number, piece, last piece of its line). A line longer than ~1M characters
+    comes in pieces cut at whitespace, so memory stays bounded for any line length."""
+    lineno, carry, open_line = 1, "", False
+    while part := reader.readline(_READ_CHARS):
+        buf = carry + part
+        if buf.endswith("\n"):
+            yield lineno, buf, True
+            lineno, carry, open_line = lineno + 1, "", False
+            continue
+        cut = max(buf.rfind(" "), buf.rfind("\t"))
+        if cut < 0:
+            if len(buf) < 4 * _READ_CHARS:
+                carry = buf
+                continue
+            cut = len(buf) - 1
+        yield lineno, buf[:cut + 1], False
+        carry, open_line = buf[cut + 1:], True
+    if carry or open_line:
+        yield lineno, carry, True
+
+
 class WindowSelector:
     """Keeps every ``stride``-th window of a stream, doubling ``stride`` to stay <= ``cap``."""
 
@@ -281,6 +305,17 @@ class TextConfig(ModalityConfig):
             raise UsageError(f"text window must be 1..{CONTEXT - 2} BPE tokens, not {self.window}")
         if self.max_windows < 1:
             raise UsageError("text max_windows must be >= 1")
+        check_codec(self.encoding)
+
+
+def check_codec(name: str) -> None:
+    """Raise UsageError for a codec name Python does not know ('' = detect)."""
+    if name:
+        try:
+            codecs.lookup(name)
+        except LookupError:
+            raise UsageError(f"unknown text encoding {name!r}; use a Python codec name such as "
+                             "utf-8, gb18030, shift_jis, cp1252") from None
 
 
 class TextTokenizer(Tokenizer):
@@ -347,7 +382,7 @@ class text(Modality):  # noqa: N801 - class name == registry key == module name
                     ids = bpe_ids(piece)
                     n_tokens += len(ids)
                     sel.feed(ids)
-        except UnicodeDecodeError as e:  # only with a forced strict codec
+        except UnicodeDecodeError as e:  # the file changed after it was checked
             raise DecodeError(f"cannot decode as {enc.codec}: {e.reason} at byte {e.start}") from None
         if n_tokens == 0:
             raise DecodeError("no text: the file is empty or only whitespace")
@@ -356,16 +391,20 @@ class text(Modality):  # noqa: N801 - class name == registry key == module name
 
     def _lines(self, reader, cfg: TextConfig, base: dict) -> Iterator[Sample]:
         emitted = 0
-        for lineno, line in enumerate(reader, start=1):
-            ids = bpe_ids(line) if line.strip() else []
-            if not ids:
+        sel, n_tokens = WindowSelector(cfg.window, cfg.max_windows), 0
+        for lineno, piece, last in _line_pieces(reader):
+            if piece.strip():
+                ids = bpe_ids(piece)
+                n_tokens += len(ids)
+                sel.feed(ids)
+            if not last:
                 continue
-            sel = WindowSelector(cfg.window, cfg.max_windows)
-            sel.feed(ids)
-            arrays, meta = _select(sel, cfg)
-            emitted += 1
-            yield Sample(f"line={lineno}", arrays,
-                         {**base, "unit": "line", "line": lineno, "bpe_tokens": len(ids), **meta})
+            if n_tokens:
+                arrays, meta = _select(sel, cfg)
+                emitted += 1
+                yield Sample(f"line={lineno}", arrays,
+                             {**base, "unit": "line", "line": lineno, "bpe_tokens": n_tokens, **meta})
+            sel, n_tokens = WindowSelector(cfg.window, cfg.max_windows), 0
         if not emitted:
             raise DecodeError("no text: the file has no non-empty lines")
 

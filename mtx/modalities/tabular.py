@@ -1,0 +1,891 @@
+"""tabular: CSV/TSV, Parquet, JSON Lines, JSON arrays of records -> one sample per row.
+
+FT-Transformer tokens (Gorishniy et al. 2021): one token per column plus CLS, so a row of C
+columns gives C + 1 tokens. Rows are streamed in chunks (``chunk_rows``), so memory does not
+grow with the file (measured by ``benchmarks/tabular_memory.py``).
+
+Reading (all decisions are recorded in the ``table`` meta of the file's first sample):
+- CSV/TSV: encoding = BOM, else UTF-8 (bad bytes replaced), else a detected legacy encoding.
+  Delimiter = the one of ``, TAB ; |`` that splits the first lines into the most consistent
+  number of fields (>= 2). Leading lines whose field count differs from the table's, or that
+  are neither a header nor a data row (e.g. sklearn's iris.csv ``150,4,setosa,versicolor,
+  virginica`` above numeric rows: numbers where a header has names, text where the rows have
+  numbers), are skipped. A header is a first line of non-numeric names that does not fit the
+  column types of the rows below. Without a header, columns are named ``col0, col1, ...``.
+  Rows are parsed by pyarrow's streaming CSV reader (quoting, embedded newlines) in 1 MiB
+  blocks (``block_bytes``; it reads about 32 blocks ahead, so memory stays ~tens of MB); rows with another field count are skipped and counted in a note on the first row of
+  their block. Keys: ``row=N``, N counting the data rows from 0.
+- Parquet: streamed by record batches (pyarrow); JSON Lines: one object per line; JSON arrays:
+  parsed incrementally, one record at a time. Nested values are categorical (their JSON text).
+- Column types from the first ``stats_rows`` (100k) rows: numeric when >= 95 % of the non-missing
+  cells parse as numbers, else categorical. Missing cells (``"", NA, N/A, nan, null, None, -, ?,
+  #N/A``, non-finite numbers, JSON null) get their own value. A non-numeric cell in a numeric column is treated as a
+  categorical value of that column.
+- Numeric cells are standardised with the mean/std of those first rows (recorded).
+
+Tokenizer inputs per row: ``col`` (a 63-bit hash of each column name, any name works),
+``num`` (standardised value) and ``cat`` (a hashed (column, value) bucket in [0, 2^16), or -1
+where the cell is a numeric value). Column identity, w_col and b_col come from two seeded
+tables of 4096 rows indexed by independent 12-bit slices of the name hash (2^24 distinct
+columns); categorical values from a seeded table of 2^16 rows.
+"""
+from __future__ import annotations
+
+import codecs
+import csv
+import functools
+import hashlib
+import io
+import json
+import math
+from collections.abc import Hashable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mtx.errors import DecodeError, MissingDependency, UsageError
+
+from ._base import EXTENSION, STRUCTURE, Evidence, Modality, ModalityConfig, Sample, Tokenizer, Tokens, seeded
+from ._registry import register_modality
+from .text import bom_encoding, check_codec
+
+FORMATS = ("auto", "csv", "parquet", "jsonl", "json")
+DELIMITERS = (",", "\t", ";", "|")
+MISSING = frozenset(("", "na", "n/a", "nan", "null", "none", "-", "?", "#n/a",
+                     "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"))  # non-finite = missing
+_NUMBER_RE = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
+MISSING_VALUE = "\x00missing"  # what a missing cell hashes as (its own categorical value)
+CAT_BUCKETS = 1 << 16
+COL_ROWS = 4096  # rows of each of the two column tables (12-bit slices of the name hash)
+_CSV_EXT = (".csv", ".tsv", ".tab", ".psv")
+_JSONL_EXT = (".jsonl", ".ndjson")
+_PARQUET_EXT = (".parquet", ".pq")
+_HEAD = 64 * 1024  # bytes read to sniff delimiter and header
+_SNIFF_ROWS = 200
+_MAX_PREAMBLE = 10
+
+
+def stable_hash(text: str) -> int:
+    """A 63-bit hash that is the same in every process and on every machine."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(),
+                          "little") & (2**63 - 1)
+
+
+def bucket(column: str, value: str) -> int:
+    """The categorical table row of ``value`` in ``column``."""
+    return stable_hash(column + "\x1f" + value) % CAT_BUCKETS
+
+
+def _is_missing_str(s: str) -> bool:
+    return s.strip().lower() in MISSING
+
+
+def _as_number(v: Any) -> float | None:
+    """A finite float for numeric cells, None otherwise (bools are categorical)."""
+    if isinstance(v, bool) or v is None:
+        return None
+    if isinstance(v, (int, float)):
+        f = float(v)
+        return f if math.isfinite(f) else None
+    if isinstance(v, str):
+        try:
+            f = float(v)
+        except ValueError:
+            return None
+        return f if math.isfinite(f) else None
+    return None
+
+
+def _is_missing(v: Any) -> bool:
+    if v is None:
+        return True
+    if isinstance(v, float):
+        return not math.isfinite(v)
+    if isinstance(v, str):
+        return _is_missing_str(v)
+    return False
+
+
+def _as_text(v: Any) -> str:
+    if isinstance(v, str):
+        return v.strip()
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (dict, list)):
+        return json.dumps(v, sort_keys=True, ensure_ascii=False)
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+# ----------------------------------------------------------------------------------------------
+# Column chunks: numbers (float64, NaN = no number) + which cells are missing
+# ----------------------------------------------------------------------------------------------
+
+
+def _parse(values: Any) -> tuple[np.ndarray, np.ndarray]:
+    """-> (float64 numbers with NaN where a cell is not a finite number, bool missing).
+
+    ``values``: a pyarrow array (CSV columns, Parquet strings), a float ndarray (Parquet
+    numbers, NaN = null) or a list of Python values (JSON)."""
+    if isinstance(values, np.ndarray):
+        x = values.astype(np.float64)
+        bad = ~np.isfinite(x)
+        return np.where(bad, np.nan, x), bad
+    if not isinstance(values, list):
+        return _parse_arrow(values)
+    n = len(values)
+    x = np.full(n, np.nan)
+    miss = np.zeros(n, dtype=bool)
+    for i, v in enumerate(values):
+        f = _as_number(v)
+        if f is not None:
+            x[i] = f
+        elif _is_missing(v):
+            miss[i] = True
+    return x, miss
+
+
+def _parse_arrow(arr) -> tuple[np.ndarray, np.ndarray]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        return _parse(arr.to_pylist())
+    t = pc.utf8_trim_whitespace(arr)
+    nulls = pc.is_null(t).to_numpy(zero_copy_only=False)
+    try:
+        x = pc.cast(t, pa.float64()).to_numpy(zero_copy_only=False)  # fast path: all numbers
+        bad = ~np.isfinite(x)
+        return np.where(bad, np.nan, x), bad
+    except pa.ArrowInvalid:
+        pass
+    miss = pc.is_in(pc.utf8_lower(t), value_set=_missing_array()).to_numpy(zero_copy_only=False) | nulls
+    ok = pc.match_substring_regex(t, _NUMBER_RE)
+    try:
+        x = pc.cast(pc.if_else(ok, t, None), pa.float64()).to_numpy(zero_copy_only=False)
+    except pa.ArrowInvalid:  # pragma: no cover - the regex only admits what arrow parses
+        return _parse(arr.to_pylist())
+    x = np.where(np.isfinite(x), x, np.nan)
+    return x, miss
+
+
+@functools.lru_cache(maxsize=1)
+def _missing_array():
+    import pyarrow as pa
+
+    return pa.array(sorted(MISSING), type=pa.string())
+
+
+def _texts(values: Any) -> list:
+    return values if isinstance(values, list) else values.to_pylist()
+
+
+@dataclass
+class _ColumnStats:
+    """Chan's parallel mean/variance over the numeric cells, plus type counts."""
+
+    n: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+    present: int = 0  # non-missing cells
+    numeric: int = 0
+
+    def update(self, x: np.ndarray, miss: np.ndarray) -> None:
+        self.present += int((~miss).sum())
+        v = x[np.isfinite(x)]
+        self.numeric += len(v)
+        if not len(v):
+            return
+        nb, mb = len(v), float(v.mean())
+        m2b = float(((v - mb) ** 2).sum())
+        d = mb - self.mean
+        tot = self.n + nb
+        self.mean += d * nb / tot
+        self.m2 += m2b + d * d * self.n * nb / tot
+        self.n = tot
+
+    @property
+    def std(self) -> float:
+        return math.sqrt(self.m2 / self.n) if self.n else 0.0
+
+
+# ----------------------------------------------------------------------------------------------
+# Sources: each yields column-major chunks (list of per-column lists/arrays) + row notes
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Source:
+    fmt: str
+    columns: list[str]
+    info: dict = field(default_factory=dict)
+
+    def chunks(self, rows: int) -> Iterator[tuple[list, list[str | None]]]:
+        raise NotImplementedError
+
+
+def _unique_names(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for i, name in enumerate(names):
+        name = name.strip() or f"col{i}"
+        if name in seen:
+            seen[name] += 1
+            name = f"{name}.{seen[name]}"
+        seen.setdefault(name, 0)
+        out.append(name)
+    return out
+
+
+def _table_encoding(head: bytes, forced: str) -> tuple[str, str]:
+    """(codec, how it was decided) for a delimited/JSON text table."""
+    if forced:
+        return forced, "forced by config"
+    bom = bom_encoding(head)
+    if bom:
+        return bom[0], bom[1]
+    if b"\x00" in head[:8192]:
+        raise DecodeError("binary content, not a text table (NUL bytes in the first 8 KiB)")
+    try:
+        codecs.getincrementaldecoder("utf-8")("strict").decode(head, final=False)
+        return "utf-8", "valid UTF-8 in the first 64 KiB (later invalid bytes are replaced)"
+    except UnicodeDecodeError:
+        pass
+    from .text import _detect_legacy
+
+    enc = _detect_legacy(head)
+    if enc is None:
+        raise DecodeError("binary content, not a text table (no text encoding fits)")
+    return enc, "detected by charset_normalizer"
+
+
+def _open_text(path: Path, codec: str) -> io.TextIOWrapper:
+    return io.TextIOWrapper(open(path, "rb"), encoding=codec, errors="replace", newline="")
+
+
+def _head_text(path: Path, codec: str) -> tuple[str, bool]:
+    with _open_text(path, codec) as f:
+        text = f.read(_HEAD)
+        at_eof = not f.read(1)
+    return text, at_eof
+
+
+def _sniff_delimiter(lines: list[str], preferred: str | None = None) -> tuple[str, int, float]:
+    """(delimiter, modal field count, share of lines with that count)."""
+    best = (",", 1, 0.0)
+    best_score = (-1.0, 0, 0)
+    order = ((preferred,) if preferred else ()) + tuple(d for d in DELIMITERS if d != preferred)
+    for rank, d in enumerate(order):
+        counts = [len(r) for r in csv.reader(lines, delimiter=d) if r]
+        if not counts:
+            continue
+        values, freq = np.unique(counts, return_counts=True)
+        mode = int(values[np.argmax(freq)])
+        share = float(freq.max() / len(counts))
+        if mode < 2:
+            continue
+        score = (round(share, 2), mode, -rank)
+        if score > best_score:
+            best, best_score = (d, mode, share), score
+    return best
+
+
+def _column_kinds(rows: list[list[str]], width: int) -> list[bool]:
+    kinds = []
+    for j in range(width):
+        cells = [r[j] for r in rows if j < len(r) and not _is_missing_str(r[j])]
+        num = sum(_as_number(c) is not None for c in cells)
+        kinds.append(bool(cells) and num >= 0.95 * len(cells))
+    return kinds
+
+
+def decide_header(rows: list[list[str]], width: int, header: str = "auto",
+                  lines: list[int] | None = None) -> tuple[int, bool, str]:
+    """Look at the first parsed rows of a delimited file.
+
+    Args:
+        rows: the first non-empty records.
+        width: the table's field count.
+        header: ``auto``, or ``yes``/``no`` to force the decision.
+        lines: the physical line each record starts on (for the messages; default i + 1).
+
+    Returns:
+        (leading records to skip, whether the next record is a header, the reason in words).
+    """
+    skipped: list[str] = []
+    lines = lines or list(range(1, len(rows) + 1))
+    i = 0
+    while True:
+        if i >= len(rows):
+            raise DecodeError("no table rows: every line was skipped as a preamble")
+        cand = rows[i]
+        body = [r for r in rows[i + 1:] if len(r) == width]
+        if len(cand) != width and i < _MAX_PREAMBLE and body:
+            skipped.append(f"line {lines[i]} skipped: {len(cand)} fields, the table has {width}")
+            i += 1
+            continue
+        if header in ("yes", "no"):
+            return i, header == "yes", "; ".join(skipped + [f"header={header} (forced)"])
+        kinds = _column_kinds(body, width)
+        cells = cand[:width]
+        names_like = all(c.strip() and _as_number(c) is None for c in cells)
+        fits = all(_is_missing_str(c) or not k or _as_number(c) is not None
+                   for c, k in zip(cells, kinds, strict=False))
+        text = ",".join(c.strip() for c in cells)[:60]
+        if names_like and not fits:
+            why = f"line {lines[i]} ({text!r}) is a header: names above numeric columns"
+            return i, True, "; ".join(skipped + [why])
+        if names_like and fits:
+            # All columns are text: a header if its names are distinct and not values below.
+            seen = [{r[j].strip() for r in body} for j in range(width)]
+            fresh = len({c.strip() for c in cells}) == len(cells) and not any(
+                c.strip() in s for c, s in zip(cells, seen, strict=False))
+            why = (f"line {lines[i]} ({text!r}) is a header: distinct names that never occur as values"
+                   if fresh or not body else f"line {lines[i]} ({text!r}) is data: its cells occur as values")
+            return i, fresh or not body, "; ".join(skipped + [why])
+        if fits or not body:
+            why = f"no header: line {lines[i]} ({text!r}) fits the column types of the rows below"
+            return i, False, "; ".join(skipped + [why])
+        if i >= _MAX_PREAMBLE:
+            raise DecodeError(f"cannot find where the table starts in the first {_MAX_PREAMBLE} lines")
+        bad = next(j for j, (c, k) in enumerate(zip(cells, kinds, strict=False))
+                   if k and not _is_missing_str(c) and _as_number(c) is None)
+        skipped.append(f"line {lines[i]} ({text!r}) skipped: neither a header (it has numbers) nor a "
+                       f"data row (text in numeric column {bad})")
+        i += 1
+
+
+class _CsvSource(_Source):
+    def __init__(self, path: Path, cfg: "TabularConfig"):
+        with open(path, "rb") as f:
+            head = f.read(_HEAD)
+        if not head.strip():
+            raise DecodeError("empty table: no rows")
+        self.path = path
+        self.codec, why = _table_encoding(head, cfg.encoding)
+        text, at_eof = _head_text(path, self.codec)
+        lines = list(io.StringIO(text, newline=""))
+        if not at_eof and len(lines) > 1:
+            lines = lines[:-1]  # the last line of the head may be cut
+        lines = lines[:_SNIFF_ROWS]
+        self.block_size = cfg.block_bytes
+        ext = path.suffix.lower()
+        if cfg.delimiter:
+            delim = "\t" if cfg.delimiter in ("\\t", "tab") else cfg.delimiter
+            counts = [len(r) for r in csv.reader(lines, delimiter=delim) if r]
+            width = int(np.bincount(counts).argmax()) if counts else 1
+            dwhy = "forced by config"
+        else:
+            delim, width, share = _sniff_delimiter(lines, "\t" if ext in (".tsv", ".tab") else
+                                                   "|" if ext == ".psv" else None)
+            dwhy = f"{share:.0%} of the first {len(lines)} lines split into {width} fields"
+            if width < 2:
+                delim, width, dwhy = ",", 1, "no delimiter splits the lines: one column"
+        self.delim = delim
+        reader = csv.reader(lines, delimiter=delim)
+        rows, starts, ends = [], [], []  # non-empty records, the lines each starts and ends on
+        last = 0
+        try:
+            for r in reader:
+                if r:
+                    rows.append(r)
+                    starts.append(last + 1)
+                    ends.append(reader.line_num)
+                last = reader.line_num
+        except csv.Error as e:
+            raise DecodeError(f"malformed CSV near line {reader.line_num}: {e}") from None
+        if not rows:
+            raise DecodeError("empty table: no rows")
+        skip, has_header, hwhy = decide_header(rows, width, cfg.header, starts)
+        used = skip + int(has_header)
+        self.skip_lines = ends[used - 1] if used else 0
+        names = _unique_names(rows[skip][:width] + [""] * (width - len(rows[skip]))) if has_header \
+            else [f"col{j}" for j in range(width)]
+        super().__init__("csv", names, {
+            "encoding": self.codec, "encoding_reason": why,
+            "delimiter": delim, "delimiter_reason": dwhy,
+            "header": "first row" if has_header else "none",
+            "skipped_lines": skip, "header_reason": hwhy,
+        })
+
+    def chunks(self, rows: int) -> Iterator[tuple[list, list[str | None]]]:
+        """Record batches of ~1 MiB from pyarrow's streaming CSV reader, every column as text.
+
+        Rows whose field count differs from the table's are skipped (pyarrow cannot pad them)
+        and counted in a note on the first row of their block."""
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+
+        bad: list[str] = []
+
+        def invalid(row) -> str:
+            if len(bad) < 5:
+                bad.append(f"{row.actual_columns} fields, expected {row.expected_columns}: {row.text[:40]!r}")
+            else:
+                bad.append("")
+            return "skip"
+
+        names = [f"f{j}" for j in range(len(self.columns))]  # arrow-safe names, any header text
+        stream = _Utf8Stream(self.path, self.codec)
+        try:
+            reader = pacsv.open_csv(
+                stream,
+                read_options=pacsv.ReadOptions(skip_rows=self.skip_lines, column_names=names,
+                                               block_size=self.block_size, use_threads=False),
+                parse_options=pacsv.ParseOptions(delimiter=self.delim, newlines_in_values=True,
+                                                 ignore_empty_lines=True, invalid_row_handler=invalid),
+                convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in names},
+                                                     strings_can_be_null=False,
+                                                     quoted_strings_can_be_null=False))
+            for batch in reader:
+                if not batch.num_rows:
+                    continue
+                notes: list[str | None] = [None] * batch.num_rows
+                if bad:
+                    # pyarrow parses a block at a time: the note goes on the block's first row.
+                    shown = "; ".join(b for b in bad if b)
+                    notes[0] = (f"{len(bad)} malformed row(s) skipped in this block of "
+                                f"{batch.num_rows + len(bad)} rows ({shown})")
+                    bad.clear()
+                yield list(batch.columns), notes
+        except pa.ArrowInvalid as e:
+            raise DecodeError(f"malformed CSV: {' '.join(str(e).split())[:200]}") from None
+        finally:
+            stream.close()
+        if bad:
+            # A last block of only malformed rows has no row to carry the note: fail loudly.
+            raise DecodeError(f"{len(bad)} malformed row(s) at the end of the file: "
+                              + "; ".join(b for b in bad if b))
+
+
+class _Utf8Stream(io.RawIOBase):
+    """A file decoded with its codec (bad bytes replaced) and re-encoded as UTF-8 for pyarrow."""
+
+    def __init__(self, path: Path, codec: str):
+        self._text = _open_text(path, codec)
+        self._buf = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        while len(self._buf) < len(b):
+            chunk = self._text.read(1 << 18)
+            if not chunk:
+                break
+            self._buf += chunk.encode("utf-8", "surrogatepass")
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+    def close(self) -> None:
+        self._text.close()
+        super().close()
+
+
+def _records_to_columns(records: list[dict], columns: list[str]) -> list[list]:
+    return [[r.get(c) for r in records] for c in columns]
+
+
+class _JsonSource(_Source):
+    """JSON Lines or a JSON array of flat records; columns = keys of the first ``stats_rows``."""
+
+    def __init__(self, path: Path, cfg: "TabularConfig", fmt: str):
+        self.path = path
+        with open(path, "rb") as f:
+            head = f.read(_HEAD)
+        self.codec, why = _table_encoding(head, cfg.encoding)
+        super().__init__(fmt, [], {"encoding": self.codec, "encoding_reason": why})
+        cols: dict[str, None] = {}
+        for n, rec in enumerate(self.records()):
+            if n >= cfg.stats_rows:
+                break
+            for k in rec:
+                cols.setdefault(str(k), None)
+        if not cols:
+            raise DecodeError("empty table: no records with fields")
+        self.columns = list(cols)
+        self.info["columns_from"] = "keys of the first records (in first-seen order)"
+
+    def records(self) -> Iterator[dict]:
+        it = self._lines() if self.fmt == "jsonl" else self._array()
+        for i, rec in enumerate(it):
+            if not isinstance(rec, dict):
+                raise DecodeError(f"record {i} is a {type(rec).__name__}, not an object of fields")
+            yield {str(k): v for k, v in rec.items()}
+
+    def _lines(self) -> Iterator[Any]:
+        with _open_text(self.path, self.codec) as f:
+            for lineno, line in enumerate(f, start=1):
+                if line.strip():
+                    try:
+                        yield json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise DecodeError(f"JSON Lines line {lineno}: invalid JSON ({e.msg})") from None
+
+    def _array(self) -> Iterator[Any]:
+        dec = json.JSONDecoder()
+        step = 1 << 20
+        with _open_text(self.path, self.codec) as f:
+            buf, pos = f.read(step).lstrip("\ufeff"), 0
+            pos = _skip_ws(buf, pos)
+            if buf[pos:pos + 1] != "[":
+                raise DecodeError("not a JSON array of records (expected '[')")
+            pos += 1
+            eof = False
+            while True:
+                while True:
+                    pos = _skip_ws(buf, pos, ",")
+                    if pos < len(buf) or eof:
+                        break
+                    more = f.read(step)
+                    eof = not more
+                    buf, pos = buf[pos:] + more, 0
+                if pos >= len(buf):
+                    raise DecodeError("truncated JSON array (no closing ']')")
+                if buf[pos] == "]":
+                    return
+                try:
+                    obj, end = dec.raw_decode(buf, pos)
+                except json.JSONDecodeError as e:
+                    more = "" if eof else f.read(max(step, len(buf)))
+                    if not more:
+                        raise DecodeError(f"invalid JSON array: {e.msg}") from None
+                    buf, pos = buf[pos:] + more, 0
+                    continue
+                yield obj
+                pos = end
+                if pos > step:
+                    buf, pos = buf[pos:], 0
+
+    def chunks(self, rows: int) -> Iterator[tuple[list, list[str | None]]]:
+        known = set(self.columns)
+        buf: list[dict] = []
+        notes: list[str | None] = []
+        for rec in self.records():
+            extra = [k for k in rec if k not in known]
+            notes.append(f"fields not in the first records ignored: {', '.join(extra)[:200]}" if extra else None)
+            buf.append(rec)
+            if len(buf) == rows:
+                yield _records_to_columns(buf, self.columns), notes
+                buf, notes = [], []
+        if buf:
+            yield _records_to_columns(buf, self.columns), notes
+
+
+def _skip_ws(buf: str, pos: int, extra: str = "") -> int:
+    n = len(buf)
+    while pos < n and (buf[pos].isspace() or buf[pos] in extra):
+        pos += 1
+    return pos
+
+
+class _ParquetSource(_Source):
+    def __init__(self, path: Path, cfg: "TabularConfig"):
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:  # pragma: no cover - dependency
+            raise MissingDependency("Parquet needs pyarrow; pip install pyarrow") from None
+        try:
+            self.pf = pq.ParquetFile(path)
+        except Exception as e:  # noqa: BLE001 - pyarrow raises ArrowInvalid/OSError variants
+            raise DecodeError(f"cannot open Parquet: {' '.join(str(e).split())[:200]}") from None
+        schema = self.pf.schema_arrow
+        md = self.pf.metadata
+        super().__init__("parquet", _unique_names([str(n) for n in schema.names]), {
+            "rows_in_file": md.num_rows, "row_groups": md.num_row_groups,
+            "arrow_types": {n: str(t) for n, t in zip(schema.names, schema.types, strict=True)},
+        })
+
+    def chunks(self, rows: int) -> Iterator[tuple[list, list[str | None]]]:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        try:
+            for batch in self.pf.iter_batches(batch_size=rows):
+                cols: list = []
+                for arr in batch.columns:
+                    t = arr.type
+                    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
+                        cols.append(pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False))
+                    elif pa.types.is_timestamp(t) or pa.types.is_date(t) or pa.types.is_duration(t):
+                        as_int = arr.cast(pa.int64()) if not pa.types.is_date32(t) else arr.cast(pa.int32())
+                        cols.append(pc.cast(as_int, pa.float64()).to_numpy(zero_copy_only=False))
+                    else:
+                        cols.append(arr.to_pylist())
+                yield cols, [None] * batch.num_rows
+        except DecodeError:
+            raise
+        except Exception as e:  # noqa: BLE001 - corrupt pages raise several pyarrow types
+            raise DecodeError(f"corrupt Parquet: {' '.join(str(e).split())[:200]}") from None
+
+
+def table_format(head: bytes, path: Path) -> str | None:
+    """csv | parquet | jsonl | json from magic bytes, then extension; None if not a table."""
+    if head.startswith(b"PAR1"):
+        return "parquet"
+    ext = path.suffix.lower()
+    if ext in _PARQUET_EXT:
+        return "parquet"
+    if ext in _JSONL_EXT:
+        return "jsonl"
+    if ext == ".json":
+        s = head.decode("utf-8", "replace").lstrip("\ufeff \t\r\n")
+        return "json" if s.startswith("[") else None  # an object is not a table (graph JSON is)
+    if ext in _CSV_EXT:
+        return "csv"
+    return None
+
+
+def open_source(path: Path, cfg: "TabularConfig") -> _Source:
+    fmt = cfg.format
+    if fmt == "auto":
+        with open(path, "rb") as f:
+            head = f.read(8192)
+        if not head:
+            raise DecodeError("empty file (0 bytes)")
+        fmt = table_format(head, path) or "csv"
+    if fmt == "parquet":
+        return _ParquetSource(path, cfg)
+    if fmt in ("jsonl", "json"):
+        return _JsonSource(path, cfg, fmt)
+    return _CsvSource(path, cfg)
+
+
+# ----------------------------------------------------------------------------------------------
+# Rows -> arrays
+# ----------------------------------------------------------------------------------------------
+
+
+class _Encoder:
+    """Turns column chunks into the tokenizer's per-row arrays, with bucket memos per column."""
+
+    def __init__(self, columns: list[str], numeric: list[bool], mean: np.ndarray, std: np.ndarray):
+        self.columns, self.numeric = columns, numeric
+        self.mean, self.std = mean, std
+        self.col = np.array([[stable_hash(c) for c in columns]], dtype=np.int64)
+        self.missing = [bucket(c, MISSING_VALUE) for c in columns]
+        self.memo: list[dict[str, int]] = [{} for _ in columns]
+
+    def _bucket(self, j: int, v: Any) -> int:
+        s = _as_text(v)
+        memo = self.memo[j]
+        b = memo.get(s)
+        if b is None:
+            if len(memo) > 65536:
+                memo.clear()
+            b = memo[s] = bucket(self.columns[j], s)
+        return b
+
+    def _categorical(self, j: int, values: Any) -> np.ndarray:
+        """Buckets of a categorical column chunk (missing cells -> the column's missing bucket)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if isinstance(values, np.ndarray):
+            values = values.tolist()
+        if not isinstance(values, list) and (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+            t = pc.utf8_trim_whitespace(values)
+            miss = pc.is_in(pc.utf8_lower(t), value_set=_missing_array()).to_numpy(zero_copy_only=False)
+            miss |= pc.is_null(t).to_numpy(zero_copy_only=False)
+            d = pc.dictionary_encode(t)
+            uniq = np.array([self._bucket(j, v) for v in d.dictionary.to_pylist()] or [0], dtype=np.int32)
+            out = uniq[d.indices.fill_null(0).to_numpy(zero_copy_only=False)]
+            out[miss] = self.missing[j]
+            return out
+        values = _texts(values)
+        out = np.full(len(values), self.missing[j], dtype=np.int32)
+        for i, v in enumerate(values):
+            if not _is_missing(v):
+                out[i] = self._bucket(j, v)
+        return out
+
+    def encode(self, cols: list) -> tuple[np.ndarray, np.ndarray]:
+        m = len(cols[0])
+        c = len(self.columns)
+        num = np.zeros((m, c), dtype=np.float32)
+        cat = np.empty((m, c), dtype=np.int32)
+        for j, values in enumerate(cols):
+            if not self.numeric[j]:
+                cat[:, j] = self._categorical(j, values)
+                continue
+            x, miss = _parse(values)
+            ok = np.isfinite(x)
+            num[:, j] = np.where(ok, (x - self.mean[j]) / self.std[j], 0.0)
+            cat[:, j] = np.where(ok, -1, self.missing[j])
+            text = np.flatnonzero(~ok & ~miss)
+            if len(text):  # text in a numeric column: a categorical value of that column
+                cells = _texts(values) if not isinstance(values, np.ndarray) else values.tolist()
+                for i in text:
+                    cat[i, j] = self._bucket(j, cells[i])
+        return num, cat
+
+
+# ----------------------------------------------------------------------------------------------
+# The modality
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TabularConfig(ModalityConfig):
+    format: str = "auto"  # auto (magic bytes, extension) | csv | parquet | jsonl | json
+    delimiter: str = ""  # '' = sniff from the first lines (, TAB ; |)
+    header: str = "auto"  # auto | yes | no
+    encoding: str = ""  # '' = BOM / UTF-8 / detected legacy encoding
+    stats_rows: int = 100_000  # rows of the first pass: column types, mean/std
+    numeric_share: float = 0.95  # a column is numeric when this share of its cells are numbers
+    chunk_rows: int = 4096  # rows per chunk for Parquet/JSON (bounds memory)
+    block_bytes: int = 1 << 20  # bytes per CSV block (bounds memory)
+    max_columns: int = 2047  # more columns -> a uniform selection of this many (recorded)
+
+    def __post_init__(self):
+        if self.format not in FORMATS:
+            raise UsageError(f"tabular format must be one of {', '.join(FORMATS)}, not {self.format!r}")
+        if self.header not in ("auto", "yes", "no"):
+            raise UsageError(f"tabular header must be auto, yes or no, not {self.header!r}")
+        if min(self.stats_rows, self.chunk_rows, self.max_columns, self.block_bytes) < 1:
+            raise UsageError("tabular stats_rows, chunk_rows, block_bytes and max_columns must be >= 1")
+        check_codec(self.encoding)
+
+
+class TabularTokenizer(Tokenizer):
+    """FT-Transformer feature tokenizer: CLS + per column (identity + value) + pre-LN.
+
+    numeric cell: e_col + x * w_col + b_col; categorical or missing cell: e_col + T[bucket].
+    ``e_col, w_col, b_col`` = A[h mod 4096] + B[(h >> 12) mod 4096] (split in three) for the
+    column-name hash ``h``; T has 2^16 rows.
+    """
+
+    def __init__(self, spec, seed: int):
+        super().__init__()
+        d = spec.dim
+        self.dim = d
+        with seeded(seed):
+            self.col_a = nn.Parameter(torch.randn(COL_ROWS, 3 * d) * 0.02)
+            self.col_b = nn.Parameter(torch.randn(COL_ROWS, 3 * d) * 0.02)
+            self.cat = nn.Embedding(CAT_BUCKETS, d)
+            nn.init.normal_(self.cat.weight, std=0.02)
+            self.cls = nn.Parameter(torch.randn(d) * 0.02)
+            self.norm_pre = nn.LayerNorm(d, eps=spec.eps)
+        self.init, self.seed = "seeded", seed
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> Tokens:
+        h = inputs["col"].long()
+        num = inputs["num"].float()
+        cat = inputs["cat"].long()
+        mask = COL_ROWS - 1
+        e, w, b = (self.col_a[h & mask] + self.col_b[(h >> 12) & mask]).split(self.dim, dim=-1)
+        value = torch.where((cat < 0)[..., None], num[..., None] * w + b, self.cat(cat.clamp_min(0)))
+        x = e + value
+        x = torch.cat([self.cls.expand(x.shape[0], 1, -1), x], dim=1)
+        return Tokens(self.norm_pre(x), None, True)
+
+
+@register_modality
+class tabular(Modality):  # noqa: N801 - class name == registry key == module name
+    name = "tabular"
+    extensions = _CSV_EXT + _PARQUET_EXT + _JSONL_EXT + (".json",)
+    summary = "CSV/TSV, Parquet, JSON Lines, JSON record arrays: one sample per row (FT-Transformer)"
+    tokens = "columns + 1 (a 5-column row: 6)"
+    clip_init = False
+    Config = TabularConfig
+
+    def sniff(self, head: bytes, path: Path) -> Evidence | None:
+        fmt = table_format(head, path)
+        if fmt == "parquet" and head.startswith(b"PAR1"):
+            return Evidence(self.name, STRUCTURE, "Parquet magic bytes (a table)")
+        if fmt == "json":
+            s = head.decode("utf-8", "replace").lstrip("\ufeff \t\r\n")[1:].lstrip()
+            if s.startswith("{"):
+                return Evidence(self.name, STRUCTURE, "JSON array of records")
+            return None
+        if fmt == "jsonl":
+            first = head.split(b"\n", 1)[0].strip()
+            if first.startswith(b"{"):
+                return Evidence(self.name, STRUCTURE, "JSON Lines records")
+        if fmt == "csv":
+            if b"\x00" in head:
+                return Evidence(self.name, EXTENSION, f"extension {path.suffix.lower()} (binary content)")
+            text = head.decode("utf-8", "replace").lstrip("\ufeff")
+            lines = text.splitlines(keepends=True)
+            if len(head) >= 8192 and len(lines) > 1:
+                lines = lines[:-1]
+            d, width, _ = _sniff_delimiter(lines, "\t" if path.suffix.lower() in (".tsv", ".tab") else None)
+            what = f"{width} columns, delimiter {d!r}" if width >= 2 else "one column"
+            return Evidence(self.name, STRUCTURE, f"delimited table ({what})")
+        ext = path.suffix.lower()
+        if ext in self.extensions and ext != ".json":  # a JSON object is not a table
+            return Evidence(self.name, EXTENSION, f"extension {ext}")
+        return None
+
+    def _first_pass(self, src: _Source, cfg: TabularConfig) -> tuple[list[bool], list[_ColumnStats], int]:
+        stats = [_ColumnStats() for _ in src.columns]
+        seen = 0
+        for cols, _ in src.chunks(min(cfg.chunk_rows, cfg.stats_rows)):
+            take = min(len(cols[0]), cfg.stats_rows - seen)
+            for j, values in enumerate(cols):
+                x, miss = _parse(values[:take])
+                stats[j].update(x, miss)
+            seen += take
+            if seen >= cfg.stats_rows:
+                break
+        numeric = [s.present > 0 and s.numeric >= cfg.numeric_share * s.present for s in stats]
+        return numeric, stats, seen
+
+    def load(self, path: Path, cfg: TabularConfig) -> Iterator[Sample]:
+        src = open_source(path, cfg)
+        numeric, stats, seen = self._first_pass(src, cfg)
+        if seen == 0:
+            raise DecodeError("empty table: a header but no data rows")
+        names = src.columns
+        keep = np.arange(len(names))
+        if len(names) > cfg.max_columns:
+            keep = np.unique(np.linspace(0, len(names) - 1, cfg.max_columns).round().astype(np.int64))
+        cols_meta = []
+        for j in keep:
+            s = stats[j]
+            entry: dict[str, Any] = {"name": names[j], "type": "numeric" if numeric[j] else "categorical",
+                                     "missing": seen - s.present}
+            if numeric[j]:
+                std = s.std if s.std > 0 else 1.0
+                entry.update(mean=s.mean, std=std, **({"std_note": "constant column: std 1"} if s.std == 0 else {}))
+            cols_meta.append(entry)
+        table = {"format": src.fmt, **src.info, "columns": cols_meta, "stats_rows": seen,
+                 "numeric_rule": f">= {cfg.numeric_share:.0%} of non-missing cells are numbers"}
+        if len(keep) < len(names):
+            table["column_selection"] = (f"{len(names)} columns > max_columns {cfg.max_columns}: kept "
+                                         f"{len(keep)} at uniform positions")
+        enc = _Encoder([names[j] for j in keep], [numeric[j] for j in keep],
+                       np.array([c.get("mean", 0.0) for c in cols_meta]),
+                       np.array([c.get("std", 1.0) for c in cols_meta]))
+        row = 0
+        for cols, notes in src.chunks(cfg.chunk_rows):
+            num, cat = enc.encode([cols[j] for j in keep])
+            col = enc.col
+            for i in range(num.shape[0]):
+                meta: dict[str, Any] = {"row": row}
+                if notes[i]:
+                    meta["note"] = notes[i]
+                if row == 0:
+                    meta["table"] = table
+                yield Sample(f"row={row}", {"col": col, "num": num[i:i + 1], "cat": cat[i:i + 1]}, meta)
+                row += 1
+
+    def cost(self, sample: Sample) -> int:
+        return 1 + int(sample.arrays["col"].shape[1])
+
+    def batch_key(self, sample: Sample) -> Hashable:
+        return ("tabular", int(sample.arrays["col"].shape[1]))
+
+    def seed(self, spec, cfg: ModalityConfig) -> int:
+        # Reading options do not change the tokenizer's weights.
+        return super().seed(spec, ModalityConfig())
+
+    def tokenizer(self, spec, front, cfg):
+        return TabularTokenizer(spec, self.seed(spec, cfg))
