@@ -7,9 +7,13 @@ _mtx() {
     for w in "${COMP_WORDS[@]:1:COMP_CWORD-1}"; do
         case "$w" in -*) ;; *) case "$path $w" in
             " embed"|"embed") path="embed" ;;
+            " export"|"export") path="export" ;;
             " info"|"info") path="info" ;;
+            " merge"|"merge") path="merge" ;;
             " modalities"|"modalities") path="modalities" ;;
             " models"|"models") path="models" ;;
+            " similar"|"similar") path="similar" ;;
+            " status"|"status") path="status" ;;
             " tokenize"|"tokenize") path="tokenize" ;;
             " weights"|"weights") path="weights" ;;
             " weights fetch"|"weights fetch") path="weights fetch" ;;
@@ -28,11 +32,15 @@ _mtx() {
         --output|--save|--weights|-o|-w) COMPREPLY=($(compgen -f -- "$cur")); return ;;
     esac
     case "$path" in
-        "") COMPREPLY=($(compgen -W "embed info modalities models tokenize weights --help --install-completion --show-completion" -- "$cur")) ;;
-        "embed") COMPREPLY=($(compgen -W "--batch-size --clips --device --dry-run --dtype --frames --help --json --json-lines --map --modality --model --no-progress --option --output --overwrite --pool --quiet --save-tokens --store-dtype --stride --text-unit --timeout --verbose --weights --window --workers -0 -O -b -j -m -o -q -v -w" -- "$cur") $(compgen -f -- "$cur")) ;;
+        "") COMPREPLY=($(compgen -W "embed export info merge modalities models similar status tokenize weights --help --install-completion --show-completion" -- "$cur")) ;;
+        "embed") COMPREPLY=($(compgen -W "--address --batch-size --clips --commit-every --device --devices --dry-run --dtype --engine --frames --gpus --gpus-per-worker --help --json --json-lines --map --modality --model --no-progress --option --output --overwrite --pool --quiet --save-tokens --shard --store-dtype --stride --text-unit --timeout --verbose --weights --window --workers -0 -O -b -j -m -o -q -v -w" -- "$cur") $(compgen -f -- "$cur")) ;;
+        "export") COMPREPLY=($(compgen -W "--format --help --json --modality --output --overwrite --quiet -f -o -q" -- "$cur") $(compgen -f -- "$cur")) ;;
         "info") COMPREPLY=($(compgen -W "--failures --help --json" -- "$cur") $(compgen -f -- "$cur")) ;;
+        "merge") COMPREPLY=($(compgen -W "--copy --help --json" -- "$cur") $(compgen -f -- "$cur")) ;;
         "modalities") COMPREPLY=($(compgen -W "--help --json" -- "$cur") $(compgen -f -- "$cur")) ;;
         "models") COMPREPLY=($(compgen -W "--help --json" -- "$cur") $(compgen -f -- "$cur")) ;;
+        "similar") COMPREPLY=($(compgen -W "--device --help --json --modality --top --weights -k -w" -- "$cur") $(compgen -f -- "$cur")) ;;
+        "status") COMPREPLY=($(compgen -W "--help --json" -- "$cur") $(compgen -f -- "$cur")) ;;
         "tokenize") COMPREPLY=($(compgen -W "--device --help --json --map --modality --model --option --save --weights -O -m -w" -- "$cur") $(compgen -f -- "$cur")) ;;
         "weights") COMPREPLY=($(compgen -W "fetch --help" -- "$cur")) ;;
         "weights fetch") COMPREPLY=($(compgen -W "--help" -- "$cur") $(compgen -f -- "$cur")) ;;

@@ -136,6 +136,8 @@ def embed(
     stride: Annotated[float | None, typer.Option("--stride", help="Time series (steps) / IMU (seconds): window stride (default: the window).")] = None,
     text_unit: Annotated[str | None, typer.Option("--text-unit", help="Text: file or line.")] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="Per-file time limit in seconds.")] = 600.0,
+    commit_every: Annotated[int, typer.Option("--commit-every", min=1, help="Rows per committed part file "
+                                              "(a crash loses at most one part; also every 30 s).")] = 1024,
     shard: Annotated[str | None, typer.Option("--shard", help="Embed only shard I/N (0-based) of the planned "
                                               "inputs; default from SLURM_ARRAY_TASK_ID/COUNT. Then `mtx merge`.")] = None,
     devices: Annotated[str | None, typer.Option("--devices", help="Comma-separated devices, one process and "
@@ -171,7 +173,7 @@ def embed(
     opts = EmbedOptions(model=model, weights=weights, device=device, dtype=dtype, batch_size=batch_size,
                         workers=workers, modality=modality, rules=_parse_map(map_), pool=pool,
                         store_dtype=store_dtype, save_tokens=save_tokens, overwrite=overwrite,
-                        options=_parse_options(option, shortcuts), timeout=timeout)
+                        options=_parse_options(option, shortcuts), timeout=timeout, part_rows=commit_every)
     if modality:
         from .modalities import get_modality
 
@@ -337,34 +339,17 @@ def _print_tokenize(rep: dict[str, Any]) -> None:
 
 @app.command()
 def info(
-    file: Annotated[Path, typer.Argument(help="An mtx HDF5 output.")],
-    failures: Annotated[bool, typer.Option("--failures", help="List every failure.")] = False,
+    file: Annotated[Path, typer.Argument(help="An mtx HDF5 output (consolidated or merged).")],
+    failures: Annotated[bool, typer.Option("--failures", help="List every failure (default: the first 5).")] = False,
     json_: JsonOpt = False,
 ) -> None:
-    """Summarise an embeddings file: rows per modality, model, weights, failures."""
-    from ._console import out
-    from .store import summary
+    """Summarise an embeddings file: rows per modality, model, weights, tokenizers, failures.
 
-    s = summary(file)
-    if not failures:
-        s["failures"] = s["failures"][:5]
-    if json_ or not out.is_terminal:
-        out.print_json(json.dumps(s, default=str))
-        return
-    from rich.table import Table
+    Rich tables on a terminal; JSON with --json or when stdout is not a terminal.
+    """
+    from ._cli_data import show_info
 
-    a = s["attrs"]
-    out.print(f"[bold]{s['path']}[/bold]  {s['format']} v{s['format_version']}  {s['file_size']:,} bytes")
-    out.print(f"  rows {s['n_rows']:,} x {s['dim']} {s['store_dtype']}   model {a.get('preset')}   "
-              f"weights {a.get('weights_source')} ({str(a.get('weights_sha256'))[:12]})   created {a.get('created')}")
-    t = Table("modality", "rows", "tokenizer", "init", "pool", box=None)
-    for name, n in sorted(s["rows_by_modality"].items()):
-        ma = s["modalities"].get(name, {})
-        t.add_row(name, f"{n:,}", str(ma.get("tokenizer", "")), str(ma.get("init", "")), str(ma.get("pool", "")))
-    out.print(t)
-    out.print(f"  failures {s['n_failures']}")
-    for f in s["failures"]:
-        out.print(f"    {f['path']}: {f['stage']}: {f['message']}")
+    show_info(file, failures, json_)
 
 
 @app.command()
@@ -463,6 +448,12 @@ def weights_fetch(name: Annotated[str, typer.Argument(help="Preset to download."
     paths = fetch(get_preset(name))
     for p in paths:
         err.print(f"cached {p}")
+
+
+from ._cli_data import export, similar  # noqa: E402 - commands that read an output
+
+app.command()(export)
+app.command()(similar)
 
 
 # ------------------------------------------------------------------------------------------

@@ -160,7 +160,7 @@ class EmbedOptions:
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # modality -> config overrides
     timeout: float = 600.0
     queue_size: int = 256
-    part_rows: int = 2048
+    part_rows: int = 1024
     part_seconds: float = 30.0
 
     def modality_config(self, name: str):
@@ -183,21 +183,49 @@ def default_workers() -> int:
 # ------------------------------------------------------------------------------------------
 
 
+def _stat_regular(path: Path) -> os.stat_result:
+    """stat() with every way a path can be unusable turned into a one-line DecodeError."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise DecodeError("file disappeared before it could be read") from None
+    except PermissionError:
+        raise DecodeError("permission denied") from None
+    except OSError as e:
+        if e.errno == 40:  # ELOOP
+            raise DecodeError("symlink loop") from None
+        raise DecodeError(f"cannot stat: {e.strerror or e}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise DecodeError("is a directory, not a file")
+    if not stat.S_ISREG(st.st_mode):
+        raise DecodeError("not a regular file (a FIFO, socket or device); refusing to read it")
+    return st
+
+
 def process_file(inp: Input, opts_modality: str | None, rules, configs: dict[str, dict],
-                 emit: Callable[[tuple], None]) -> None:
-    """Sniff and load one file, emitting ``sample`` messages then one ``done`` or ``fail``."""
+                 emit: Callable[[tuple], None], known: frozenset[str] | set[str] = frozenset()) -> None:
+    """Sniff and load one file, emitting ``sample`` messages then one ``done`` or ``fail``.
+
+    A file whose content hash is in ``known`` (already embedded under another path with the
+    same configuration) is not decoded: a ``dup`` message lets the caller copy its vectors.
+    """
     from .modalities import get_modality
     from .sniff import sniff
 
     modality = ""
     stage = "sniff"
     try:
+        st = _stat_regular(inp.path)
         try:
-            if inp.path.is_dir():
-                raise DecodeError("is a directory, not a file")
-            size, mtime = fingerprint(inp.path)
-        except FileNotFoundError:
-            raise DecodeError("file disappeared before it could be read") from None
+            chash = content_hash(inp.path)
+        except PermissionError:
+            raise DecodeError("permission denied") from None
+        except OSError as e:
+            raise DecodeError(f"cannot read: {e.strerror or e}") from None
+        fp = (st.st_size, st.st_mtime_ns, chash)
+        if chash in known:
+            emit(("dup", inp.path, fp))
+            return
         dec = sniff(inp.path, modality=opts_modality, rules=rules)
         modality = dec.modality
         stage = "load"
@@ -209,8 +237,7 @@ def process_file(inp: Input, opts_modality: str | None, rules, configs: dict[str
             n += 1
         if n == 0:
             raise DecodeError("no samples in file (empty content)")
-        chash = content_hash(inp.path)
-        emit(("done", inp.path, modality, dec.reason, (size, mtime, chash), n))
+        emit(("done", inp.path, modality, dec.reason, fp, n))
     except MtxError as e:
         emit(("fail", inp.path, modality, stage, short(e)))
     except MemoryError:
@@ -219,7 +246,7 @@ def process_file(inp: Input, opts_modality: str | None, rules, configs: dict[str
         emit(("fail", inp.path, modality, stage, f"{type(e).__name__}: {short(e)}"))
 
 
-def _worker_main(wid: int, tasks, results, opts_modality, rules, configs) -> None:
+def _worker_main(wid: int, tasks, results, opts_modality, rules, configs, known) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     with contextlib.suppress(Exception):
@@ -227,26 +254,29 @@ def _worker_main(wid: int, tasks, results, opts_modality, rules, configs) -> Non
 
         torch.set_num_threads(1)
     while True:
-        item = tasks.get()
-        if item is None:
+        inp = tasks.get()
+        if inp is None:
             break
-        inp = item
-        results.put(("start", wid, inp.path))
-        process_file(inp, opts_modality, rules, configs, results.put)
-        results.put(("idle", wid, inp.path))
+        process_file(inp, opts_modality, rules, configs, results.put, known)
 
 
 class _WorkerPool:
-    """Spawned worker processes fed by a task queue, watched for timeouts and crashes."""
+    """Spawned decoder processes, each with its own task queue, watched for timeouts and crashes.
 
-    def __init__(self, n: int, opts: EmbedOptions, configs: dict[str, dict]):
+    The main process assigns every file to a known worker, so when a worker dies (segfault in a
+    decoder, OOM kill) or overruns the per-file limit, the file it was on is known exactly: it
+    becomes a failure row, the files queued behind it are handed to other workers, and a fresh
+    worker replaces it.
+    """
+
+    WINDOW = 2  # files assigned per worker: one being decoded, one waiting
+
+    def __init__(self, n: int, opts: EmbedOptions, configs: dict[str, dict], known: frozenset[str]):
         self.ctx = mp.get_context("spawn")
-        self.tasks = self.ctx.Queue()
         self.results = self.ctx.Queue(maxsize=opts.queue_size)
-        self.args = (opts.modality, opts.rules, configs)
+        self.args = (opts.modality, opts.rules, configs, known)
         self.timeout = opts.timeout
-        self.procs: dict[int, Any] = {}
-        self.busy: dict[int, tuple[Path, float]] = {}
+        self.workers: dict[int, dict[str, Any]] = {}
         self._next = 0
         for _ in range(n):
             self._spawn()
@@ -254,63 +284,79 @@ class _WorkerPool:
     def _spawn(self) -> None:
         wid = self._next
         self._next += 1
-        p = self.ctx.Process(target=_worker_main, args=(wid, self.tasks, self.results, *self.args),
+        q = self.ctx.Queue()
+        p = self.ctx.Process(target=_worker_main, args=(wid, q, self.results, *self.args),
                              daemon=True, name=f"mtx-worker-{wid}")
         p.start()
-        self.procs[wid] = p
+        self.workers[wid] = {"proc": p, "queue": q, "assigned": [], "since": time.monotonic()}
+
+    def has_room(self) -> bool:
+        return any(len(w["assigned"]) < self.WINDOW for w in self.workers.values())
 
     def submit(self, inp: Input) -> None:
-        self.tasks.put(inp)
+        wid, w = min(self.workers.items(), key=lambda kv: len(kv[1]["assigned"]))
+        if not w["assigned"]:
+            w["since"] = time.monotonic()
+        w["assigned"].append(inp)
+        w["queue"].put(inp)
+
+    def _finished(self, path: Path) -> None:
+        for w in self.workers.values():
+            if w["assigned"] and w["assigned"][0].path == path:
+                w["assigned"].pop(0)
+                w["since"] = time.monotonic()
+                return
 
     def get(self, timeout: float) -> tuple | None:
         try:
             msg = self.results.get(timeout=timeout)
         except queue.Empty:
             return None
-        if msg[0] == "start":
-            self.busy[msg[1]] = (msg[2], time.monotonic())
-            return None
-        if msg[0] == "idle":
-            self.busy.pop(msg[1], None)
-            return None
+        if msg[0] in ("done", "fail", "dup"):
+            self._finished(msg[1])
         return msg
 
-    def check(self) -> list[tuple]:
-        """Failure messages for files whose worker died or ran past the time limit."""
-        out = []
+    def check(self) -> tuple[list[tuple], list[Input]]:
+        """(failure messages, files to resubmit) for workers that died or overran the limit."""
+        fails: list[tuple] = []
+        again: list[Input] = []
         now = time.monotonic()
-        for wid, p in list(self.procs.items()):
-            job = self.busy.get(wid)
-            if not p.is_alive():
-                self.procs.pop(wid)
-                self.busy.pop(wid, None)
-                if job:
+        for wid, w in list(self.workers.items()):
+            p, assigned = w["proc"], w["assigned"]
+            dead = not p.is_alive()
+            slow = bool(assigned) and now - w["since"] > self.timeout
+            if not (dead or slow):
+                continue
+            if slow and not dead:
+                p.kill()
+            p.join(5)
+            del self.workers[wid]
+            with contextlib.suppress(Exception):
+                w["queue"].cancel_join_thread()
+                w["queue"].close()
+            if assigned:
+                if dead:
                     code = p.exitcode
                     why = f"signal {-code}" if code and code < 0 else f"exit code {code}"
-                    out.append(("fail", job[0], "", "load",
-                                WorkerCrashed(f"the decoder process died ({why}) while reading this file").message))
-                self._spawn()
-            elif job and now - job[1] > self.timeout:
-                p.kill()
-                p.join(5)
-                self.procs.pop(wid)
-                self.busy.pop(wid, None)
-                out.append(("fail", job[0], "", "load",
-                            FileTimeout(f"took longer than the {self.timeout:g} s per-file limit "
-                                        "(--timeout); the decoder was stopped").message))
-                self._spawn()
-        return out
+                    err = WorkerCrashed(f"the decoder process died ({why}) while reading this file")
+                else:
+                    err = FileTimeout(f"took longer than the {self.timeout:g} s per-file limit "
+                                      "(--timeout); the decoder was stopped")
+                fails.append(("fail", assigned[0].path, "", "load", err.message))
+                again.extend(assigned[1:])
+            self._spawn()
+        return fails, again
 
     def close(self) -> None:
-        for _ in self.procs:
+        for w in self.workers.values():
             with contextlib.suppress(Exception):
-                self.tasks.put(None)
+                w["queue"].put(None)
         deadline = time.monotonic() + 5
-        for p in self.procs.values():
-            p.join(max(0.0, deadline - time.monotonic()))
-            if p.is_alive():
-                p.kill()
-        for q in (self.tasks, self.results):
+        for w in self.workers.values():
+            w["proc"].join(max(0.0, deadline - time.monotonic()))
+            if w["proc"].is_alive():
+                w["proc"].kill()
+        for q in [self.results, *(w["queue"] for w in self.workers.values())]:
             q.cancel_join_thread()
             q.close()
 
@@ -465,10 +511,10 @@ class Embedder:
 ProgressFn = Callable[[dict[str, Any]], None]
 
 
-def _iter_inline(items: list[Input], opts: EmbedOptions, configs) -> Iterator[tuple]:
+def _iter_inline(items: list[Input], opts: EmbedOptions, configs, known) -> Iterator[tuple]:
     out: list[tuple] = []
     for inp in items:
-        process_file(inp, opts.modality, opts.rules, configs, out.append)
+        process_file(inp, opts.modality, opts.rules, configs, out.append, known)
         yield from out
         out.clear()
 
@@ -545,6 +591,8 @@ def run_embed(items: list[Input], output: str | Path, opts: EmbedOptions, model,
             summary["n_failed"] += 1
             summary["failures"].append({"path": raw, "stage": "discover", "message": msg})
         states = {inp.path: _FileState(inp) for inp in todo}
+        by_hash = {r.content_hash: r for r in done.values() if r.status == "ok" and r.content_hash}
+        known = frozenset(by_hash)
         buckets: dict[tuple, list[tuple[Path, Any]]] = {}
         buffered = 0
         files_done = 0
@@ -662,25 +710,43 @@ def run_embed(items: list[Input], output: str | Path, opts: EmbedOptions, model,
             elif kind == "fail":
                 _, path, modality, stage, message = msg
                 fail(path, modality, stage, message)
+            elif kind == "dup":
+                # Same bytes as a file embedded earlier under another name: copy, don't recompute.
+                _, path, fp = msg
+                st = states.get(path)
+                if st is None or st.failed:
+                    return
+                src = by_hash[fp[2]]
+                rows = store.rows_of(src.path, src.id, st.inp.id, str(path))
+                if rows is None:
+                    fail(path, "", "load", "identical to an embedded file whose rows could not be read")
+                    return
+                writer.put(("rows", rows))
+                summary["n_samples"] += len(rows.ids)
+                st.modality, st.fp, st.expected, st.encoded = src.modality, fp, len(rows.ids), len(rows.ids)
+                st.reason = f"identical content to {src.id}"
+                summary["n_copied"] = summary.get("n_copied", 0) + 1
+                finish(st)
 
         n_workers = opts.workers if opts.workers is not None else default_workers()
         pending = list(reversed(todo))
         if n_workers <= 0 or len(todo) <= 1:
-            for msg in _iter_inline(todo, opts, configs):
+            for msg in _iter_inline(todo, opts, configs, known):
                 handle(msg)
                 if stop["sig"]:
                     break
         else:
-            pool = _WorkerPool(min(n_workers, len(todo)), opts, configs)
-            max_flight = 4 * len(pool.procs)
+            pool = _WorkerPool(min(n_workers, len(todo)), opts, configs, known)
             while states and not stop["sig"]:
-                # Files handed out but not finished; a bounded window keeps memory flat.
-                while pending and (len(todo) - len(pending)) - files_done < max_flight:
+                # A bounded window of files per worker keeps memory flat.
+                while pending and pool.has_room():
                     pool.submit(pending.pop())
                 msg = pool.get(timeout=0.05)
                 if msg is None:
-                    for m in pool.check():
+                    fails, again = pool.check()
+                    for m in fails:
                         handle(m)
+                    pending.extend(reversed(again))
                     if buckets and not stop["sig"]:
                         flush(max(buckets, key=lambda k: len(buckets[k])))
                     continue

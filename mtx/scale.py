@@ -217,6 +217,10 @@ def merge(output: str | Path, copy: bool = False) -> dict[str, Any]:
     dim = int(json.loads(attrs["geometry_json"])["dim"])
     store_dtype = json.loads(attrs["config_json"])["store_dtype"]
     tmp = output.with_name(output.name + ".tmp")
+    if copy:
+        from .store import check_space
+
+        check_space(output, sum(p.stat().st_size for p in parts))
     info = consolidate(parts, tmp, attrs, mod_attrs, store_dtype, dim, virtual=not copy)
     os.replace(tmp, output)
     fsync_dir(output.parent)

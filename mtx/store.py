@@ -168,12 +168,17 @@ def _modality_list(f) -> list[str]:
 
 
 def write_part(path: Path, buf: PartBuffer, dim: int, cfg_hash: str, store_dtype: str) -> None:
-    """Write one immutable part file atomically."""
+    """Write one immutable part file atomically.
+
+    The HDF5 image is built in memory and written with plain file I/O, so a full disk or a file
+    size limit is an ordinary OSError: HDF5 never holds a half-written file (a failed HDF5 close
+    can crash the interpreter later).
+    """
     h5py = _h5()
     tmp = path.with_name(path.name + ".tmp")
     n = buf.n_rows
     dt = np.float16 if store_dtype == "float16" else np.float32
-    with h5py.File(tmp, "w") as f:
+    with h5py.File(f"mtx-part-{id(buf)}", "w", driver="core", backing_store=False) as f:
         vecs = (np.concatenate([r.vectors for r in buf.rows]) if buf.rows
                 else np.zeros((0, dim), np.float32)).astype(dt)
         f.create_dataset("embeddings", data=vecs)
@@ -195,9 +200,32 @@ def write_part(path: Path, buf: PartBuffer, dim: int, cfg_hash: str, store_dtype
         f.attrs["sha256"] = _rows_digest(vecs, [i for r in buf.rows for i in r.ids])
         f.attrs["complete"] = True
         f.flush()
-        os.fsync(f.id.get_vfd_handle())
+        image = f.id.get_file_image()
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(image)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
     os.replace(tmp, path)
     fsync_dir(path.parent)
+
+
+def check_space(dest: Path, need: int) -> None:
+    """Refuse before HDF5 writes anything when ``need`` bytes cannot fit (disk or RLIMIT_FSIZE)."""
+    import resource
+    import shutil
+
+    free = shutil.disk_usage(dest.parent).free
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    room = min(free, limit if limit != resource.RLIM_INFINITY else free)
+    if need * 1.05 + (1 << 20) > room:
+        raise StoreError(f"{dest}: cannot write the final file: it needs about {need / 1e6:.1f} MB and only "
+                         f"{room / 1e6:.1f} MB can be written here (disk full or file size limit); "
+                         "committed work is kept in the .parts directory, free space and rerun to finish")
 
 
 def _rows_digest(vecs: np.ndarray, ids: list[str]) -> str:
@@ -393,6 +421,30 @@ class Store:
                 continue
         return done
 
+    def rows_of(self, path: str, old_id: str, new_id: str, new_path: str) -> "Rows | None":
+        """The committed rows of input ``path`` re-labelled for an identical file at ``new_path``."""
+        h5py = _h5()
+        found: dict[str, tuple] = {}
+        for src in self.sources():
+            try:
+                with h5py.File(src, "r") as f:
+                    paths = _read_str(f["path"])
+                    idx = [i for i, p in enumerate(paths) if p == path]
+                    if not idx:
+                        continue
+                    ids, mods = _read_str(f["id"]), _modality_list(f)
+                    for i in idx:
+                        found[ids[i]] = (f["embeddings"][i].astype(np.float32), int(f["n_tokens"][i]), mods[i])
+            except Exception:  # noqa: BLE001 - unreadable source: fall back to recomputing
+                return None
+        if not found:
+            return None
+        keys = sorted(found)
+        return Rows(ids=[new_id + k[len(old_id):] for k in keys], paths=[new_path] * len(keys),
+                    modalities=[found[k][2] for k in keys],
+                    vectors=np.stack([found[k][0] for k in keys]),
+                    n_tokens=np.array([found[k][1] for k in keys], np.int32))
+
     # -- writing -----------------------------------------------------------------------------
     def commit(self, buf: PartBuffer) -> Path | None:
         if buf.empty():
@@ -401,10 +453,11 @@ class Store:
         path = self.parts_dir / f"part-{self._run}-{self._seq:06d}.h5"
         try:
             write_part(path, buf, self.dim, self.cfg_hash, self.store_dtype)
-        except OSError as e:
+        except Exception as e:  # noqa: BLE001 - ENOSPC, EFBIG, EIO, h5py errors: all fatal
             with contextlib.suppress(OSError):
                 path.with_name(path.name + ".tmp").unlink()
-            raise StoreError(f"{path}: cannot write ({e.strerror or e}); committed work is kept, "
+            why = getattr(e, "strerror", None) or str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise StoreError(f"{path}: cannot write ({why}); committed work is kept, "
                              "free space and rerun to resume") from None
         return path
 
@@ -427,14 +480,15 @@ class Store:
         """Write the final file from the previous one + all parts; remove the parts."""
         sources = self.sources()
         tmp = self.output.with_name(self.output.name + ".tmp")
+        check_space(self.output, sum(p.stat().st_size for p in sources))
         try:
             info = consolidate(sources, tmp, attrs, modality_attrs, self.store_dtype, self.dim)
             os.replace(tmp, self.output)
             fsync_dir(self.output.parent)
-        except OSError as e:
+        except Exception as e:  # noqa: BLE001
             with contextlib.suppress(OSError):
                 tmp.unlink()
-            raise StoreError(f"{self.output}: cannot write the final file ({e.strerror or e}); "
+            raise StoreError(f"{self.output}: cannot write the final file ({getattr(e, 'strerror', None) or e}); "
                              "the parts are kept, rerun to finish") from None
         for p in sources:
             if p != self.output:
@@ -483,8 +537,10 @@ def consolidate(sources: list[Path], dest: Path, attrs: dict[str, Any],
         by_src.setdefault(si, []).append((ri, out_i))
     n = len(keep)
     dt = np.float16 if store_dtype == "float16" else np.float32
-    modalities = sorted({m for r in files.values() for m in [r.modality] if m} | set(modality_attrs)
-                        | set(old_mod_attrs))
+    from .modalities import MODULES  # names only: importing them needs no torch
+
+    seen = {r.modality for r in files.values() if r.modality} | set(modality_attrs) | set(old_mod_attrs)
+    modalities = list(MODULES) + sorted(seen - set(MODULES))  # a stable enum across files
     enum = h5py.enum_dtype({m: i for i, m in enumerate(modalities)}, basetype="u1")
     with h5py.File(dest, "w") as out:
         if virtual:
@@ -544,7 +600,7 @@ def consolidate(sources: list[Path], dest: Path, attrs: dict[str, Any],
                              .astype(np.int64))
         _write_records(out, list(files.values()), list(failures.values()))
         mg = out.create_group("modalities")
-        for name in modalities:
+        for name in sorted(seen):
             g = mg.create_group(name)
             for k, v in {**old_mod_attrs.get(name, {}), **modality_attrs.get(name, {})}.items():
                 g.attrs[k] = v
