@@ -9,6 +9,7 @@ and the mtx bundle (safetensors with ``mtx_format`` metadata).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -328,7 +329,14 @@ def fetch(spec: EncoderSpec, progress: bool = True) -> list[Path]:
                 f"could not download {src.repo}/{src.filename} ({type(e).__name__}: {str(e)[:200]}); "
                 "check the network or HF_ENDPOINT, or download the file yourself and pass --weights PATH"
             ) from None
-        verify_sha256(p, src)
+        try:
+            verify_sha256(p, src)
+        except WeightsError:
+            # A corrupt or substituted download must not stay in the cache to be found later.
+            for victim in {p.resolve(), p}:
+                with contextlib.suppress(OSError):
+                    victim.unlink()
+            raise
         out.append(p)
     return out
 

@@ -110,3 +110,33 @@ def test_tiny_checkpoint_roundtrip_through_loader(tmp_path):
     x = torch.randn(1, 9, 64)
     ref = torch.nn.functional.layer_norm(seq(x), (64,), eps=1e-5)
     np.testing.assert_allclose(m.encode_tokens(Tokens(x)).numpy(), ref.detach().numpy(), atol=1e-5)
+
+
+def test_fetch_never_leaves_a_bad_download_in_the_cache(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from mtx.weights import EncoderSpec, WeightSource, fetch
+
+    blob = tmp_path / "blobs" / "abc"
+    blob.parent.mkdir()
+    snap = tmp_path / "snapshots" / "w.pth"
+    snap.parent.mkdir()
+
+    def fake_download(repo, filename, **kw):
+        blob.write_bytes(b"truncated or substituted")
+        if not snap.exists():
+            snap.symlink_to(blob)
+        return str(snap)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    spec = EncoderSpec("x", 64, 2, 4, 16, sources=(WeightSource("blocks", "r/x", "w.pth", "ab" * 32),))
+    with pytest.raises(WeightsError, match="sha256 mismatch"):
+        fetch(spec)
+    assert not blob.exists() and not snap.exists()
+
+    def offline(repo, filename, **kw):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    with pytest.raises(WeightsError, match="could not download r/x/w.pth"):
+        fetch(spec)
