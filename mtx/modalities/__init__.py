@@ -30,12 +30,7 @@ def _ensure_loaded() -> None:
         return
     _loaded = True
     for name in MODULES:
-        try:
-            importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as e:
-            # Only tolerate modules not written yet, never a missing dependency inside one.
-            if e.name != f"{__name__}.{name}":
-                raise
+        importlib.import_module(f"{__name__}.{name}")
 
 
 __all__ = ["MODULES", "get_modality", "list_modalities", "register_modality"]

@@ -40,7 +40,9 @@ def get_modality(name: str) -> "Modality":
 
 
 def list_modalities() -> list["Modality"]:
-    from . import _ensure_loaded
+    """Every registered modality, in the order of ``MODULES`` (the sniffing order)."""
+    from . import MODULES, _ensure_loaded
 
     _ensure_loaded()
-    return list(_MODALITIES.values())
+    order = {n: i for i, n in enumerate(MODULES)}
+    return sorted(_MODALITIES.values(), key=lambda m: order.get(m.name, len(order)))
