@@ -219,8 +219,15 @@ def embed(
         _print_summary(summary, json_, quiet)
         raise typer.Exit(EXIT_PARTIAL if summary["n_failed"] else EXIT_OK)
     from .encoder import load_model
+    from .pipeline import start_workers
 
-    m = load_model(model, weights, device, dtype)
+    pool = start_workers(opts, len(items))  # decoders start while the model loads
+    try:
+        m = load_model(model, weights, device, dtype)
+    except BaseException:
+        if pool is not None:
+            pool.close()
+        raise
     _banner(m, quiet or json_)
 
     def on_event(ev: dict[str, Any]) -> None:
@@ -237,9 +244,11 @@ def embed(
 
     with Progress(not (quiet or no_progress or json_ or json_lines)) as prog:
         if shard_t:
+            if pool is not None:
+                pool.close()
             summary = scale.embed_shard(output, items, shard_t, opts, m, progress=on_event)
         else:
-            summary = run_embed(items, output, opts, m, progress=on_event, problems=problems)
+            summary = run_embed(items, output, opts, m, progress=on_event, problems=problems, pool=pool)
     _print_summary(summary, json_, quiet)
     if shard_t and not quiet and not json_:
         err.print(f"shard {shard_t[0]}/{shard_t[1]} committed; when every shard is done: mtx merge {output}")
@@ -437,6 +446,44 @@ def status(
               + (f"; final file has {s['final_rows']:,} rows" if s["final_rows"] is not None else ""))
     for sh in s["shards"]:
         out.print(f"  shard {sh['shard']:>4}  {sh['state']:<8} inputs {sh['inputs']:>8}  rows {sh['rows_committed']:>8}")
+
+
+@app.command()
+def bench(
+    modality: Annotated[str, typer.Option("--modality", help="Modality to measure.")] = "image",
+    model: ModelOpt = "meta-b16",
+    device: DeviceOpt = "auto",
+    dtype: Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16.")] = "float32",
+    n: Annotated[int, typer.Option("--n", min=2, help="Synthetic inputs to generate.")] = 32,
+    json_: JsonOpt = False,
+) -> None:
+    """Measure this machine on synthetic inputs (seeded weights) and suggest --batch-size/--workers."""
+    _check_choice("--dtype", dtype, DTYPE_CHOICES)
+    from ._console import err, out
+    from .bench import run_bench
+    from .modalities import get_modality
+
+    get_modality(modality)
+    if not json_:
+        err.print(f"[dim]mtx bench: {n} synthetic {modality} inputs, {model}, {dtype} (seeded weights)...[/dim]")
+    r = run_bench(modality, model, device, dtype, n)
+    if json_:
+        out.print_json(json.dumps(r))
+        return
+    for bs, rate in r["encoder"].items():
+        out.print(f"  encoder, batch {bs:>3}: {rate:8.2f} samples/s")
+    out.print(f"  decoding (one core): {r['decode_samples_per_s_one_core']:8.2f} samples/s")
+    out.print(f"  end to end (mtx embed): {r['end_to_end_samples_per_s']:8.2f} samples/s "
+              f"({100 * r['efficiency']:.0f}% of the encoder)")
+    out.print(f"[bold]suggested:[/bold] --batch-size {r['best_batch_size']} --workers {r['suggested_workers']}"
+              + ("  (try --dtype bfloat16: this CPU has native bf16)" if dtype == "float32" and r["device"] == "cpu"
+                 and _fast_bf16() else ""))
+
+
+def _fast_bf16() -> bool:
+    from .encoder import cpu_has_fast_bf16
+
+    return cpu_has_fast_bf16()
 
 
 @weights_app.command("fetch")

@@ -253,10 +253,17 @@ def _worker_main(wid: int, tasks, results, opts_modality, rules, configs, known)
         import torch
 
         torch.set_num_threads(1)
+    with contextlib.suppress(Exception):
+        from . import modalities
+
+        modalities.list_modalities()  # import the decoders now, while the parent loads the model
     while True:
         inp = tasks.get()
         if inp is None:
             break
+        if isinstance(inp, tuple) and inp[0] == "known":
+            known = inp[1]
+            continue
         process_file(inp, opts_modality, rules, configs, results.put, known)
 
 
@@ -271,7 +278,8 @@ class _WorkerPool:
 
     WINDOW = 2  # files assigned per worker: one being decoded, one waiting
 
-    def __init__(self, n: int, opts: EmbedOptions, configs: dict[str, dict], known: frozenset[str]):
+    def __init__(self, n: int, opts: EmbedOptions, configs: dict[str, dict],
+                 known: frozenset[str] = frozenset()):
         self.ctx = mp.get_context("spawn")
         self.results = self.ctx.Queue(maxsize=opts.queue_size)
         self.args = (opts.modality, opts.rules, configs, known)
@@ -289,6 +297,12 @@ class _WorkerPool:
                              daemon=True, name=f"mtx-worker-{wid}")
         p.start()
         self.workers[wid] = {"proc": p, "queue": q, "assigned": [], "since": time.monotonic()}
+
+    def set_known(self, known: frozenset[str]) -> None:
+        """Content hashes already embedded (sent once to each worker, and to replacements)."""
+        self.args = (*self.args[:3], known)
+        for w in self.workers.values():
+            w["queue"].put(("known", known))
 
     def has_room(self) -> bool:
         return any(len(w["assigned"]) < self.WINDOW for w in self.workers.values())
@@ -511,6 +525,17 @@ class Embedder:
 ProgressFn = Callable[[dict[str, Any]], None]
 
 
+def start_workers(opts: EmbedOptions, n_items: int) -> "_WorkerPool | None":
+    """Spawn the decoder processes early (they import the decoders while the model loads)."""
+    from .modalities import list_modalities
+
+    n = opts.workers if opts.workers is not None else default_workers()
+    if n <= 0 or n_items <= 1:
+        return None
+    configs = {m.name: opts.modality_config(m.name).to_dict() for m in list_modalities()}
+    return _WorkerPool(min(n, n_items), opts, configs)
+
+
 def _iter_inline(items: list[Input], opts: EmbedOptions, configs, known) -> Iterator[tuple]:
     out: list[tuple] = []
     for inp in items:
@@ -538,7 +563,7 @@ def run_config_of(model, opts: EmbedOptions) -> dict[str, Any]:
 
 def run_embed(items: list[Input], output: str | Path, opts: EmbedOptions, model,
               progress: ProgressFn | None = None, problems: list[tuple[str, str]] | None = None,
-              shard: tuple[int, int] | None = None) -> dict:
+              shard: tuple[int, int] | None = None, pool: "_WorkerPool | None" = None) -> dict:
     """Embed ``items`` into ``output`` (resuming committed work) and return the summary.
 
     With ``shard=(i, n)`` the items are that shard's slice: the work is committed as parts and a
@@ -568,10 +593,14 @@ def run_embed(items: list[Input], output: str | Path, opts: EmbedOptions, model,
     if threading.current_thread() is threading.main_thread():
         for s in (signal.SIGINT, signal.SIGTERM):
             old_handlers[s] = signal.signal(s, on_signal)
-    store.open()
+    try:
+        store.open()
+    except BaseException:
+        if pool is not None:
+            pool.close()
+        raise
     writer = _Writer(store, opts.part_rows, opts.part_seconds)
     writer.start()
-    pool = None
     try:
         done = store.done_files()
         todo: list[Input] = []
@@ -728,15 +757,19 @@ def run_embed(items: list[Input], output: str | Path, opts: EmbedOptions, model,
                 summary["n_copied"] = summary.get("n_copied", 0) + 1
                 finish(st)
 
-        n_workers = opts.workers if opts.workers is not None else default_workers()
         pending = list(reversed(todo))
-        if n_workers <= 0 or len(todo) <= 1:
+        if pool is None:
+            pool = start_workers(opts, len(todo))
+        if pool is not None and len(todo) <= 1:
+            pool.close()
+            pool = None
+        if pool is None:
             for msg in _iter_inline(todo, opts, configs, known):
                 handle(msg)
                 if stop["sig"]:
                     break
         else:
-            pool = _WorkerPool(min(n_workers, len(todo)), opts, configs, known)
+            pool.set_known(known)
             while states and not stop["sig"]:
                 # A bounded window of files per worker keeps memory flat.
                 while pending and pool.has_room():

@@ -190,6 +190,8 @@ def read_envi(path: Path, cfg: "HyperspectralConfig") -> Cube:
         raise DecodeError(f"ENVI header lacks the required field {e.args[0]!r}") from None
     except ValueError as e:
         raise DecodeError(f"ENVI header has a non-integer field: {e}") from None
+    if "spectral library" in h.get("file type", "").lower():
+        raise DecodeError("ENVI spectral library (a table of spectra), not an image cube")
     if dtype_code not in _ENVI_DTYPES:
         raise DecodeError(f"ENVI data type {dtype_code} is not supported")
     if min(samples, lines, bands) <= 0:
@@ -258,15 +260,17 @@ def mat_variables(path: Path, head: bytes) -> list[tuple[str, tuple[int, ...], s
 
 
 def largest_cube(vars_: list[tuple[str, tuple[int, ...], str]], key: str | None):
+    """The variable named ``key``, else the largest 3-D numeric one (None if there is none)."""
     if key is not None:
         for v in vars_:
             if v[0] == key:
                 return v
         names = ", ".join(v[0] for v in vars_) or "none"
         raise DecodeError(f"variable {key!r} not found in the .mat file (numeric variables: {names})")
-    if not vars_:
+    cubes = [v for v in vars_ if len(v[1]) == 3]
+    if not cubes:
         return None
-    return max(vars_, key=lambda v: int(np.prod(v[1], dtype=np.int64)))
+    return max(cubes, key=lambda v: int(np.prod(v[1], dtype=np.int64)))
 
 
 def _mat_wavelengths(names: list[str], nbands: int, get: Callable[[str], Any], meta: dict):
@@ -317,7 +321,7 @@ def read_mat(path: Path, head: bytes, cfg: "HyperspectralConfig") -> Cube:
         if arr.ndim != 3 or arr.dtype.kind not in "iufb":
             raise DecodeError(f".mat variable {name!r} is {arr.dtype} {arr.shape}, not a numeric 3-D array")
         shape, read = _band_reader(arr, band_axis)
-        meta["format"] = "MATLAB v5"
+        meta["format"] = "MATLAB v5" if head.startswith(_MAT5) else "MATLAB v4"
         other = [v[0] for v in vars_ if v[0] != name]
 
         def get(n):
@@ -421,7 +425,7 @@ def band_maps(cube: Cube, cfg: "HyperspectralConfig") -> tuple[np.ndarray, dict]
         x = np.clip((np.nan_to_num(c, nan=0.0) - lo) / scale, 0.0, 1.0)
         t = torch.from_numpy(np.ascontiguousarray(x.T.reshape(b1 - b0, 1, h, w)))
         out[b0:b1] = F.interpolate(t, size=(cfg.grid, cfg.grid), mode="area")[:, 0].numpy()
-    stats = {"per_band": f"robust min-max ({cfg.lo_percentile:g}th-{cfg.hi_percentile:g}th percentile)",
+    stats = {"per_band": f"robust min-max ({cfg.lo_percentile:g}-{cfg.hi_percentile:g} percentiles)",
              "range_lo_min": lo_all, "range_hi_max": hi_all, "constant_bands": constant}
     if nonfinite:
         stats["nonfinite_values"] = nonfinite
@@ -491,7 +495,7 @@ class hyperspectral(Modality):  # noqa: N801 - class name == registry key == mod
     def sniff(self, head: bytes, path: Path) -> Evidence | None:
         if head.startswith(b"ENVI"):
             return Evidence(self.name, CLAIM, "ENVI header magic 'ENVI'")
-        if head.startswith(_MAT5) or head.startswith(_MAT73):
+        if head.startswith(_MAT5) or head.startswith(_MAT73) or path.suffix.lower() == ".mat":
             try:
                 vars_ = mat_variables(path, head)
             except DecodeError:
@@ -500,7 +504,7 @@ class hyperspectral(Modality):  # noqa: N801 - class name == registry key == mod
             if best is not None and len(best[1]) == 3 and best[1][2] >= MIN_BANDS:
                 return Evidence(self.name, REFINED, f".mat variable {best[0]!r} is a "
                                 f"{'x'.join(map(str, best[1]))} cube")
-            return Evidence(self.name, EXTENSION, ".mat file (its largest array is not a 3-D cube)")
+            return Evidence(self.name, EXTENSION, f".mat file without a 3-D array of >= {MIN_BANDS} bands")
         fmt = image_format(head)
         if fmt in ("TIFF", "BigTIFF"):
             n = tiff_bands(path)
@@ -525,8 +529,8 @@ class hyperspectral(Modality):  # noqa: N801 - class name == registry key == mod
             head = f.read(4096)
         if head.startswith(b"ENVI"):
             cube = read_envi(path, cfg)
-        elif head.startswith(_MAT5) or head.startswith(_MAT73):
-            cube = read_mat(path, head, cfg)
+        elif head.startswith(_MAT5) or head.startswith(_MAT73) or path.suffix.lower() == ".mat":
+            cube = read_mat(path, head, cfg)  # v4 files have no text header
         elif image_format(head) in ("TIFF", "BigTIFF"):
             cube = read_tiff(path, cfg)
         elif head.startswith(_NPY):
@@ -546,7 +550,7 @@ class hyperspectral(Modality):  # noqa: N801 - class name == registry key == mod
         if cube.wavelengths is not None:
             pos = cube.wavelengths.astype(np.float32)
             meta["band_positions"] = "wavelength_nm"
-            meta["wavelength_range_nm"] = [float(pos.min()), float(pos.max())]
+            meta["wavelength_range_nm"] = [round(float(pos.min()), 3), round(float(pos.max()), 3)]
         else:
             pos = np.arange(b, dtype=np.float32)
             meta["band_positions"] = "index"

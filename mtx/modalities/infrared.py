@@ -350,14 +350,17 @@ class infrared(Modality):  # noqa: N801 - class name == registry key == module n
             meta.update(thermal_source="raw", raw_shape=list(raw.shape), raw_dtype=str(raw.dtype),
                         raw_range=[int(raw.min()), int(raw.max())])
         elif fmt == "JPEG" and meta.get("flir_app1_segments"):
-            # No raw record: the rendered (false-colour) picture is all there is.
-            from .image import to_rgb_array
+            # No raw record: the rendered (palette-coloured) picture is all there is. Its colours
+            # are not monotonic in temperature, so it goes through the image path unchanged.
+            from .image import pixels, to_rgb_array
 
             img = open_image(path)
             with img:
                 rgb, imeta = to_rgb_array(img, path)
-            a = rgb.astype(np.float64).mean(axis=-1)
-            meta.update(thermal_source="rendered", rendered=imeta)
+            meta.update(thermal_source="rendered", rendered=imeta,
+                        preprocess=f"rendered RGB picture: short side {cfg.size} bicubic, centre crop {cfg.size}")
+            yield Sample("", {"pixels": pixels(rgb, cfg.size)[None]}, meta)
+            return
         else:
             a, gmeta = read_gray(path, fmt)
             meta.update(gmeta)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mtx.errors import DecodeError, MissingDependency, UsageError
+from mtx.errors import DecodeError, MissingDependency, TokenizeError, UsageError
 
 from ._base import (
     CLAIM,
@@ -204,30 +204,35 @@ def _open_container(path: Path):
         raise DecodeError(f"cannot open video: {e}") from None
 
 
-def _stream_duration(container, stream) -> tuple[float, float, str]:
-    """(start, duration) in seconds and where the duration came from."""
+def _stream_timing(container, stream) -> tuple[float, float, str, bool]:
+    """(start s, duration s, where the duration came from, whether frames carry timestamps)."""
     import av
 
     tb = stream.time_base
     start = float(stream.start_time * tb) if stream.start_time is not None and tb else 0.0
     if stream.duration and tb:
-        return start, float(stream.duration * tb), "stream header"
+        return start, float(stream.duration * tb), "stream header", True
     if container.duration:
         if stream.start_time is None and container.start_time:
             start = container.start_time / av.time_base
-        return start, container.duration / av.time_base, "container header"
-    # No duration anywhere (raw streams, some AVI/MKV): demux the packets (no decoding).
-    last, first = None, None
+        return start, container.duration / av.time_base, "container header", True
+    # No duration anywhere (raw elementary streams, some AVI/MKV): demux the packets (no
+    # decoding). The caller reopens the file afterwards: such inputs often cannot seek.
+    fps = float(stream.average_rate or stream.guessed_rate or 25)
+    first, last, n = None, None, 0
     for pkt in container.demux(stream):
-        if pkt.pts is not None:
+        if pkt.size == 0:
+            continue
+        n += 1
+        if pkt.pts is not None and tb:
             t = float(pkt.pts * tb)
             first = t if first is None else min(first, t)
             last = t if last is None else max(last, t)
-    container.seek(0)
+    if n == 0:
+        raise DecodeError("video stream holds no packets (empty or truncated)")
     if last is None:
-        raise DecodeError("video stream has no timestamps and no duration")
-    fps = float(stream.average_rate or stream.guessed_rate or 25)
-    return first or 0.0, last - (first or 0.0) + 1.0 / fps, "packet scan"
+        return 0.0, n / fps, f"packet count ({n}) at {fps:g} fps", False
+    return first or 0.0, last - (first or 0.0) + 1.0 / fps, "packet timestamps", True
 
 
 def _load_av(path: Path, cfg: "VideoConfig") -> tuple[np.ndarray, dict]:
@@ -235,78 +240,95 @@ def _load_av(path: Path, cfg: "VideoConfig") -> tuple[np.ndarray, dict]:
     import av
 
     container = _open_container(path)
-    with container:
+    try:
         if not container.streams.video:
             raise DecodeError("file has no video stream")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        cc = stream.codec_context
-        check_pixels(int(cc.width or 1), int(cc.height or 1))
-        start, duration, dsrc = _stream_duration(container, stream)
-        if duration <= 0:
-            raise DecodeError(f"video duration is {duration:.3f} s")
-        targets = sample_times(duration, cfg.frames, cfg.clips)
-        flat = sorted({x for clip in targets for x in clip})
-        chosen: dict[float, np.ndarray] = {}
-        shown: dict[float, float] = {}  # instant -> time of the frame used
-        it, cur, nxt, pos = None, None, None, -1.0
-        seeks, decoded, ended, repeated = 0, 0, False, 0
-        late = max(1.0, 2.0 / float(stream.average_rate or stream.guessed_rate or 25))
-        last: list = [None, None]  # (frame, its pixels): a frame on screen at several instants
-
-        def convert(fr) -> np.ndarray:
-            if last[0] is not fr:
-                last[:] = [fr, pixels(fr.to_ndarray(format="rgb24"), cfg.size)]
-            return last[1]
-
         try:
-            for x in flat:
-                if it is None or (x - pos > SEEK_GAP_S and not ended):
-                    if x > SEEK_GAP_S or it is not None:
-                        ts = int((start + x) / float(stream.time_base)) if stream.time_base else 0
-                        container.seek(ts, stream=stream, backward=True, any_frame=False)
-                        seeks += 1
-                    it, cur, nxt, ended = container.decode(stream), None, None, False
-                while not ended:
-                    if nxt is None:
-                        nxt = next(it, None)
-                        if nxt is None:
-                            ended = True
-                            break
-                        decoded += 1
-                    t = nxt.time
-                    ft = (t - start) if t is not None else pos + 1e-3
-                    if ft <= x + _EPS:
-                        cur, nxt, pos = nxt, None, ft
-                        continue
-                    break
-                frame = cur if cur is not None else nxt
-                if frame is None:
-                    if not chosen:
-                        raise DecodeError("no decodable video frame (truncated or corrupt stream)")
-                    chosen[x] = chosen[max(chosen)]  # stream ended early: repeat the last frame
-                    repeated += 1
-                    shown[x] = shown[max(shown)]
-                    continue
-                if ended and frame is cur and x - pos > late:
-                    repeated += 1  # the header promised more video than the stream holds
-                chosen[x] = convert(frame)
-                shown[x] = round(frame.time - start, 6) if frame.time is not None else -1.0
+            timing = _stream_timing(container, container.streams.video[0])
         except av.error.FFmpegError as e:
-            if not chosen:
-                raise DecodeError(f"corrupt video stream: {e}") from None
-            raise DecodeError(f"corrupt video stream after {len(chosen)} sampled frames: {e}") from None
-        arr = np.stack([np.stack([chosen[x] for x in clip], axis=1) for clip in targets])
-        meta = {
-            "decoder": "pyav", "container": container.format.name, "codec": cc.name,
-            "size": [int(cc.width), int(cc.height)], "pix_fmt": cc.format.name if cc.format else None,
-            "fps": float(stream.average_rate) if stream.average_rate else None,
-            "frames_in_header": int(stream.frames or 0), "duration_s": round(duration, 6),
-            "duration_from": dsrc, "seeks": seeks, "frames_decoded": decoded,
-            "frame_times_s": [[shown[x] for x in clip] for clip in targets],
-        }
-        if repeated:
-            meta["repaired"] = f"stream ended early; {repeated} sampled instants repeat the last frame"
+            raise DecodeError(f"cannot read the video's timing: {e}") from None
+        if not timing[2].endswith("header"):  # scanned: start again from the top, without seeking
+            container.close()
+            container = _open_container(path)
+        return _sample_av(container, timing, cfg)
+    finally:
+        container.close()
+
+
+def _sample_av(container, timing: tuple[float, float, str, bool], cfg: "VideoConfig") -> tuple[np.ndarray, dict]:
+    """Decode the frames on screen at the sampled instants: seek when the next one is far ahead."""
+    import av
+
+    start, duration, dsrc, timed = timing
+    scanned = not dsrc.endswith("header")
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    cc = stream.codec_context
+    check_pixels(int(cc.width or 1), int(cc.height or 1))
+    fps = float(stream.average_rate or stream.guessed_rate or 25)
+    if duration <= 0:
+        raise DecodeError(f"video duration is {duration:.3f} s")
+    targets = sample_times(duration, cfg.frames, cfg.clips)
+    flat = sorted({x for clip in targets for x in clip})
+    chosen: dict[float, np.ndarray] = {}
+    shown: dict[float, float] = {}  # instant -> time of the frame used
+    it, cur, nxt, pos = None, None, None, -1.0
+    seeks, decoded, ended = 0, 0, False
+    late = max(1.0, 2.0 / fps)
+    last: list = [None, None]  # (frame, its pixels): one frame can be on screen at several instants
+
+    rotations: set[int] = set()
+
+    def convert(fr) -> np.ndarray:
+        if last[0] is not fr:
+            rgb = fr.to_ndarray(format="rgb24")
+            k = round((fr.rotation or 0) / 90) % 4  # display matrix: counter-clockwise degrees
+            if k:
+                rgb = np.rot90(rgb, k)
+                rotations.add(90 * k)
+            last[:] = [fr, pixels(np.ascontiguousarray(rgb), cfg.size)]
+        return last[1]
+
+    try:
+        for x in flat:
+            if it is None or (x - max(pos, 0.0) > SEEK_GAP_S and not scanned):
+                if x > SEEK_GAP_S and not scanned:  # to the keyframe before x, decode from there
+                    ts = int((start + x) / float(stream.time_base)) if stream.time_base else 0
+                    container.seek(ts, stream=stream, backward=True, any_frame=False)
+                    seeks += 1
+                it, cur, nxt, ended = container.decode(stream), None, None, False
+            while not ended:  # decode up to the first frame after x
+                if nxt is None:
+                    nxt = next(it, None)
+                    if nxt is None:
+                        ended = True
+                        break
+                    decoded += 1
+                # Without timestamps (raw streams, never seeked) the frame count is the clock.
+                ft = nxt.time - start if timed and nxt.time is not None else (decoded - 1) / fps
+                if ft > x + _EPS:
+                    break
+                cur, nxt, pos = nxt, None, ft
+            frame = cur if cur is not None else nxt  # on screen at x (or the first one after)
+            if frame is None or (ended and x - pos > late):
+                end_s = f"{pos:.2f} s" if pos >= 0 else "its start"
+                raise DecodeError(f"video stream ends at {end_s} but its header says {duration:.2f} s "
+                                  "(truncated file?)")
+            chosen[x] = convert(frame)
+            shown[x] = round(pos if frame is cur else ft, 6)
+    except av.error.FFmpegError as e:
+        raise DecodeError(f"corrupt video stream after {len(chosen)} sampled frames: {e}") from None
+    arr = np.stack([np.stack([chosen[x] for x in clip], axis=1) for clip in targets])
+    meta = {
+        "decoder": "pyav", "container": container.format.name, "codec": cc.name,
+        "size": [int(cc.width), int(cc.height)], "pix_fmt": cc.format.name if cc.format else None,
+        "fps": float(stream.average_rate) if stream.average_rate else None,
+        "frames_in_header": int(stream.frames or 0), "duration_s": round(duration, 6),
+        "duration_from": dsrc, "seeks": seeks, "frames_decoded": decoded,
+        "frame_times_s": [[shown[x] for x in clip] for clip in targets],
+    }
+    if rotations:
+        meta["rotated_ccw_degrees"] = sorted(rotations)
     return arr, meta
 
 
@@ -339,9 +361,7 @@ class VideoTubeletTokenizer(Tokenizer):
             self.init, self.seed = "clip", None
         else:
             self.init, self.seed = "seeded", seed
-        with torch.no_grad():
-            rms = self.pos[1:].pow(2).mean().sqrt()
-        self.register_buffer("time", sinusoidal(torch.arange(self.steps), d) * rms, persistent=False)
+        self.register_buffer("time", sinusoidal(torch.arange(self.steps), d), persistent=False)
 
     def _inflate(self, front) -> None:
         from mtx.errors import WeightsError
@@ -364,13 +384,15 @@ class VideoTubeletTokenizer(Tokenizer):
         x = self.proj((x - self.mean) / self.std)  # [R, D, T', g, g]
         r, d, t = x.shape[:3]
         if t != self.steps:
-            raise UsageError(f"video tokenizer built for {self.steps * TUBELET} frames got {t * TUBELET}")
+            raise TokenizeError(f"video tokenizer built for {self.steps * TUBELET} frames got {t * TUBELET}")
         x = x.flatten(3).permute(0, 2, 3, 1)  # [R, T', g*g, D]
         pos = self.pos[1:]
         if x.shape[2] != pos.shape[0]:
-            raise UsageError(f"video frames give {x.shape[2]} patches per frame, the positions {pos.shape[0]}; "
+            raise TokenizeError(f"video frames give {x.shape[2]} patches per frame, the positions {pos.shape[0]}; "
                              "use size = the encoder's image size")
-        x = x + pos[None, None] + self.time[None, :, None]
+        # Scaled at run time so that it follows the position table of loaded (clip/file) weights.
+        time = self.time * pos.detach().pow(2).mean().sqrt()
+        x = x + pos[None, None] + time[None, :, None]
         x = x.reshape(r, t * pos.shape[0], d)
         cls = (self.cls + self.pos[0]).expand(r, 1, d)
         return Tokens(self.norm_pre(torch.cat([cls, x], dim=1)), None, True)

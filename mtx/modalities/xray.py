@@ -8,6 +8,7 @@ frame (decoded alone). Then robust min-max, three channels and the image path, l
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,13 +51,15 @@ def read_dicom(path: Path) -> tuple[np.ndarray, dict]:
         raise MissingDependency("pydicom is needed for DICOM; pip install pydicom pylibjpeg") from None
     from pydicom.errors import InvalidDicomError
 
-    try:
-        # Large values (the pixel data) are deferred: read later only if needed.
-        ds = pydicom.dcmread(path, defer_size=4096)
-    except InvalidDicomError as e:
-        raise DecodeError(f"not a valid DICOM file: {e}") from None
-    except Exception as e:  # noqa: BLE001 - pydicom raises many types on corrupt headers
-        raise DecodeError(f"corrupt DICOM header: {type(e).__name__}: {e}") from None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            # Large values (the pixel data) are deferred: read later only if needed.
+            ds = pydicom.dcmread(path, defer_size=4096)
+        except InvalidDicomError as e:
+            raise DecodeError(f"not a valid DICOM file: {e}") from None
+        except Exception as e:  # noqa: BLE001 - pydicom raises many types on corrupt headers
+            raise DecodeError(f"corrupt DICOM header: {type(e).__name__}: {e}") from None
     tsyntax = ds.file_meta.get("TransferSyntaxUID") if getattr(ds, "file_meta", None) else None
     meta: dict = {
         "format": "DICOM",
@@ -64,6 +67,8 @@ def read_dicom(path: Path) -> tuple[np.ndarray, dict]:
         "dicom_modality": str(ds.get("Modality", "")),
         "photometric": str(ds.get("PhotometricInterpretation", "")),
     }
+    if caught:
+        meta["reader_warnings"] = sorted({str(w.message)[:200] for w in caught})[:5]
     if not any(t in ds for t in _PIXEL_TAGS):
         sop = str(ds.get("SOPClassUID", "")) and getattr(ds.SOPClassUID, "name", str(ds.SOPClassUID))
         raise DecodeError(f"DICOM has no pixel data (no PixelData element; SOP class {sop or 'unknown'}): "
@@ -72,12 +77,14 @@ def read_dicom(path: Path) -> tuple[np.ndarray, dict]:
     check_pixels(cols, rows)
     nframes = int(ds.get("NumberOfFrames", 1) or 1)
     index = nframes // 2 if nframes > 1 else None
-    try:
-        arr = pixel_array(path, index=index)
-    except (MemoryError, KeyboardInterrupt):
-        raise
-    except Exception as e:  # noqa: BLE001 - decoders raise many types
-        raise _decode_error(e) from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            arr = pixel_array(path, index=index)
+        except (MemoryError, KeyboardInterrupt):
+            raise
+        except Exception as e:  # noqa: BLE001 - decoders raise many types
+            raise _decode_error(e) from None
     meta.update(rows=rows, columns=cols, frames=nframes, stored_dtype=str(arr.dtype),
                 bits_stored=int(ds.get("BitsStored", 0) or 0))
     if index is not None:
@@ -89,15 +96,17 @@ def read_dicom(path: Path) -> tuple[np.ndarray, dict]:
     if arr.size == 0:
         raise DecodeError("DICOM pixel data is empty")
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    out = arr.astype(np.float64)
+    out = arr
     if samples == 1:
         if "RescaleSlope" in ds or "RescaleIntercept" in ds or "ModalityLUTSequence" in ds:
-            out = apply_modality_lut(arr, ds).astype(np.float64)
+            out = apply_modality_lut(arr, ds)
+            if out.dtype.kind == "f" and np.all(np.mod(out, 1) == 0):
+                out = out.astype(np.int64)  # integral values: VOI LUT tables index integers
             meta["rescale"] = {"slope": float(ds.get("RescaleSlope", 1) or 1),
                                "intercept": float(ds.get("RescaleIntercept", 0) or 0)}
         if "VOILUTSequence" in ds or "WindowCenter" in ds:
             try:
-                out = apply_voi_lut(out, ds, index=0).astype(np.float64)
+                out = apply_voi_lut(out, ds, index=0)
             except Exception as e:  # noqa: BLE001 - malformed LUTs: say so, keep going
                 meta["voi"] = f"ignored (malformed VOI LUT/window: {e})"
             else:
@@ -113,7 +122,7 @@ def read_dicom(path: Path) -> tuple[np.ndarray, dict]:
         meta["invert"] = False
         if out.ndim == 3 and out.shape[-1] == 4:
             out = out[..., :3]
-    return out, meta
+    return out.astype(np.float64), meta
 
 
 @dataclass
