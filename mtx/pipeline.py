@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import (DecodeError, FileTimeout, MtxError, UsageError, WorkerCrashed, short)
+from .errors import DecodeError, FileTimeout, MtxError, UsageError, WorkerCrashed, short
 
 # ------------------------------------------------------------------------------------------
 # Inputs
@@ -480,28 +480,32 @@ class Embedder:
             self.pools[modality] = self.opts.pool or get_modality(modality).default_pool(tok.init)
         return self.pools[modality]
 
-    def tokens(self, modality: str, samples: list):
-        import torch
-
+    def prepare(self, modality: str, samples: list) -> dict:
+        """Collate on the CPU and start the copy to the device (pinned, non-blocking on CUDA)."""
         from .modalities import get_modality
 
-        mod = get_modality(modality)
-        inputs = mod.collate(samples)
+        inputs = get_modality(modality).collate(samples)
         dev = self.model.device
         if dev.type == "cuda":
-            inputs = {k: v.pin_memory().to(dev, non_blocking=True) for k, v in inputs.items()}
-        else:
-            inputs = {k: v.to(dev) for k, v in inputs.items()}
+            return {k: v.pin_memory().to(dev, non_blocking=True) for k, v in inputs.items()}
+        return {k: v.to(dev) for k, v in inputs.items()}
+
+    def tokens(self, modality: str, samples: list, inputs: dict | None = None):
+        import torch
+
+        if inputs is None:
+            inputs = self.prepare(modality, samples)
         with torch.inference_mode(), self.model.autocast():
             return self.tokenizer(modality)(inputs)
 
-    def embed(self, modality: str, samples: list) -> tuple[np.ndarray, np.ndarray, list[np.ndarray] | None]:
+    def embed(self, modality: str, samples: list, inputs: dict | None = None
+              ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray] | None]:
         """Vectors [n, D], token counts [n] and (with save_tokens) per-sample token arrays."""
         import torch
 
         from .encoder import pool
 
-        tokens = self.tokens(modality, samples)
+        tokens = self.tokens(modality, samples, inputs)
         hidden = self.model.encode_tokens(tokens)
         rows = pool(hidden, tokens, self.pool_mode(modality)).float()
         segs = torch.tensor([s.n_segments for s in samples], device=rows.device)
@@ -520,6 +524,43 @@ class Embedder:
             saved = [np.concatenate([per_row[r].numpy() for r in range(len(owner_l)) if owner_l[r] == i])
                      for i in range(len(samples))]
         return vecs.cpu().numpy().astype(np.float32), ntok.cpu().numpy().astype(np.int32), saved
+
+
+class _Compute(threading.Thread):
+    """Runs tokenizer + encoder on prepared batches, so the main thread can decode-collate the
+    next batch (and the device copy can run) while this one computes. A failing batch is split
+    and each sample retried alone, so one bad sample fails only its own file."""
+
+    def __init__(self, emb: Embedder):
+        super().__init__(name="mtx-compute", daemon=True)
+        self.emb = emb
+        self.inq: queue.Queue = queue.Queue(maxsize=2)
+        self.outq: queue.Queue = queue.Queue()
+
+    def run(self) -> None:
+        while (item := self.inq.get()) is not None:
+            modality, entries, inputs = item
+            results, errors = [], []
+            try:
+                if inputs is None:
+                    raise RuntimeError("collate failed")
+                results.append((entries, *self.emb.embed(modality, [s for _, s in entries], inputs)))
+            except Exception as e:  # noqa: BLE001 - isolate the bad sample(s)
+                if len(entries) == 1 and inputs is not None:
+                    errors.append((entries[0][0], _stage_of(e), short(e)))
+                else:
+                    for ent in entries:
+                        try:
+                            results.append(([ent], *self.emb.embed(modality, [ent[1]])))
+                        except Exception as e1:  # noqa: BLE001
+                            errors.append((ent[0], _stage_of(e1), short(e1)))
+            self.outq.put((modality, results, errors))
+
+
+def _stage_of(e: BaseException) -> str:
+    from .errors import TokenizeError
+
+    return "tokenize" if isinstance(e, TokenizeError) else "encode"
 
 
 ProgressFn = Callable[[dict[str, Any]], None]
@@ -674,26 +715,33 @@ def run_embed(items: list[Input], output: str | Path, opts: EmbedOptions, model,
                     del buckets[key]
             finish(st, Failure(str(path), st.modality, stage, message))
 
+        compute = _Compute(emb)
+        compute.start()
+
         def flush(key: tuple) -> None:
+            """Hand a bucket to the compute thread (blocks while two batches are in flight)."""
             nonlocal buffered
             entries = buckets.pop(key)
             buffered -= len(entries)
-            modality = key[0]
             try:
-                vecs, ntok, toks = emb.embed(modality, [s for _, s in entries])
-                results = [(entries, vecs, ntok, toks)]
-            except Exception as e:  # noqa: BLE001 - isolate the bad sample(s)
-                if len(entries) == 1:
-                    stage = "tokenize" if "tokeniz" in repr(e).lower() else "encode"
-                    fail(entries[0][0], modality, stage, short(e))
+                inputs = emb.prepare(key[0], [s for _, s in entries])
+            except Exception:  # noqa: BLE001 - the compute thread isolates the bad sample
+                inputs = None
+            compute.inq.put((key[0], entries, inputs))
+            drain()
+
+        def drain(block: bool = False) -> None:
+            while True:
+                try:
+                    modality, results, errors = compute.outq.get(block=block, timeout=None)
+                except queue.Empty:
                     return
-                results = []
-                for ent in entries:
-                    try:
-                        v, n, t = emb.embed(modality, [ent[1]])
-                        results.append(([ent], v, n, t))
-                    except Exception as e1:  # noqa: BLE001
-                        fail(ent[0], modality, "encode", short(e1))
+                block = False
+                collect(modality, results, errors)
+
+        def collect(modality: str, results: list, errors: list) -> None:
+            for path, stage, message in errors:
+                fail(path, modality, stage, message)
             for ents, vecs, ntok, toks in results:
                 live = [i for i, (p, _) in enumerate(ents) if p in states and not states[p].failed]
                 if not live:
@@ -711,6 +759,12 @@ def run_embed(items: list[Input], output: str | Path, opts: EmbedOptions, model,
                     st.encoded += 1
                     if st.expected is not None and st.encoded >= st.expected:
                         finish(st)
+
+        def settle() -> None:
+            """Wait for every batch handed to the compute thread and collect its results."""
+            compute.inq.put(None)
+            compute.join()
+            drain()
 
         def handle(msg: tuple) -> None:
             nonlocal buffered
@@ -775,17 +829,20 @@ def run_embed(items: list[Input], output: str | Path, opts: EmbedOptions, model,
                 while pending and pool.has_room():
                     pool.submit(pending.pop())
                 msg = pool.get(timeout=0.05)
+                drain()
                 if msg is None:
                     fails, again = pool.check()
                     for m in fails:
                         handle(m)
                     pending.extend(reversed(again))
-                    if buckets and not stop["sig"]:
+                    # Decoders are behind: keep the encoder busy with what is buffered.
+                    if buckets and not stop["sig"] and compute.inq.empty():
                         flush(max(buckets, key=lambda k: len(buckets[k])))
                     continue
                 handle(msg)
         for key in list(buckets):
             flush(key)
+        settle()
         if stop["sig"]:
             raise Interrupted(stop["sig"])
         writer.put(None)

@@ -19,7 +19,7 @@ import itertools
 import math
 import re
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,16 +136,16 @@ def npz_member(path: Path, key: str | None) -> tuple[str, tuple[int, ...], np.dt
                               "set npz_key")
         return key, headers[key][0], headers[key][2]
     for k in NPZ_KEYS:
-        if k in headers and _cloud_shape(headers[k][0]):
+        if k in headers and cloud_shape(headers[k][0]):
             return k, headers[k][0], headers[k][2]
-    fits = [k for k, h in headers.items() if _cloud_shape(h[0])]
+    fits = [k for k, h in headers.items() if cloud_shape(h[0])]
     if len(fits) == 1:
         return fits[0], headers[fits[0]][0], headers[fits[0]][2]
     raise DecodeError(f"NPZ arrays {', '.join(sorted(headers))}: none or several of shape (N, >=3); "
                       "set npz_key")
 
 
-def _cloud_shape(shape: tuple[int, ...]) -> bool:
+def cloud_shape(shape: tuple[int, ...]) -> bool:
     if len(shape) == 3 and shape[0] == 1:
         shape = shape[1:]
     return len(shape) == 2 and 3 <= shape[1] <= 12 and shape[0] >= 1
@@ -161,13 +161,15 @@ def detect_format(head: bytes, path: Path) -> tuple[str, str] | None:
         return "ply", "PLY magic 'ply'"
     if head.startswith(b"LASF"):
         return "las", "LAS/LAZ magic 'LASF'"
+    # PCD: a text header, then possibly binary data (so look at the header bytes only).
+    pcd_head = re.sub(rb"^(#[^\n]*\n|\s*\n)*", b"", head[:4096])
+    if head.startswith(b"# .PCD") or (pcd_head.startswith(b"VERSION") and b"\nFIELDS " in head
+                                      and b"\nDATA " in head):
+        return "pcd", "PCD header"
     lines = _text_lines(head)
     if lines is not None:
         first = lines[0].strip() if lines else ""
         body = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
-        if head.startswith(b"# .PCD") or (body and body[0].startswith("VERSION")
-                                          and any(b.startswith("FIELDS") for b in body)):
-            return "pcd", "PCD header"
         if re.match(r"^(ST)?C?N?4?OFF(\s|\d|$)", first):
             return "off", f"OFF header {first[:12]!r}"
         if first.lower().startswith("solid") and b"facet" in head and b"vertex" in head:
@@ -175,12 +177,12 @@ def detect_format(head: bytes, path: Path) -> tuple[str, str] | None:
         v_lines = sum(1 for b in body if b.startswith("v ") and len(b.split()) >= 4)
         if v_lines >= 3 and all(re.match(r"^(v|vn|vt|vp|f|l|p|o|g|s|mtllib|usemtl|curv|surf)\b", b)
                                 for b in body):
-            return "obj", f"Wavefront OBJ ({v_lines} 'v' lines in the first 8 KiB)"
+            return "obj", f"Wavefront OBJ ({v_lines} 'v' lines at the start)"
         if ext in XYZ_EXTS or ext == ".txt":
             rows = _numeric_rows(lines)
             if rows >= 1:
                 return "xyz", f"numeric rows of >= 3 columns ({ext or 'no extension'})"
-    if ext == ".stl" and _stl_binary_size_ok(head, _size(path)):
+    if ext == ".stl" and _stl_binary_size_ok(head, file_size(path)):
         return "stl-binary", "binary STL (size = 84 + 50 x triangles)"
     if head.startswith(b"\x93NUMPY"):
         return "npy", "NPY array"
@@ -191,7 +193,19 @@ def detect_format(head: bytes, path: Path) -> tuple[str, str] | None:
     return None
 
 
-def _size(path: Path) -> int:
+_EXT_FORMAT = {".ply": "ply", ".pcd": "pcd", ".off": "off", ".obj": "obj", ".las": "las", ".laz": "las",
+               ".npy": "npy", ".npz": "npz", ".bin": "kitti", **{e: "xyz" for e in XYZ_EXTS}}
+
+
+def format_from_extension(head: bytes, path: Path) -> str | None:
+    """The format an extension promises (for a precise error when the content does not match)."""
+    ext = path.suffix.lower()
+    if ext == ".stl":
+        return "stl-ascii" if head.lstrip().lower().startswith(b"solid") else "stl-binary"
+    return _EXT_FORMAT.get(ext)
+
+
+def file_size(path: Path) -> int:
     try:
         return path.stat().st_size
     except OSError:
@@ -271,36 +285,114 @@ class Reservoir:
 # -------------------------------------------------------------------------------------------
 
 
+_FPS_GRAPHS: dict = {}  # (shape, n, dtype, device) -> (graph, static input, static output)
+_FPS_GRAPHS_OK = True
+_FPS_GRAPHS_MAX = 8
+
+
 def farthest_point_sample(xyz, n: int):
-    """Batched farthest-point sampling: [B, N, 3] -> indices [B, n] (long).
+    """Batched farthest-point sampling: [B, N, 3] -> indices [B, n] (long), on xyz's device.
 
     Starts at the point farthest from the centroid; ``argmax`` takes the first index on ties,
     so the result depends only on the content given a canonical point order. The loop runs
-    over the ``n`` samples, vectorised over batch and points. ``n > N`` repeats the last pick.
+    over the ``n`` samples, vectorised over batch and points, with preallocated buffers.
+    ``n > N`` repeats the last pick. On CUDA the loop (a few tiny kernels per sample, bound by
+    launch overhead) is captured once per shape as a CUDA graph and replayed: ~4x faster.
     """
+    global _FPS_GRAPHS_OK
+    if xyz.is_cuda and _FPS_GRAPHS_OK and n >= 32:
+        try:
+            return _fps_graph(xyz, n)
+        except RuntimeError:  # capture unsupported here (nested capture, old driver...): eager
+            _FPS_GRAPHS_OK = False
+            _FPS_GRAPHS.clear()
+    return _fps_eager(xyz, n)
+
+
+def _fps_graph(xyz, n: int):
+    import torch
+
+    key = (tuple(xyz.shape), n, xyz.dtype, str(xyz.device))
+    hit = _FPS_GRAPHS.get(key)
+    if hit is None:
+        with torch.cuda.device(xyz.device):
+            static_in = xyz.detach().clone()
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):  # warm-up outside the capture, as CUDA graphs require
+                _fps_eager(static_in, n)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static_out = _fps_eager(static_in, n)
+        if len(_FPS_GRAPHS) >= _FPS_GRAPHS_MAX:
+            _FPS_GRAPHS.pop(next(iter(_FPS_GRAPHS)))
+        hit = _FPS_GRAPHS[key] = (graph, static_in, static_out)
+    graph, static_in, static_out = hit
+    static_in.copy_(xyz)
+    graph.replay()
+    return static_out.clone()
+
+
+def _fps_eager(xyz, n: int):
     import torch
 
     b, npts, _ = xyz.shape
-    cols = xyz.transpose(1, 2)  # [B, 3, N]: per-coordinate rows vectorise better
-    centroid = cols.mean(2, keepdim=True)
-    cur = ((cols - centroid) ** 2).sum(1).argmax(1)
+    cols = xyz.transpose(1, 2).contiguous()  # [B, 3, N]: per-coordinate rows vectorise better
+    diff = torch.empty_like(cols)
+    d = torch.empty(b, npts, dtype=xyz.dtype, device=xyz.device)
+    torch.sub(cols, cols.mean(2, keepdim=True), out=diff)
+    cur = diff.square_().sum(1).argmax(1)
     mind = torch.full((b, npts), float("inf"), dtype=xyz.dtype, device=xyz.device)
     out = torch.empty(b, n, dtype=torch.long, device=xyz.device)
-    rows = torch.arange(b, device=xyz.device)
     for i in range(n):
         out[:, i] = cur
-        p = xyz[rows, cur]  # [B, 3]
-        d = ((cols - p[:, :, None]) ** 2).sum(1)
-        mind = torch.minimum(mind, d)
+        p = cols.gather(2, cur.view(b, 1, 1).expand(b, 3, 1))  # [B, 3, 1]
+        torch.sub(cols, p, out=diff)
+        torch.sum(diff.square_(), 1, out=d)
+        torch.minimum(mind, d, out=mind)
         cur = mind.argmax(1)
     return out
 
 
-def knn(points, centres, k: int):
-    """Indices [B, G, k] of the ``k`` points nearest to each centre (exact distances)."""
-    import torch
+def fps_numpy(xyz: np.ndarray, n: int) -> np.ndarray:
+    """The same FPS for one cloud [N, 3] in numpy (the loader's: no torch threads in workers).
 
-    d = torch.cdist(centres, points, compute_mode="donot_use_mm_for_euclid_dist")
+    Identical picks to :func:`farthest_point_sample` for the same float64 input.
+    """
+    cols = np.ascontiguousarray(xyz.T, dtype=np.float64)
+    npts = cols.shape[1]
+    d, tmp = np.empty(npts), np.empty(npts)
+
+    def dist_to(q: np.ndarray) -> np.ndarray:
+        np.subtract(cols[0], q[0], out=d)
+        np.multiply(d, d, out=d)
+        for c in (1, 2):
+            np.subtract(cols[c], q[c], out=tmp)
+            np.multiply(tmp, tmp, out=tmp)
+            d.__iadd__(tmp)
+        return d
+
+    cur = int(dist_to(cols.mean(axis=1)).argmax())
+    mind = np.full(npts, np.inf)
+    out = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        out[i] = cur
+        np.minimum(mind, dist_to(cols[:, cur]), out=mind)
+        cur = int(mind.argmax())
+    return out
+
+
+def knn(points, centres, k: int):
+    """Indices [B, G, k] of the ``k`` points nearest to each centre.
+
+    Exact squared distances summed per coordinate (no ``|a|^2 - 2ab + |b|^2`` cancellation),
+    the same arithmetic as FPS; memory ~2 x [B, G, N].
+    """
+    d = None
+    for c in range(3):
+        diff = centres[:, :, None, c] - points[:, None, :, c]
+        d = diff.square_() if d is None else d.add_(diff.square_())
     return d.topk(k, dim=-1, largest=False, sorted=True).indices
 
 
@@ -402,6 +494,8 @@ def read_ply_header(f) -> PlyHeader:
     raw = b""
     while b"end_header" not in raw:
         more = f.read(4096)
+        if not raw and not more.startswith(b"ply"):
+            raise DecodeError("not a PLY file (no 'ply' magic)")
         if not more:
             raise DecodeError("corrupt PLY: no 'end_header' line")
         raw += more
@@ -412,6 +506,8 @@ def read_ply_header(f) -> PlyHeader:
     if nl < 0:
         nl = len(raw) - 1
     offset = nl + 1
+    if not raw.startswith(b"ply"):
+        raise DecodeError("not a PLY file (no 'ply' magic)")
     text = raw[:end].decode("ascii", errors="replace")
     fmt = None
     elements: list[PlyElement] = []
@@ -461,7 +557,7 @@ class PlyReader:
 
     def __init__(self, path: Path):
         self.path = path
-        self.size = _size(path)
+        self.size = file_size(path)
         with open(path, "rb") as f:
             self.h = read_ply_header(f)
         names = [e.name for e in self.h.elements]
@@ -774,7 +870,7 @@ class PcdReader:
             if h.counts[c] != 1:
                 raise DecodeError("corrupt PCD header: x/y/z with COUNT > 1")
         self.meta = {"pcd_data": h.data, "pcd_fields": h.fields, "width": h.width, "height": h.height}
-        size = _size(path)
+        size = file_size(path)
         rec = sum(s * c for s, c in zip(h.sizes, h.counts, strict=True))
         if h.data == "binary" and size - h.offset < self.n * rec:
             raise DecodeError(f"truncated binary PCD: the header declares {self.n:,} points "
@@ -888,12 +984,13 @@ def xyz_chunks(path: Path, meta: dict, chunk: int = CHUNK) -> Iterator[np.ndarra
 
 
 def _read_text(path: Path, what: str) -> str:
-    if _size(path) > MAX_TEXT_MESH:
+    if file_size(path) > MAX_TEXT_MESH:
         raise DecodeError(f"{what} file larger than {MAX_TEXT_MESH >> 30} GiB")
     return path.read_text(encoding="utf-8", errors="replace")
 
 
-def read_off(path: Path, want_faces: bool) -> Mesh:
+def read_off(path: Path, want_faces: Callable[[int], bool]) -> Mesh:
+    """OFF mesh; faces are parsed only when ``want_faces(n_vertices)`` says they will be used."""
     text = _read_text(path, "OFF")
     lines = [ln for ln in (x.split("#", 1)[0].strip() for x in text.splitlines()) if ln]
     if not lines:
@@ -918,7 +1015,7 @@ def read_off(path: Path, want_faces: bool) -> Mesh:
         raise DecodeError(f"truncated OFF: the header declares {nv:,} vertices, the file has "
                           f"{max(len(lines) - i, 0):,} lines left")
     v = _loadtxt(lines[i: i + nv], "OFF vertex") if nv else np.empty((0, 3))
-    if not want_faces or not nf:
+    if not nf or not want_faces(nv):
         return Mesh(v, None, nf)
     polys = []
     for j, ln in enumerate(lines[i + nv: i + nv + nf]):
@@ -934,16 +1031,19 @@ def read_off(path: Path, want_faces: bool) -> Mesh:
     return Mesh(v, faces, nf)
 
 
-def read_obj(path: Path, want_faces: bool) -> Mesh:
+def read_obj(path: Path, want_faces: Callable[[int], bool]) -> Mesh:
+    """Wavefront OBJ: ``v`` lines; ``f`` lines (fan-triangulated) only when they will be used."""
     text = _read_text(path, "OBJ")
     vlines, flines = [], []
     for ln in text.splitlines():
         if ln.startswith("v ") or ln.startswith("v\t"):
             vlines.append(ln[2:])
-        elif want_faces and (ln.startswith("f ") or ln.startswith("f\t")):
+        elif ln.startswith("f ") or ln.startswith("f\t"):
             flines.append(ln[2:])
     v = _loadtxt(vlines, "OBJ vertex") if vlines else np.empty((0, 3))
     nv = len(v)
+    if not want_faces(nv):
+        return Mesh(v, None, len(flines))
     polys = []
     for j, ln in enumerate(flines):
         try:
@@ -967,7 +1067,7 @@ def read_stl(path: Path, binary: bool) -> Mesh:
             if len(head) < 84:
                 raise DecodeError("truncated binary STL header")
             n = int.from_bytes(head[80:84], "little")
-            if _size(path) < 84 + 50 * n:
+            if file_size(path) < 84 + 50 * n:
                 raise DecodeError(f"truncated binary STL: {n:,} triangles declared")
             tri = np.fromfile(f, dtype=dt, count=n)["v"].astype(np.float64)
     else:
@@ -987,11 +1087,57 @@ def read_stl(path: Path, binary: bool) -> Mesh:
 # --- LAS / LAZ, arrays, KITTI ------------------------------------------------------------------
 
 
+_LAS_MIN_HEADER = {0: 227, 1: 227, 2: 227, 3: 235, 4: 375}
+_LAS_MIN_RECORD = {0: 20, 1: 28, 2: 26, 3: 34, 4: 57, 5: 63, 6: 30, 7: 36, 8: 38, 9: 59, 10: 67}
+
+
+def check_las_header(path: Path) -> None:
+    """Validate the LAS public header block before laspy sees it.
+
+    laspy trusts the header's counts: a corrupt VLR count makes it loop for minutes reading
+    past the end of the file, so counts and offsets are checked against the file size first.
+    """
+    size = file_size(path)
+    with open(path, "rb") as f:
+        h = f.read(375)
+
+    def bad(why: str) -> DecodeError:
+        return DecodeError(f"corrupt LAS/LAZ header: {why}")
+
+    if len(h) < 227 or h[:4] != b"LASF":
+        raise bad(f"{len(h)}-byte header (a LAS header has at least 227 bytes after 'LASF')")
+    major, minor = h[24], h[25]
+    if major != 1 or minor not in _LAS_MIN_HEADER:
+        raise bad(f"version {major}.{minor} (expected 1.0-1.4)")
+    u16 = lambda o: int.from_bytes(h[o: o + 2], "little")  # noqa: E731
+    u32 = lambda o: int.from_bytes(h[o: o + 4], "little")  # noqa: E731
+    hsize, off, nvlr, fmt, rec = u16(94), u32(96), u32(100), h[104] & 0x3F, u16(105)
+    if not _LAS_MIN_HEADER[minor] <= hsize <= min(size, 65535):
+        raise bad(f"header size {hsize} is impossible for LAS 1.{minor} in a {size:,}-byte file")
+    if not hsize <= off <= size:
+        raise bad(f"point data offset {off:,} outside the file ({size:,} bytes)")
+    if nvlr * 54 > off - hsize:
+        raise bad(f"{nvlr:,} VLRs cannot fit in the {off - hsize:,} bytes before the point data")
+    if fmt not in _LAS_MIN_RECORD:
+        raise bad(f"point format {fmt} (expected 0-10)")
+    if rec < _LAS_MIN_RECORD[fmt]:
+        raise bad(f"point record length {rec} is too short for point format {fmt}")
+    scales = np.frombuffer(h[131:155], "<f8")
+    offsets = np.frombuffer(h[155:179], "<f8")
+    if not (np.isfinite(scales).all() and (scales != 0).all() and np.isfinite(offsets).all()):
+        raise bad(f"scales {scales.tolist()} / offsets {offsets.tolist()} are not usable")
+    if minor >= 4 and len(h) >= 247:
+        start, n_evlr = int.from_bytes(h[235:243], "little"), u32(243)
+        if n_evlr and (start > size or n_evlr * 60 > size - start):
+            raise bad(f"{n_evlr:,} extended VLRs at offset {start:,} do not fit in the file")
+
+
 def las_chunks(path: Path, meta: dict, chunk: int = CHUNK) -> Iterator[np.ndarray]:
     try:
         import laspy
     except ImportError:  # pragma: no cover - dependency
         raise MissingDependency("LAS/LAZ needs laspy: pip install 'laspy[lazrs]' (mtx[las])") from None
+    check_las_header(path)
     try:
         fh = laspy.open(str(path))
     except laspy.errors.LaspyException as e:
@@ -1007,7 +1153,7 @@ def las_chunks(path: Path, meta: dict, chunk: int = CHUNK) -> Iterator[np.ndarra
         scales, offsets = np.asarray(hdr.scales, np.float64), np.asarray(hdr.offsets, np.float64)
         rec_size = hdr.point_format.size
         if not meta["compressed"]:
-            have = _size(path) - int(hdr.offset_to_point_data)
+            have = file_size(path) - int(hdr.offset_to_point_data)
             if have < n * rec_size:
                 raise DecodeError(f"truncated LAS: the header declares {n:,} points "
                                   f"({n * rec_size:,} bytes) but only {max(have, 0):,} bytes follow")
@@ -1047,6 +1193,12 @@ def array_chunks(a: np.ndarray, what: str, chunk: int = CHUNK) -> Iterator[np.nd
 
 
 def npy_array(path: Path) -> np.ndarray:
+    with open(path, "rb") as f:
+        h = npy_header(f)
+    if h is None:
+        raise DecodeError("corrupt NPY header")
+    if h[2].hasobject:
+        raise DecodeError("NPY holds Python objects; refusing to unpickle (allow_pickle=False)")
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as e:
@@ -1072,7 +1224,7 @@ def npz_array(path: Path, key: str | None) -> tuple[str, np.ndarray]:
 
 
 def kitti_chunks(path: Path, fields: int, chunk: int = CHUNK) -> Iterator[np.ndarray]:
-    size = _size(path)
+    size = file_size(path)
     rec = 4 * fields
     if size % rec:
         raise DecodeError(f"not a KITTI velodyne scan: {size:,} bytes is not a multiple of "

@@ -20,7 +20,12 @@ Tokenizer deviations from the trained original, all deliberate and recorded: the
 uses LayerNorm where Point-MAE has BatchNorm (a BatchNorm without trained running statistics
 is an arbitrary fixed affine map at inference; LayerNorm is defined per point); a pre-LN on the
 tokens as the CLIP front end has, so the frozen blocks see tokens at the scale they were
-trained on.
+trained on; seeded Kaiming-normal weights with zero biases (with PyTorch's default init the
+biases swamp the small relative coordinates: six different shapes gave a mean pairwise cosine
+of 0.996 through the seeded B/16, 0.972 with this init). The second MLP's first layer acts on
+``concat([group max, point feature])``; its weight is split so the group half runs once per
+group (the same function, 20 % fewer FLOPs). FPS/kNN run in the tokenizer on the device,
+batched; on CUDA the FPS loop is replayed as a CUDA graph.
 """
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mtx.errors import DecodeError, UsageError
@@ -94,7 +100,7 @@ def normalize_and_sample(xyz: np.ndarray, n: int) -> tuple[np.ndarray, dict]:
         radius = 1.0
     c /= radius
     m = min(len(c), n)
-    idx = P.farthest_point_sample(torch.from_numpy(c)[None], m)[0].numpy()
+    idx = P.fps_numpy(c, m)
     if m < n:
         facts["repeated"] = f"{len(c)} points repeated in FPS order to fill {n}"
         idx = np.resize(idx, n)
@@ -119,6 +125,12 @@ class PointGroupTokenizer(Tokenizer):
             self.cls = nn.Parameter(torch.randn(dim) * 0.02)
             self.cls_pos = nn.Parameter(torch.randn(dim) * 0.02)
             self.norm_pre = nn.LayerNorm(dim, eps=eps)
+            # Variance-preserving weights and zero biases: with PyTorch's default init the biases
+            # dominate the small relative coordinates and every group embeds alike.
+            for m in self.modules():
+                if isinstance(m, nn.Linear):
+                    nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                    nn.init.zeros_(m.bias)
         self.init, self.seed = "seeded", seed
 
     def group(self, pts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -132,8 +144,13 @@ class PointGroupTokenizer(Tokenizer):
         pts = inputs["points"].float()
         centres, nb = self.group(pts)
         f = self.first(nb)  # [R, G, k, 256]
-        g = f.amax(2, keepdim=True).expand_as(f)
-        f = self.second(torch.cat([g, f], dim=-1)).amax(2)  # [R, G, D]
+        g = f.amax(2, keepdim=True)  # [R, G, 1, 256] group feature
+        # second[0] acts on concat([g, f]); split its weight so the group half runs once per group.
+        lin = self.second[0]
+        h = F.linear(f, lin.weight[:, 256:], lin.bias) + F.linear(g, lin.weight[:, :256])
+        for layer in self.second[1:]:
+            h = layer(h)
+        f = h.amax(2)  # [R, G, D]
         x = f + self.pos(centres)
         r = x.shape[0]
         cls = (self.cls + self.cls_pos).expand(r, 1, -1)
@@ -171,7 +188,7 @@ class point_cloud(Modality):  # noqa: N801 - class name == registry key == modul
             return Evidence(self.name, REFINED, f"{why}, path hint {hint!r}") if hint else None
         if name in ("npy", "npz"):
             return self._sniff_array(name, head, path, hint)
-        if name == "kitti" and P.velodyne_hint(path) and P._size(path) % 16 == 0:
+        if name == "kitti" and P.velodyne_hint(path) and P.file_size(path) % 16 == 0:
             return Evidence(self.name, HINT, "KITTI velodyne .bin (float32 x 4, 'velodyne' in the path)")
         return None
 
@@ -190,7 +207,7 @@ class point_cloud(Modality):  # noqa: N801 - class name == registry key == modul
                 _, shape, dtype = P.npz_member(path, None)
             except DecodeError:
                 return None
-        if not P._cloud_shape(tuple(shape)) or dtype.kind not in "fiu" or dtype.names:
+        if not P.cloud_shape(tuple(shape)) or dtype.kind not in "fiu" or dtype.names:
             return None
         what = f"{kind.upper()} array {tuple(shape)} {dtype}"
         if hint:
@@ -207,10 +224,10 @@ class point_cloud(Modality):  # noqa: N801 - class name == registry key == modul
         if not head:
             raise DecodeError("empty file (0 bytes)")
         fmt = P.detect_format(head, path)
-        if fmt is None:
+        name = fmt[0] if fmt else P.format_from_extension(head, path)
+        if name is None:
             raise DecodeError("not a point-cloud format mtx reads (PLY, PCD, XYZ/PTS, OFF, OBJ, STL, "
                               "LAS/LAZ, NPY/NPZ, KITTI .bin)")
-        name = fmt[0]
         meta: dict = {"format": name}
         res = P.Reservoir(cfg.presample, cfg.seed)
         for chunk in P.describe_chunks(self._chunks(name, path, cfg, meta)):
@@ -251,9 +268,9 @@ class point_cloud(Modality):  # noqa: N801 - class name == registry key == modul
         elif name == "xyz":
             yield from P.xyz_chunks(path, meta)
         elif name == "off":
-            yield self._mesh_points(P.read_off(path, cfg.mesh_sampling != "vertices"), cfg, meta)
+            yield self._mesh_points(P.read_off(path, lambda nv: self._surface(cfg, nv)), cfg, meta)
         elif name == "obj":
-            yield self._mesh_points(P.read_obj(path, cfg.mesh_sampling != "vertices"), cfg, meta)
+            yield self._mesh_points(P.read_obj(path, lambda nv: self._surface(cfg, nv)), cfg, meta)
         elif name in ("stl-ascii", "stl-binary"):
             yield self._mesh_points(P.read_stl(path, name == "stl-binary"), cfg, meta)
         elif name == "npy":
