@@ -276,7 +276,8 @@ class _WorkerPool:
     worker replaces it.
     """
 
-    WINDOW = 2  # files assigned per worker: one being decoded, one waiting
+    WINDOW = 8  # files assigned per worker: one being decoded, the rest waiting (keeps it busy
+    #            while the main process collates a batch)
 
     def __init__(self, n: int, opts: EmbedOptions, configs: dict[str, dict],
                  known: frozenset[str] = frozenset()):
@@ -664,6 +665,7 @@ def run_embed(items: list[Input], output: str | Path, opts: EmbedOptions, model,
         by_hash = {r.content_hash: r for r in done.values() if r.status == "ok" and r.content_hash}
         known = frozenset(by_hash)
         buckets: dict[tuple, list[tuple[Path, Any]]] = {}
+        seg_count: dict[tuple, int] = {}  # segments buffered per bucket
         buffered = 0
         files_done = 0
 
@@ -711,8 +713,10 @@ def run_embed(items: list[Input], output: str | Path, opts: EmbedOptions, model,
                 before = len(buckets[key])
                 buckets[key] = [(p, s) for p, s in buckets[key] if p != path]
                 buffered -= before - len(buckets[key])
+                seg_count[key] = sum(s.n_segments for _, s in buckets[key])
                 if not buckets[key]:
                     del buckets[key]
+                    seg_count.pop(key, None)
             finish(st, Failure(str(path), st.modality, stage, message))
 
         compute = _Compute(emb)
@@ -722,6 +726,7 @@ def run_embed(items: list[Input], output: str | Path, opts: EmbedOptions, model,
             """Hand a bucket to the compute thread (blocks while two batches are in flight)."""
             nonlocal buffered
             entries = buckets.pop(key)
+            seg_count.pop(key, None)
             buffered -= len(entries)
             try:
                 inputs = emb.prepare(key[0], [s for _, s in entries])
@@ -777,8 +782,9 @@ def run_embed(items: list[Input], output: str | Path, opts: EmbedOptions, model,
                 st.modality = modality
                 key = (modality, get_modality(modality).batch_key(sample))
                 buckets.setdefault(key, []).append((path, sample))
+                seg_count[key] = seg_count.get(key, 0) + sample.n_segments
                 buffered += 1
-                if sum(s.n_segments for _, s in buckets[key]) >= opts.batch_size:
+                if seg_count[key] >= opts.batch_size:
                     flush(key)
                 elif buffered > opts.queue_size:
                     flush(max(buckets, key=lambda k: len(buckets[k])))
@@ -830,6 +836,10 @@ def run_embed(items: list[Input], output: str | Path, opts: EmbedOptions, model,
                     pool.submit(pending.pop())
                 msg = pool.get(timeout=0.05)
                 drain()
+                while msg is not None and msg[0] == "sample" and not stop["sig"]:
+                    # Take what is already queued without waiting (the decoders run ahead).
+                    handle(msg)
+                    msg = pool.get(timeout=0)
                 if msg is None:
                     fails, again = pool.check()
                     for m in fails:

@@ -199,7 +199,10 @@ def _open_container(path: Path):
     except ImportError:  # pragma: no cover - dependency
         raise MissingDependency("PyAV is needed for video; pip install av") from None
     try:
-        return av.open(str(path), mode="r", metadata_errors="ignore")
+        try:
+            return av.open(str(path), mode="r", metadata_errors="ignore")
+        except TypeError:  # PyAV >= 19 dropped the argument (and no longer raises on bad metadata)
+            return av.open(str(path), mode="r")
     except av.error.FFmpegError as e:
         raise DecodeError(f"cannot open video: {e}") from None
 

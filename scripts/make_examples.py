@@ -1,6 +1,6 @@
 """Regenerate the small example files in examples/ (deterministic; committed outputs).
 
-Usage: python examples/make_examples.py
+Usage: python scripts/make_examples.py
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1] / "examples"
 
 
 def image() -> None:
@@ -72,4 +72,4 @@ def graph() -> None:
 if __name__ == "__main__":
     for fn in (image, text, audio, table, points, graph):
         fn()
-    print("\n".join(sorted(p.name for p in HERE.iterdir() if p.name != "make_examples.py")))
+    print("\n".join(sorted(p.name for p in HERE.iterdir() )))
