@@ -263,37 +263,38 @@ def _shm_prefix(parent_pid: int) -> str:
     return f"mtx{parent_pid}_"
 
 
-def _pack(sample, prefix: str, counter: list[int]):
-    """Move a sample's large arrays into named shared-memory blocks (the receiver unlinks them)."""
-    from multiprocessing import resource_tracker, shared_memory
+SHM_DIR = "/dev/shm"
 
+
+def _pack(sample, prefix: str, counter: list[int]):
+    """Move a sample's large arrays into files on the shared-memory filesystem (tmpfs).
+
+    Plain files, not ``SharedMemory`` objects: one write here and one read + unlink in the main
+    process, with no mmap and no resource-tracker round trips per sample.
+    """
     arrays = {}
     for k, a in sample.arrays.items():
         if a.nbytes < SHM_MIN_BYTES:
             arrays[k] = a
             continue
         counter[0] += 1
-        shm = shared_memory.SharedMemory(name=f"{prefix}{os.getpid()}_{counter[0]}", create=True, size=a.nbytes)
-        np.ndarray(a.shape, a.dtype, buffer=shm.buf)[...] = a
-        # The main process owns and unlinks it; this process must not "clean it up" at exit.
-        resource_tracker.unregister(shm._name, "shared_memory")  # noqa: SLF001
-        shm.close()
-        arrays[k] = _ShmRef(shm.name, tuple(a.shape), a.dtype.str)
+        name = f"{prefix}{os.getpid()}_{counter[0]}"
+        with open(os.path.join(SHM_DIR, name), "wb") as f:
+            f.write(memoryview(np.ascontiguousarray(a)).cast("B"))
+        arrays[k] = _ShmRef(name, tuple(a.shape), a.dtype.str)
     sample.arrays = arrays
     return sample
 
 
 def _unpack(sample):
-    from multiprocessing import shared_memory
-
     for k, a in list(sample.arrays.items()):
         if isinstance(a, _ShmRef):
-            shm = shared_memory.SharedMemory(name=a.name)
+            path = os.path.join(SHM_DIR, a.name)
             try:
-                sample.arrays[k] = np.array(np.ndarray(a.shape, np.dtype(a.dtype), buffer=shm.buf))
+                sample.arrays[k] = np.fromfile(path, dtype=np.dtype(a.dtype)).reshape(a.shape)
             finally:
-                shm.close()
-                shm.unlink()
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
     return sample
 
 
@@ -301,10 +302,10 @@ def _cleanup_shm(parent_pid: int) -> None:
     """Remove blocks a killed worker or an interrupted run left behind."""
     prefix = _shm_prefix(parent_pid)
     with contextlib.suppress(OSError):
-        for name in os.listdir("/dev/shm"):
+        for name in os.listdir(SHM_DIR):
             if name.startswith(prefix):
                 with contextlib.suppress(OSError):
-                    os.unlink(os.path.join("/dev/shm", name))
+                    os.unlink(os.path.join(SHM_DIR, name))
 
 
 def _worker_main(wid: int, tasks, results, opts_modality, rules, configs, known) -> None:
@@ -319,7 +320,7 @@ def _worker_main(wid: int, tasks, results, opts_modality, rules, configs, known)
 
         modalities.list_modalities()  # import the decoders now, while the parent loads the model
     prefix, counter = _shm_prefix(os.getppid()), [0]
-    use_shm = os.path.isdir("/dev/shm")
+    use_shm = os.path.isdir(SHM_DIR) and os.access(SHM_DIR, os.W_OK)
 
     def emit(msg: tuple) -> None:
         if use_shm and msg[0] == "sample":
