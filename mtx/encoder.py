@@ -112,6 +112,7 @@ class Model:
     device: torch.device
     dtype: torch.dtype
     tokenizers: dict[tuple[str, str], Tokenizer] = field(default_factory=dict)
+    _encoder_sha: str | None = None
 
     @property
     def weights_source(self) -> str:
@@ -146,8 +147,17 @@ class Model:
 
     @torch.inference_mode()
     def encode_tokens(self, tokens: Tokens) -> torch.Tensor:
-        with self.autocast():
-            return self.encoder(tokens.x, tokens.pad_mask).float()
+        """[R, N, D] tokens -> [R, N, D] float32 hidden states after the final LayerNorm.
+
+        The encoder's weights are stored in the compute dtype (cast once at load): on CPUs with
+        native bf16 this is ~1.3x faster than autocast, which re-casts 85M weights every call.
+        """
+        return self.encoder(tokens.x.to(self.dtype), tokens.pad_mask).float()
+
+    def encoder_sha256(self) -> str:
+        if self._encoder_sha is None:  # hashing 85M weights takes a while: once per model
+            self._encoder_sha = state_sha256(self.encoder)
+        return self._encoder_sha
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -156,7 +166,7 @@ class Model:
             "weights_source": self.weights.source,
             "weights_sha256": weights_digest(self.weights),
             "weights_files": self.weights.files,
-            "encoder_sha256": state_sha256(self.encoder),
+            "encoder_sha256": self.encoder_sha256(),
             "device": self.device.type,
             "dtype": str(self.dtype).removeprefix("torch."),
         }
@@ -216,5 +226,5 @@ def load_model(
         raise DeviceError("--dtype float16 needs a CUDA device; on CPU use bfloat16 or float32")
     wl = [weights] if isinstance(weights, str) else weights
     lw = resolve(spec, wl)
-    enc = build_encoder(spec, lw).to(dev)
+    enc = build_encoder(spec, lw).to(dev, DTYPES[dtype])
     return Model(spec, enc, lw, dev, DTYPES[dtype])
