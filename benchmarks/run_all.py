@@ -1,0 +1,57 @@
+"""Run the CPU benchmarks of this machine and write benchmarks/RESULTS.json (+ a table on stdout).
+
+    python benchmarks/run_all.py [--quick]
+
+Each part runs in its own process (clean RSS, no warm caches from the previous part). Ratios
+measured side by side are the result; absolute rates depend on the (shared, noisy) machine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+# Inputs per modality for the B/16 pipeline-efficiency runs (sized to ~30-60 s each on 2 cores).
+SIZES = {"image": 200, "infrared": 48, "xray": 48, "video": 6, "audio": 12, "point_cloud": 48,
+         "hyperspectral": 48, "tabular": 256, "graph": 32, "time_series": 64, "imu": 16, "text": 96}
+
+
+def run(script: str, *args: str) -> dict:
+    with tempfile.NamedTemporaryFile(suffix=".json") as f:
+        cmd = [sys.executable, str(HERE / script), *args, "--json-out", f.name]
+        print("$", " ".join(cmd[1:]), flush=True)
+        subprocess.run(cmd, check=True)
+        return json.loads(Path(f.name).read_text())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="a quarter of the inputs")
+    ap.add_argument("--only", default="", help="comma-separated parts: encoder,pipeline,scale,memory")
+    a = ap.parse_args()
+    parts = set(a.only.split(",")) if a.only else {"encoder", "pipeline", "memory", "scale"}
+    out_path = HERE / "RESULTS.json"
+    res = json.loads(out_path.read_text()) if out_path.exists() else {}
+    if "encoder" in parts:
+        res["encoder"] = run("encoder_efficiency.py", "--batch", "32")
+    if "pipeline" in parts:
+        res.setdefault("pipeline", {})
+        for name, n in SIZES.items():
+            n = max(4, n // 4) if a.quick else n
+            extra = ["--naive", "16"] if name == "image" else []
+            res["pipeline"][name] = run("pipeline_efficiency.py", "--modality", name, "--n", str(n), *extra)
+            out_path.write_text(json.dumps(res, indent=1))
+    if "scale" in parts:
+        res["scale"] = run("scale.py", "--n", "48", "--model", "meta-b16")
+    if "memory" in parts:
+        res["memory"] = run("memory.py", "--sizes", "1000", "10000")
+    out_path.write_text(json.dumps(res, indent=1))
+    print(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()
