@@ -508,8 +508,20 @@ app.command()(similar)
 # ------------------------------------------------------------------------------------------
 
 
+def _tolerant_stdio() -> None:
+    """File names that are not UTF-8 reach Python as surrogate escapes; print them as their own
+    bytes (as ls does) instead of ending with UnicodeEncodeError on a strict UTF-8 stdout."""
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            try:
+                stream.reconfigure(errors="surrogateescape")
+            except Exception:  # noqa: BLE001 - a stream that cannot be reconfigured stays as it is
+                pass
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; map MtxError to one stderr line and an exit code (tracebacks with MTX_DEBUG=1)."""
+    _tolerant_stdio()
     try:
         rc = app(args=argv, prog_name="mtx", standalone_mode=False)
     except MtxError as e:

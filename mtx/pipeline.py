@@ -188,6 +188,12 @@ def _stat_regular(path: Path) -> os.stat_result:
     try:
         st = os.stat(path)
     except FileNotFoundError:
+        if os.path.islink(path):
+            try:
+                target = os.readlink(path)
+            except OSError:
+                target = "?"
+            raise DecodeError(f"broken symlink: its target {target} does not exist") from None
         raise DecodeError("file disappeared before it could be read") from None
     except PermissionError:
         raise DecodeError("permission denied") from None
@@ -691,7 +697,7 @@ def run_embed(items: list[Input], output: str | Path, opts: EmbedOptions, model,
     shard marker, and ``mtx merge`` builds the final file once every shard is done.
     """
     from .modalities import get_modality, list_modalities
-    from .store import Failure, FileRecord, Rows, Store, config_hash
+    from .store import Failure, FileRecord, Rows, Store, config_hash, h5_text
 
     t0 = time.monotonic()
     emb = Embedder(model, opts)
@@ -726,7 +732,7 @@ def run_embed(items: list[Input], output: str | Path, opts: EmbedOptions, model,
         done = store.done_files()
         todo: list[Input] = []
         for inp in items:
-            rec = done.get(str(inp.path))
+            rec = done.get(h5_text(str(inp.path)))
             try:
                 size, mtime = fingerprint(inp.path)
             except OSError:

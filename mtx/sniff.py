@@ -50,6 +50,19 @@ def read_head(path: Path, n: int = HEAD_BYTES) -> bytes:
         raise DecodeError(f"cannot read: {e.strerror or e}") from None
 
 
+def _pickled(head: bytes) -> str | None:
+    """What kind of pickle ``head`` starts, judged from the bytes alone (nothing is loaded)."""
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "a Python pickle"
+    if head.startswith(b"\x93NUMPY"):
+        from .modalities._columns import read_npy_header
+
+        h = read_npy_header(head)
+        if h is not None and h[1].hasobject:
+            return "an NPY array of Python objects (pickled)"
+    return None
+
+
 def match_rule(path: Path, rules: list[tuple[str, str]]) -> tuple[str, str] | None:
     s = str(path)
     for pattern, modality in rules:
@@ -102,6 +115,10 @@ def sniff(path: str | Path, modality: str | None = None,
         if ev is not None:
             cands.append(ev)
     if not cands:
+        pickled = _pickled(head)
+        if pickled:
+            raise UnknownModality(f"{pickled}: refused, never unpickled (a pickle can run code); "
+                                  "save plain arrays or a standard file format", path=str(path))
         magic = head[:8].hex(" ")
         extra = f"; checks that failed: {'; '.join(errors)}" if errors else ""
         raise UnknownModality(

@@ -116,8 +116,22 @@ class PartBuffer:
         return not (self.rows or self.files or self.failures)
 
 
+def h5_text(s: str) -> str:
+    """``s`` as valid UTF-8 text for HDF5. A file name that is not UTF-8 reaches Python with
+    surrogate escapes (``os.fsdecode``); it is stored with backslash escapes instead
+    (``b"caf\\xe9.png"`` -> ``"caf\\xe9.png"``), so one odd name cannot stop a run."""
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:  # a lone surrogate that is not an escaped byte
+            return s.encode("utf-8", "backslashreplace").decode("utf-8")
+    return s
+
+
 def _write_str(g, name: str, values: list[str]) -> None:
-    g.create_dataset(name, data=np.array(values, dtype=object), dtype=STR)
+    g.create_dataset(name, data=np.array([h5_text(v) for v in values], dtype=object), dtype=STR)
 
 
 def _read_str(ds) -> list[str]:
@@ -197,7 +211,7 @@ def write_part(path: Path, buf: PartBuffer, dim: int, cfg_hash: str, store_dtype
         _write_records(f, buf.files, buf.failures)
         f.attrs["config_sha256"] = cfg_hash
         f.attrs["n_rows"] = n
-        f.attrs["sha256"] = _rows_digest(vecs, [i for r in buf.rows for i in r.ids])
+        f.attrs["sha256"] = _rows_digest(vecs, [h5_text(i) for r in buf.rows for i in r.ids])
         f.attrs["complete"] = True
         f.flush()
         image = f.id.get_file_image()

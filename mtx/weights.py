@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -160,6 +161,16 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
+def _load_failure(e: BaseException) -> str:
+    """torch.load's reason in one line, without its advice to retry with weights_only=False."""
+    text = str(e).strip()
+    if "Weights only load failed" in text:
+        m = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|Check the documentation|$)", text, re.S)
+        why = " ".join(m.group(1).split()).split(" Please ")[0] if m else ""
+        return f"the safe unpickler refused it ({why})" if why else "the safe unpickler refused it"
+    return (" ".join(text.split())[:300]) or type(e).__name__
+
+
 def read_state_dict(path: Path) -> tuple[dict[str, "torch.Tensor"], dict[str, str]]:
     """Read a checkpoint safely: safetensors, or ``torch.load(weights_only=True)`` — never pickle."""
     import torch
@@ -182,12 +193,13 @@ def read_state_dict(path: Path) -> tuple[dict[str, "torch.Tensor"], dict[str, st
         except Exception as e:  # noqa: BLE001 - any parse failure is a weights problem
             raise WeightsError(f"{path}: not a readable safetensors file ({e})") from None
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols: not for our users
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise WeightsError(
-            f"{path}: refused or unreadable checkpoint (loaded with weights_only=True; "
-            f"it holds more than plain tensors or is corrupt): {first}"
+            f"{path}: refused or unreadable checkpoint (loaded with weights_only=True, nothing in it "
+            f"was run; it holds more than plain tensors or is corrupt): {_load_failure(e)}"
         ) from None
     for wrapper in ("state_dict", "model", "module"):
         if isinstance(obj, dict) and wrapper in obj and isinstance(obj[wrapper], dict):

@@ -200,6 +200,22 @@ def _wav_declared_frames(head: bytes) -> int | None:
     return None
 
 
+def _wav_fmt(head: bytes) -> tuple[int, int] | None:
+    """(channels, sample rate) a RIFF/WAVE ``fmt `` chunk declares, from the head bytes."""
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    pos = 12
+    while pos + 8 <= len(head):
+        cid, size = head[pos:pos + 4], struct.unpack_from("<I", head, pos + 4)[0]
+        if cid == b"fmt " and pos + 16 <= len(head):
+            return struct.unpack_from("<H", head, pos + 10)[0], struct.unpack_from("<I", head, pos + 12)[0]
+        pos += 8 + size + (size & 1)
+    return None
+
+
+MAX_RATE = 1_000_000  # above any real recorder (ultrasonic bat detectors: 384-768 kHz)
+
+
 # ----------------------------------------------------------------------------------------------
 # Decoding and segmentation
 # ----------------------------------------------------------------------------------------------
@@ -301,14 +317,26 @@ def _segments(chunks: Iterator[np.ndarray], seg: int, want, meta: dict
         yield start, _normalise(kaldi_fbank(w - w.mean(dtype=np.float64))), seg
 
 
-def open_audio(path: Path):
+def open_audio(path: Path, head: bytes = b""):
     sf = _soundfile()
     try:
-        return sf.SoundFile(path)
-    except sf.LibsndfileError as e:
-        raise DecodeError(f"cannot decode audio: {e.error_string.strip() or e}") from None
-    except (RuntimeError, TypeError, ValueError) as e:
-        raise DecodeError(f"cannot decode audio: {e}") from None
+        f = sf.SoundFile(path)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
+        why = (e.error_string.strip() if isinstance(e, sf.LibsndfileError) else "") or str(e)
+        if "not a regular file" in why and path.is_file():
+            # libsndfile's words when no decoder recognises the data of a regular file
+            why = "no decoder recognises the data (corrupt, or not a format libsndfile reads)"
+        fmt = _wav_fmt(head)
+        if fmt is not None and fmt[0] == 0:
+            why = f"the WAV header declares 0 channels ({why})"
+        elif fmt is not None and not 1 <= fmt[1] <= MAX_RATE:
+            why = f"the WAV header declares a sample rate of {fmt[1]:,} Hz ({why})"
+        raise DecodeError(f"cannot decode audio: {why}") from None
+    if not 1 <= f.samplerate <= MAX_RATE:
+        f.close()
+        raise DecodeError(f"the header declares a sample rate of {f.samplerate:,} Hz, outside 1 Hz to "
+                          f"{MAX_RATE:,} Hz: a corrupt header")
+    return f
 
 
 # ----------------------------------------------------------------------------------------------
@@ -411,7 +439,7 @@ class audio(Modality):  # noqa: N801 - class name == registry key == module name
                 head = fh.read(8192)
         except OSError as e:
             raise DecodeError(f"cannot read: {e.strerror or e}") from None
-        f = open_audio(path)
+        f = open_audio(path, head)
         with f:
             meta = {"format": f.format, "subtype": f.subtype, "sample_rate": f.samplerate,
                     "channels": f.channels, "frames": int(f.frames)}

@@ -512,10 +512,14 @@ class hyperspectral(Modality):  # noqa: N801 - class name == registry key == mod
                 return Evidence(self.name, REFINED, f"TIFF with {n} samples per pixel")
             return None
         shape = npy_shape(head)
-        if shape is not None and len(shape) == 3 and shape[2] >= MIN_BANDS:
-            hint = path_hint(path, HINTS)
-            if hint:
-                return Evidence(self.name, REFINED, f"NPY {shape} cube with path hint {hint!r}")
+        hint = path_hint(path, HINTS) if shape is not None else None
+        if hint and len(shape) == 3 and shape[2] >= MIN_BANDS:
+            return Evidence(self.name, REFINED, f"NPY {shape} cube with path hint {hint!r}")
+        if hint and len(shape) != 3:
+            # Not a cube, but named as one: claimed just below REFINED (a time_series/imu hint
+            # still wins) so the load says what is wrong instead of a generic point reading.
+            return Evidence(self.name, REFINED - 1, f"NPY {shape} with path hint {hint!r} "
+                            "(not a 3-D cube: refused at load)")
         return None
 
     def companions(self, path: Path) -> list[Path]:

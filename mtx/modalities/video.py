@@ -204,7 +204,8 @@ def _open_container(path: Path):
         except TypeError:  # PyAV >= 19 dropped the argument (and no longer raises on bad metadata)
             return av.open(str(path), mode="r")
     except av.error.FFmpegError as e:
-        raise DecodeError(f"cannot open video: {e}") from None
+        problem = _isobmff_problem(path)
+        raise DecodeError(f"cannot open video: {problem or e}") from None
 
 
 def _stream_timing(container, stream) -> tuple[float, float, str, bool]:
@@ -238,6 +239,50 @@ def _stream_timing(container, stream) -> tuple[float, float, str, bool]:
     return first or 0.0, last - (first or 0.0) + 1.0 / fps, "packet timestamps", True
 
 
+def _isobmff_problem(path: Path) -> str | None:
+    """What is structurally wrong with an MP4/MOV (top-level boxes only), or None."""
+    boxes: list[bytes] = []
+    cut = None  # the top-level box that runs past the end of the file
+    try:
+        total = path.stat().st_size
+        with open(path, "rb") as f:
+            pos = 0
+            while pos + 8 <= total and len(boxes) < 64:
+                f.seek(pos)
+                hdr = f.read(16)
+                size, kind = int.from_bytes(hdr[:4], "big"), hdr[4:8]
+                if size == 1 and len(hdr) == 16:
+                    size = int.from_bytes(hdr[8:16], "big")
+                elif size == 0:
+                    size = total - pos
+                if size < 8 or not kind.isalnum():
+                    break
+                boxes.append(kind)
+                if pos + size > total:
+                    cut = kind.decode("latin-1")
+                    break
+                pos += size
+    except OSError:
+        return None
+    if boxes[:1] != [b"ftyp"]:
+        return None
+    if cut:
+        return (f"truncated MP4/MOV: its '{cut}' box runs past the end of the file"
+                + ("" if b"moov" in boxes else " and there is no 'moov' index"))
+    if b"moov" not in boxes:
+        return "MP4/MOV without its 'moov' index (truncated, or the recording was never finalised)"
+    return None
+
+
+def _no_video_stream(path: Path, container) -> str:
+    kinds = sorted({s.type for s in container.streams})
+    have = f"only {', '.join(kinds)} streams" if kinds else "no streams"
+    problem = _isobmff_problem(path)
+    if problem:
+        return f"{problem} ({have})"
+    return f"file has no video stream ({have}; 0 frames?)"
+
+
 def _load_av(path: Path, cfg: "VideoConfig") -> tuple[np.ndarray, dict]:
     """Seek-and-decode sampling with PyAV; holds one decoded frame plus the sampled pixels."""
     import av
@@ -245,7 +290,7 @@ def _load_av(path: Path, cfg: "VideoConfig") -> tuple[np.ndarray, dict]:
     container = _open_container(path)
     try:
         if not container.streams.video:
-            raise DecodeError("file has no video stream")
+            raise DecodeError(_no_video_stream(path, container))
         try:
             timing = _stream_timing(container, container.streams.video[0])
         except av.error.FFmpegError as e:
