@@ -30,7 +30,7 @@ from mtx._synth import GENERATORS  # noqa: E402
 from mtx.encoder import load_model  # noqa: E402
 from mtx.modalities import get_modality  # noqa: E402
 from mtx.modalities._base import Tokens  # noqa: E402
-from mtx.pipeline import EmbedOptions, Embedder, discover, run_embed  # noqa: E402
+from mtx.pipeline import Embedder, EmbedOptions, discover, run_embed  # noqa: E402
 
 NEEDS = {"video": "av", "audio": "soxr", "text": "open_clip", "xray": "PIL"}
 

@@ -28,7 +28,7 @@ def bare_encoder(model, modality: str, samples, batch_size: int) -> float:
     import torch
 
     from mtx.modalities import get_modality
-    from mtx.pipeline import EmbedOptions, Embedder
+    from mtx.pipeline import Embedder, EmbedOptions
 
     emb = Embedder(model, EmbedOptions(batch_size=batch_size))
     mod = get_modality(modality)

@@ -22,8 +22,14 @@ class Progress:
 
     def __enter__(self) -> "Progress":
         if self.enabled:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RP, TextColumn,
-                                       TimeElapsedColumn, TimeRemainingColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+            from rich.progress import Progress as RP
 
             self._p = RP(TextColumn("[bold]embedding"), BarColumn(), MofNCompleteColumn(),
                          TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("eta"),

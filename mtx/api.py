@@ -55,7 +55,7 @@ def embed(
         64
     """
     from .modalities import get_modality
-    from .pipeline import EmbedOptions, Embedder, discover, process_file
+    from .pipeline import Embedder, EmbedOptions, discover, process_file
 
     if isinstance(paths, (str, Path)):
         paths = [paths]
@@ -105,7 +105,7 @@ def inspect_file(model, path: str | Path, *, modality: str | None = None,
     """What the encoder receives for ``path``: a report dict and the first sample's tokens [N, D]."""
     from .errors import DecodeError
     from .modalities import get_modality
-    from .pipeline import EmbedOptions, Embedder
+    from .pipeline import Embedder, EmbedOptions
     from .sniff import sniff as _sniff
 
     path = Path(path)

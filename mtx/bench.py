@@ -11,7 +11,7 @@ from typing import Any
 def encoder_rate(model, modality: str, samples, batch_size: int, repeats: int = 1) -> float:
     """Samples/s of tokenizer + encoder + pooling on pre-decoded samples (no I/O, no decoding)."""
     from .modalities import get_modality
-    from .pipeline import EmbedOptions, Embedder
+    from .pipeline import Embedder, EmbedOptions
 
     emb = Embedder(model, EmbedOptions(batch_size=batch_size))
     mod = get_modality(modality)

@@ -43,7 +43,7 @@ def test_embed_bad_images_become_failures(tmp_path, capsys):
     with h5py.File(out, "r") as f:
         assert f["embeddings"].shape == (3, 64)
         fails = {p.split("/")[-1]: (s.decode(), m.decode()) for p, s, m in
-                 zip(f["failures/path"][()].astype(str), f["failures/stage"][()], f["failures/message"][()])}
+                 zip(f["failures/path"][()].astype(str), f["failures/stage"][()], f["failures/message"][()], strict=True)}
         assert f.attrs["format"] == "mtx-embeddings" and f.attrs["format_version"] == 1
         assert f.attrs["weights_source"] == "seeded"
         assert sorted(x.decode() for x in f["id"][()]) == ["img0.png", "img1.png", "img2.png"]

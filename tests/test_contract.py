@@ -11,7 +11,7 @@ import torch
 from mtx._synth import GENERATORS
 from mtx.modalities import MODULES, get_modality, list_modalities
 from mtx.modalities._base import Tokenizer
-from mtx.pipeline import EmbedOptions, Embedder
+from mtx.pipeline import Embedder, EmbedOptions
 from mtx.sniff import sniff
 
 NAMES = [m.name for m in list_modalities()]

@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import run_modality
 from PIL import Image
 
 from mtx.errors import DecodeError
 from mtx.modalities import get_modality
 from mtx.sniff import sniff
-
-from conftest import run_modality
 
 IMG = get_modality("image")
 

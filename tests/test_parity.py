@@ -134,7 +134,7 @@ def test_clip_front_default_pool_is_cls(tmp_path):
     wpath = tmp_path / "w.pth"
     torch.save(_timm_clip(4).state_dict(), wpath)
     model = load_model("clip-b16", str(wpath), "cpu")
-    from mtx.pipeline import EmbedOptions, Embedder
+    from mtx.pipeline import Embedder, EmbedOptions
 
     e = Embedder(model, EmbedOptions())
     assert e.tokenizer("image").init == "clip"

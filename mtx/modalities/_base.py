@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -293,3 +292,27 @@ class ImagePatchTokenizer(Tokenizer):
         cls = self.cls.expand(x.shape[0], 1, -1)
         x = torch.cat([cls, x], dim=1) + self.pos
         return Tokens(self.norm_pre(x), None, True)
+
+
+class PatchImageModality(Modality):
+    """Base of the picture-like modalities (image, infrared, xray): they end in ``pixels``
+    [S, 3, size, size] and share the CLIP-initialisable :class:`ImagePatchTokenizer`."""
+
+    clip_init = True
+
+    def cost(self, sample: Sample) -> int:
+        g = sample.arrays["pixels"].shape[-1] // 16
+        return 1 + g * g
+
+    def tokenizer(self, spec, front, cfg):
+        return ImagePatchTokenizer(spec, front, self.seed(spec, cfg))
+
+    @staticmethod
+    def grey_sample(scaled, stats: dict, size: int, meta: dict) -> Sample:
+        """A [0, 1] single-channel frame (robust-scaled) -> one sample of 3-channel pixels."""
+        from ._imaging import float_to_pixels
+
+        meta["normalisation"] = stats
+        meta["preprocess"] = (f"robust min-max, grey -> 3 channels, short side {size} bicubic, "
+                              f"centre crop {size}")
+        return Sample("", {"pixels": float_to_pixels(scaled, size)[None]}, meta)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DecodeError, MissingDependency
-from ._base import STRUCTURE, Evidence, ImagePatchTokenizer, Modality, ModalityConfig, Sample
+from ._base import STRUCTURE, Evidence, ModalityConfig, PatchImageModality, Sample
 from ._imaging import MAX_PIXELS, check_pixels, resize_center_crop
 from ._registry import register_modality
 
@@ -150,13 +150,12 @@ class ImageConfig(ModalityConfig):
 
 
 @register_modality
-class image(Modality):  # noqa: N801 - class name == registry key == module name
+class image(PatchImageModality):  # noqa: N801 - class name == registry key == module name
     name = "image"
     extensions = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm",
                   ".pnm", ".pbm", ".jfif")
     summary = "JPEG, PNG, WebP, BMP, GIF, TIFF, PNM pictures"
     tokens = "197 = 1 + 14x14"
-    clip_init = True
     Config = ImageConfig
 
     def sniff(self, head: bytes, path: Path) -> Evidence | None:
@@ -174,5 +173,3 @@ class image(Modality):  # noqa: N801 - class name == registry key == module name
         meta["preprocess"] = f"short side {cfg.size} bicubic, centre crop {cfg.size}"
         yield Sample("", {"pixels": pixels(rgb, cfg.size)[None]}, meta)
 
-    def tokenizer(self, spec, front, cfg):
-        return ImagePatchTokenizer(spec, front, self.seed(spec, cfg))

@@ -23,8 +23,8 @@ import numpy as np
 
 from mtx.errors import DecodeError, MissingDependency
 
-from ._base import CLAIM, REFINED, Evidence, ImagePatchTokenizer, Modality, ModalityConfig, Sample
-from ._imaging import check_pixels, float_to_pixels, robust_minmax
+from ._base import CLAIM, REFINED, Evidence, ModalityConfig, PatchImageModality, Sample
+from ._imaging import check_pixels, robust_minmax
 from ._registry import register_modality
 from .image import image_format
 
@@ -303,12 +303,11 @@ class InfraredConfig(ModalityConfig):
 
 
 @register_modality
-class infrared(Modality):  # noqa: N801 - class name == registry key == module name
+class infrared(PatchImageModality):  # noqa: N801 - class name == registry key == module name
     name = "infrared"
     extensions = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
     summary = "FLIR radiometric JPEGs (raw thermal frame), 16-bit thermal PNG/TIFF frames"
     tokens = "197 = 1 + 14x14"
-    clip_init = True
     Config = InfraredConfig
 
     def sniff(self, head: bytes, path: Path) -> Evidence | None:
@@ -369,14 +368,4 @@ class infrared(Modality):  # noqa: N801 - class name == registry key == module n
             if finite.size:
                 meta["value_range"] = [float(finite.min()), float(finite.max())]
         scaled, stats = robust_minmax(a, cfg.lo_percentile, cfg.hi_percentile)
-        meta["normalisation"] = stats
-        meta["preprocess"] = (f"robust min-max, grey -> 3 channels, short side {cfg.size} bicubic, "
-                              f"centre crop {cfg.size}")
-        yield Sample("", {"pixels": float_to_pixels(scaled, cfg.size)[None]}, meta)
-
-    def cost(self, sample: Sample) -> int:
-        s = sample.arrays["pixels"].shape[-1] // 16
-        return 1 + s * s
-
-    def tokenizer(self, spec, front, cfg):
-        return ImagePatchTokenizer(spec, front, self.seed(spec, cfg))
+        yield self.grey_sample(scaled, stats, cfg.size, meta)

@@ -17,8 +17,8 @@ import numpy as np
 
 from mtx.errors import DecodeError, MissingDependency
 
-from ._base import CLAIM, EXTENSION, REFINED, Evidence, ImagePatchTokenizer, Modality, ModalityConfig, Sample
-from ._imaging import check_pixels, float_to_pixels, robust_minmax
+from ._base import CLAIM, EXTENSION, REFINED, Evidence, ModalityConfig, PatchImageModality, Sample
+from ._imaging import check_pixels, robust_minmax
 from ._registry import register_modality
 from .image import image_format
 from .infrared import path_hint, read_gray
@@ -133,12 +133,11 @@ class XrayConfig(ModalityConfig):
 
 
 @register_modality
-class xray(Modality):  # noqa: N801 - class name == registry key == module name
+class xray(PatchImageModality):  # noqa: N801 - class name == registry key == module name
     name = "xray"
     extensions = (".dcm", ".dicom", ".dic")
     summary = "DICOM (incl. JPEG/JPEG-LS/JPEG 2000/RLE), X-ray PNG/JPEG with a path hint"
     tokens = "197 = 1 + 14x14"
-    clip_init = True
     Config = XrayConfig
 
     def sniff(self, head: bytes, path: Path) -> Evidence | None:
@@ -171,14 +170,4 @@ class xray(Modality):  # noqa: N801 - class name == registry key == module name
         scaled, stats = robust_minmax(a, cfg.lo_percentile, cfg.hi_percentile)
         if meta["invert"]:
             scaled = 1.0 - scaled  # MONOCHROME1: low values are bright
-        meta["normalisation"] = stats
-        meta["preprocess"] = (f"robust min-max, grey -> 3 channels, short side {cfg.size} bicubic, "
-                              f"centre crop {cfg.size}")
-        yield Sample("", {"pixels": float_to_pixels(scaled, cfg.size)[None]}, meta)
-
-    def cost(self, sample: Sample) -> int:
-        s = sample.arrays["pixels"].shape[-1] // 16
-        return 1 + s * s
-
-    def tokenizer(self, spec, front, cfg):
-        return ImagePatchTokenizer(spec, front, self.seed(spec, cfg))
+        yield self.grey_sample(scaled, stats, cfg.size, meta)
