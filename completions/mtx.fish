@@ -15,7 +15,7 @@ complete -c mtx -n '__fish_use_subcommand' -l help
 complete -c mtx -n '__fish_use_subcommand' -l install-completion
 complete -c mtx -n '__fish_use_subcommand' -l show-completion
 complete -c mtx -n '__fish_seen_subcommand_from bench' -l device -x -a 'auto cpu cuda cuda:0 cuda:1'
-complete -c mtx -n '__fish_seen_subcommand_from bench' -l dtype -x -a 'float32 bfloat16 float16'
+complete -c mtx -n '__fish_seen_subcommand_from bench' -l dtype -x -a 'auto float32 bfloat16 float16'
 complete -c mtx -n '__fish_seen_subcommand_from bench' -l help
 complete -c mtx -n '__fish_seen_subcommand_from bench' -l json
 complete -c mtx -n '__fish_seen_subcommand_from bench' -l modality -x -a 'audio graph hyperspectral image imu infrared point_cloud tabular text time_series video xray'
@@ -30,7 +30,7 @@ complete -c mtx -n '__fish_seen_subcommand_from embed' -l commit-every -r
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l device -x -a 'auto cpu cuda cuda:0 cuda:1'
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l devices -r
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l dry-run
-complete -c mtx -n '__fish_seen_subcommand_from embed' -l dtype -x -a 'float32 bfloat16 float16'
+complete -c mtx -n '__fish_seen_subcommand_from embed' -l dtype -x -a 'auto float32 bfloat16 float16'
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l engine -r
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l frames -r
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l gpus -r

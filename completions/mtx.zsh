@@ -26,7 +26,7 @@ _mtx() {
         --model) COMPREPLY=($(compgen -W "meta-b16 meta-l14 clip-b16 clip-l14 tiny" -- "$cur")); return ;;
         -m) COMPREPLY=($(compgen -W "meta-b16 meta-l14 clip-b16 clip-l14 tiny" -- "$cur")); return ;;
         --device) COMPREPLY=($(compgen -W "auto cpu cuda cuda:0 cuda:1" -- "$cur")); return ;;
-        --dtype) COMPREPLY=($(compgen -W "float32 bfloat16 float16" -- "$cur")); return ;;
+        --dtype) COMPREPLY=($(compgen -W "auto float32 bfloat16 float16" -- "$cur")); return ;;
         --store-dtype) COMPREPLY=($(compgen -W "float32 float16" -- "$cur")); return ;;
         --pool) COMPREPLY=($(compgen -W "cls mean max" -- "$cur")); return ;;
         --text-unit) COMPREPLY=($(compgen -W "file line" -- "$cur")); return ;;

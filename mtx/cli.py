@@ -29,7 +29,7 @@ app.add_typer(weights_app, name="weights")
 EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 
 
-DTYPE_CHOICES = ("float32", "bfloat16", "float16")
+DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
 POOL_CHOICES = ("cls", "mean", "max")
 
 # Option types shared by several commands.
@@ -118,7 +118,8 @@ def embed(
     model: ModelOpt = "meta-b16",
     weights: WeightsOpt = None,
     device: DeviceOpt = "auto",
-    dtype: Annotated[str, typer.Option("--dtype", help="Compute dtype: float32, bfloat16, float16.")] = "float32",
+    dtype: Annotated[str, typer.Option("--dtype", envvar="MTX_DTYPE", help="Compute dtype: auto (bfloat16 on "
+                                       "CUDA and CPUs with native bf16, else float32), float32, bfloat16, float16.")] = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Encoder rows per batch.")] = 32,
     workers: Annotated[int | None, typer.Option("--workers", "-j", min=0,
                                                 help="Decoder processes (0 = in-process). Default: cores/2.")] = None,
@@ -453,7 +454,7 @@ def bench(
     modality: Annotated[str, typer.Option("--modality", help="Modality to measure.")] = "image",
     model: ModelOpt = "meta-b16",
     device: DeviceOpt = "auto",
-    dtype: Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16.")] = "float32",
+    dtype: Annotated[str, typer.Option("--dtype", envvar="MTX_DTYPE", help="auto, float32, bfloat16 or float16.")] = "auto",
     n: Annotated[int, typer.Option("--n", min=2, help="Synthetic inputs to generate.")] = 32,
     json_: JsonOpt = False,
 ) -> None:
@@ -476,7 +477,7 @@ def bench(
     out.print(f"  end to end (mtx embed): {r['end_to_end_samples_per_s']:8.2f} samples/s "
               f"({100 * r['efficiency']:.0f}% of the encoder)")
     out.print(f"[bold]suggested:[/bold] --batch-size {r['best_batch_size']} --workers {r['suggested_workers']}"
-              + ("  (try --dtype bfloat16: this CPU has native bf16)" if dtype == "float32" and r["device"] == "cpu"
+              + ("  (this CPU has native bf16: --dtype auto uses it)" if dtype == "float32" and r["device"] == "cpu"
                  and _fast_bf16() else ""))
 
 

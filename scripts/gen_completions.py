@@ -20,7 +20,7 @@ CHOICES = {
     "--model": "meta-b16 meta-l14 clip-b16 clip-l14 tiny",
     "-m": "meta-b16 meta-l14 clip-b16 clip-l14 tiny",
     "--device": "auto cpu cuda cuda:0 cuda:1",
-    "--dtype": "float32 bfloat16 float16",
+    "--dtype": "auto float32 bfloat16 float16",
     "--store-dtype": "float32 float16",
     "--pool": "cls mean max",
     "--text-unit": "file line",

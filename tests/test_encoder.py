@@ -140,3 +140,18 @@ def test_fetch_never_leaves_a_bad_download_in_the_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
     with pytest.raises(WeightsError, match="could not download r/x/w.pth"):
         fetch(spec)
+
+
+def test_dtype_auto_uses_native_bf16_only(monkeypatch):
+    from mtx import encoder
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(encoder, "cpu_has_fast_bf16", lambda: True)
+    assert encoder.resolve_dtype("auto", cpu) == "bfloat16"
+    monkeypatch.setattr(encoder, "cpu_has_fast_bf16", lambda: False)
+    assert encoder.resolve_dtype("auto", cpu) == "float32"
+    assert encoder.resolve_dtype("float32", cpu) == "float32"
+    with pytest.raises(UsageError, match="auto"):
+        encoder.resolve_dtype("int8", cpu)
+    m = load_model("tiny", "seeded", "cpu", "auto")
+    assert m.dtype == torch.float32 and m.encoder.blocks[0].attn.qkv.weight.dtype == torch.float32
