@@ -94,6 +94,8 @@ def main() -> None:
         # As `mtx embed` does, the decoder processes start before the model work (the CLI
         # overlaps their start-up with loading the weights); they are not timed twice.
         pool = start_workers(opts, len(items))
+        if pool is not None:
+            pool.wait_ready()  # steady state: decoder start-up is overlapped with model loading in the CLI
         samples = [s for f in files for s in mod.load(f, cfg)]
         n_samples = len(samples)
         t_bare = bare_encoder(model, a.modality, samples, a.batch_size)

@@ -17,7 +17,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 # Inputs per modality for the B/16 pipeline-efficiency runs (sized to ~30-60 s each on 2 cores).
 SIZES = {"image": 200, "infrared": 48, "xray": 48, "video": 6, "audio": 12, "point_cloud": 48,
-         "hyperspectral": 48, "tabular": 256, "graph": 32, "time_series": 64, "imu": 16, "text": 96}
+         "hyperspectral": 120, "tabular": 1024, "graph": 80, "time_series": 200, "imu": 40, "text": 400}
 
 
 def run(script: str, *args: str) -> dict:
@@ -31,6 +31,7 @@ def run(script: str, *args: str) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="a quarter of the inputs")
+    ap.add_argument("--modalities", default="", help="comma-separated subset for the pipeline part")
     ap.add_argument("--only", default="", help="comma-separated parts: encoder,pipeline,scale,memory")
     a = ap.parse_args()
     parts = set(a.only.split(",")) if a.only else {"encoder", "pipeline", "memory", "scale"}
@@ -41,6 +42,8 @@ def main() -> None:
     if "pipeline" in parts:
         res.setdefault("pipeline", {})
         for name, n in SIZES.items():
+            if a.modalities and name not in a.modalities.split(","):
+                continue
             n = max(4, n // 4) if a.quick else n
             extra = ["--naive", "16"] if name == "image" else []
             res["pipeline"][name] = run("pipeline_efficiency.py", "--modality", name, "--n", str(n), *extra)

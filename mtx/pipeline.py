@@ -325,6 +325,7 @@ def _worker_main(wid: int, tasks, results, opts_modality, rules, configs, known)
         from . import modalities
 
         modalities.list_modalities()  # import the decoders now, while the parent loads the model
+    results.put(("ready", wid))
     prefix, counter = _shm_prefix(os.getppid()), [0]
     use_shm = os.path.isdir(SHM_DIR) and os.access(SHM_DIR, os.W_OK)
 
@@ -362,6 +363,7 @@ class _WorkerPool:
         self.args = (opts.modality, opts.rules, configs, known)
         self.timeout = opts.timeout
         self.workers: dict[int, dict[str, Any]] = {}
+        self.ready: set[int] = set()
         self._next = 0
         for _ in range(n):
             self._spawn()
@@ -407,7 +409,19 @@ class _WorkerPool:
             self._finished(msg[1])
         elif msg[0] == "sample":
             _unpack(msg[3])
+        elif msg[0] == "ready":
+            self.ready.add(msg[1])
+            return None
         return msg
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        """Block until every decoder process has imported the decoders (benchmarks time the
+        steady state; `mtx embed` overlaps this start-up with loading the model instead)."""
+        deadline = time.monotonic() + timeout
+        while not set(self.workers) <= self.ready and time.monotonic() < deadline:
+            msg = self.get(timeout=0.1)
+            if msg is not None:  # nothing was submitted yet: only "ready" can arrive
+                raise RuntimeError(f"unexpected message before any task: {msg[0]}")
 
     def check(self) -> tuple[list[tuple], list[Input]]:
         """(failure messages, files to resubmit) for workers that died or overran the limit."""
