@@ -17,7 +17,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 # Inputs per modality for the B/16 pipeline-efficiency runs (sized to ~30-60 s each on 2 cores).
 SIZES = {"image": 200, "infrared": 48, "xray": 48, "video": 6, "audio": 12, "point_cloud": 48,
-         "hyperspectral": 120, "tabular": 1024, "graph": 80, "time_series": 200, "imu": 40, "text": 400}
+         "hyperspectral": 120, "tabular": 1024, "graph": 80, "time_series": 200, "imu": 40, "text": 2000}
 
 
 def run(script: str, *args: str) -> dict:

@@ -687,11 +687,13 @@ def _iter_inline(items: list[Input], opts: EmbedOptions, configs, known) -> Iter
 
 def run_config_of(model, opts: EmbedOptions) -> dict[str, Any]:
     """What decides the vectors (besides per-modality configs): hashed, recorded, compared."""
+    from .weights import weights_digest
+
     return {
         "format_version": 1,
         "preset": model.spec.name,
         "geometry": model.spec.geometry(),
-        "weights_sha256": model.describe()["weights_sha256"],
+        "weights_sha256": weights_digest(model.weights),
         "compute_dtype": str(model.dtype).removeprefix("torch."),
         "pool": opts.pool,
         "store_dtype": opts.store_dtype,

@@ -211,7 +211,7 @@ def state_sha256(module: nn.Module) -> str:
         t = v.detach().to("cpu").contiguous()
         h.update(f"{k}:{t.dtype}:{tuple(t.shape)}".encode())
         if t.numel():
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+            h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))  # no copy
     return h.hexdigest()
 
 

@@ -1,0 +1,53 @@
+"""Render benchmarks/RESULTS.json (+ results/*.json from the GPU check) as the tables of RESULTS.md.
+
+    python benchmarks/report.py > benchmarks/RESULTS.tables.md
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> None:
+    d = json.loads((HERE / "RESULTS.json").read_text())
+    out = []
+    if "pipeline" in d:
+        out += ["| modality | inputs | samples | bare encoder samples/s | `mtx embed` samples/s | efficiency |",
+                "|---|---|---|---|---|---|"]
+        for k, v in d["pipeline"].items():
+            out.append(f"| {k} | {v['n_files']} | {v['n_samples']} | {v['bare_samples_per_s']:.2f} | "
+                       f"{v['e2e_samples_per_s']:.2f} | **{v['efficiency']:.2f}** |")
+        out.append("")
+    if "encoder" in d:
+        e = d["encoder"]
+        out += ["| dtype | matmul ceiling GFLOP/s | encoder GFLOP/s | efficiency | images/s (batch "
+                f"{e['batch']}) |", "|---|---|---|---|---|"]
+        for dt in ("float32", "bfloat16"):
+            v = e[dt]
+            out.append(f"| {dt} | {v['matmul_gflops']:.0f} | {v['encoder_gflops']:.0f} | **{v['efficiency']:.2f}** | "
+                       f"{v['samples_per_s']:.2f} |")
+        out += ["", f"bfloat16 / float32 throughput: **{e['bf16_speedup']:.2f}x**, minimum cosine of the pooled "
+                f"vectors {e['bf16_min_cosine']:.6f} (CPU with native bf16: {e['fast_bf16_cpu']}).", ""]
+    if "memory" in d:
+        m = d["memory"]
+        out += ["| inputs | peak RSS (MB, main + decoders) | seconds |", "|---|---|---|"]
+        for r in m["runs"]:
+            out.append(f"| {r['inputs']:,} | {r['peak_rss_mb']:.0f} | {r['seconds']:.1f} |")
+        out += ["", f"Growth from {m['runs'][0]['inputs']:,} to {m['runs'][-1]['inputs']:,} inputs: "
+                f"**{100 * m['growth']:.1f} %**.", ""]
+    if "scale" in d:
+        s = d["scale"]
+        out += [f"Same job ({s['n']} images, {s['model']}):", "", "| run | wall s |", "|---|---|",
+                f"| one process (local engine) | {s['local_s']:.1f} |"]
+        for k, v in s["shards"].items():
+            out.append(f"| {k} shard process(es) + merge | {v['wall_s']:.1f} |")
+        if "ray_s" in s:
+            out.append(f"| Ray engine (local Ray, 2 actors) | {s['ray_s']:.1f} (x{s['ray_overhead']:.2f}) |")
+        out.append("")
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()
