@@ -191,11 +191,17 @@ def build_encoder(spec: EncoderSpec, lw: LoadedWeights) -> Encoder:
     """The frozen encoder for ``spec`` with ``lw``'s blocks (strict), or seeded blocks."""
     from .modalities._base import seeded
 
-    with seeded(0x6D7478):  # "mtx": the seeded encoder is the same on every machine
-        enc = Encoder(spec)
     if lw.blocks is not None:
         check_blocks(lw.blocks, spec, lw.files[0]["path"] if lw.files else "weights")
-        enc.blocks.load_state_dict(lw.blocks, strict=True)
+        # No random init of 85M weights only to overwrite them: build on the meta device and
+        # take the checkpoint's tensors (strict: every key must be there).
+        with torch.device("meta"):
+            enc = Encoder(spec)
+        enc.blocks.load_state_dict(lw.blocks, strict=True, assign=True)
+        enc.norm.to_empty(device="cpu")
+    else:
+        with seeded(0x6D7478):  # "mtx": the seeded encoder is the same on every machine
+            enc = Encoder(spec)
     if lw.norm is not None:
         with torch.no_grad():
             enc.norm.weight.copy_(lw.norm[0])

@@ -353,6 +353,25 @@ def fetch(spec: EncoderSpec, progress: bool = True) -> list[Path]:
     return out
 
 
+def cached_sha256(path: Path) -> str:
+    """sha256 of a weights file, remembered per (path, size, mtime) in the user cache directory."""
+    st = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mtx" / "sha256"
+    memo = base / key
+    with contextlib.suppress(OSError):
+        digest = memo.read_text().strip()
+        if len(digest) == 64:
+            return digest
+    digest = sha256_file(path)
+    with contextlib.suppress(OSError):
+        base.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_name(f"{key}.{os.getpid()}.tmp")
+        tmp.write_text(digest)
+        os.replace(tmp, memo)
+    return digest
+
+
 def verify_sha256(path: Path, src: WeightSource) -> str:
     """Verify a pinned file; the result is remembered in a sidecar keyed by size and mtime."""
     st = path.stat()
@@ -406,7 +425,7 @@ def resolve(spec: EncoderSpec, weights: list[str] | None) -> LoadedWeights:
     merged = LoadedWeights(None, source="file")
     for p in paths:
         path = Path(p).expanduser()
-        digest = verify_sha256(path, pinned[p]) if p in pinned else sha256_file(path)
+        digest = verify_sha256(path, pinned[p]) if p in pinned else cached_sha256(path)
         sd, meta = read_state_dict(path)
         lw = convert_state_dict(sd, meta, path)
         lw.files[0].update(sha256=digest, size=path.stat().st_size)
