@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
-# Tests never touch a model hub.
+# Tests never touch a model hub, nor the user's caches.
 os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="mtx-test-cache-")
 os.environ.pop("MTX_WEIGHTS", None)
 os.environ.pop("MTX_MODEL", None)
 # Numeric comparisons in the suite are made in float32 (the CLI default is --dtype auto, which is
