@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from conftest import run_modality
 from PIL import Image
 
@@ -106,3 +107,10 @@ def test_contract_b16(b16_model, tmp_path):
     Image.fromarray(_grad(300, 400)).save(tmp_path / "x.jpg")
     dec, samples, tokens, hidden = run_modality(b16_model, tmp_path / "x.jpg")
     assert tokens.x.shape == (1, 197, 768) and hidden.shape == (1, 197, 768) and tokens.has_cls
+
+
+def test_other_input_sizes_resize_the_position_table(tiny_model, tmp_path):
+    Image.fromarray(_grad(300, 400)).save(tmp_path / "x.png")
+    dec, samples, tokens, hidden = run_modality(tiny_model, tmp_path / "x.png", size=112)
+    assert samples[0].arrays["pixels"].shape == (1, 3, 112, 112)
+    assert tokens.x.shape == (1, 1 + 7 * 7, 64) and torch.isfinite(hidden).all()

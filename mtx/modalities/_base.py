@@ -287,10 +287,19 @@ class ImagePatchTokenizer(Tokenizer):
         """[R, 3, S, S] pixels -> [R, g*g, D] patch tokens (no CLS, no positions)."""
         return self.proj(self.normalize(px)).flatten(2).transpose(1, 2)
 
+    def positions(self, h: int, w: int) -> torch.Tensor:
+        """[1 + h*w, D] positions: the table itself at the preset's grid, else resized bilinearly."""
+        if (h, w) == (self.grid, self.grid):
+            return self.pos
+        grid = resize_pos_grid(self.pos[1:], (self.grid, self.grid), (h, w))
+        return torch.cat([self.pos[:1], grid])
+
     def forward(self, inputs: dict[str, torch.Tensor]) -> Tokens:
-        x = self.embed_patches(inputs["pixels"])
+        px = inputs["pixels"]
+        p = self.proj.kernel_size[0]
+        x = self.embed_patches(px)
         cls = self.cls.expand(x.shape[0], 1, -1)
-        x = torch.cat([cls, x], dim=1) + self.pos
+        x = torch.cat([cls, x], dim=1) + self.positions(px.shape[-2] // p, px.shape[-1] // p)
         return Tokens(self.norm_pre(x), None, True)
 
 
