@@ -73,7 +73,19 @@ def embed(
 
     def flush(key):
         entries = buckets.pop(key)
-        v, _, _ = emb.embed(key[0], [s for _, s in entries])
+        try:
+            v, _, _ = emb.embed(key[0], [s for _, s in entries])
+        except Exception:  # noqa: BLE001 - find the bad sample(s), as `mtx embed` does
+            for sid, s in entries:
+                try:
+                    v1, _, _ = emb.embed(key[0], [s])
+                except Exception as e:  # noqa: BLE001
+                    if on_error == "raise":
+                        raise MtxError(f"{sid}: {short(e)}") from None
+                    continue
+                ids.append(sid)
+                vecs.append(v1)
+            return
         ids.extend(i for i, _ in entries)
         vecs.append(v)
 

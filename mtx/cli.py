@@ -136,7 +136,7 @@ def embed(
     window: Annotated[float | None, typer.Option("--window", help="Time series (steps) / IMU (seconds): one sample per window of this length.")] = None,
     stride: Annotated[float | None, typer.Option("--stride", help="Time series (steps) / IMU (seconds): window stride (default: the window).")] = None,
     text_unit: Annotated[str | None, typer.Option("--text-unit", help="Text: file or line.")] = None,
-    timeout: Annotated[float, typer.Option("--timeout", help="Per-file time limit in seconds.")] = 600.0,
+    timeout: Annotated[float, typer.Option("--timeout", help="Fail a file whose decoder makes no progress for this many seconds.")] = 600.0,
     commit_every: Annotated[int, typer.Option("--commit-every", min=1, help="Rows per committed part file "
                                               "(a crash loses at most one part; also every 30 s).")] = 1024,
     shard: Annotated[str | None, typer.Option("--shard", help="Embed only shard I/N (0-based) of the planned "

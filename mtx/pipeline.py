@@ -119,6 +119,12 @@ def discover(inputs: Iterable[str], *, stdin=None, null: bool = False) -> tuple[
         for m in mods:
             companions.update(Path(os.path.abspath(c)) for c in m.companions(ap))
     items = [v for k, v in found.items() if k not in companions]
+    # Two roots can hold the same relative name (A/x.txt and B/x.txt): such ids fall back to the
+    # path relative to the working directory (or absolute), so every id stays unique.
+    counts: dict[str, int] = {}
+    for it in items:
+        counts[it.id] = counts.get(it.id, 0) + 1
+    items = [Input(it.path, _rel_id(it.path, None)) if counts[it.id] > 1 else it for it in items]
     items.sort(key=lambda i: (i.id, str(i.path)))
     return items, problems
 
@@ -304,6 +310,24 @@ def _unpack(sample):
     return sample
 
 
+def _cleanup_stale_shm() -> None:
+    """Remove blocks left by mtx runs that no longer exist (a kill -9 skips every cleanup)."""
+    with contextlib.suppress(OSError):
+        for name in os.listdir(SHM_DIR):
+            if not name.startswith("mtx") or "_" not in name:
+                continue
+            pid = name[3:name.index("_")]
+            if not pid.isdigit():
+                continue
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(SHM_DIR, name))
+            except PermissionError:
+                pass
+
+
 def _cleanup_shm(parent_pid: int) -> None:
     """Remove blocks a killed worker or an interrupted run left behind."""
     prefix = _shm_prefix(parent_pid)
@@ -358,6 +382,7 @@ class _WorkerPool:
 
     def __init__(self, n: int, opts: EmbedOptions, configs: dict[str, dict],
                  known: frozenset[str] = frozenset()):
+        _cleanup_stale_shm()
         self.ctx = mp.get_context("spawn")
         self.results = self.ctx.Queue(maxsize=opts.queue_size)
         self.args = (opts.modality, opts.rules, configs, known)
@@ -409,6 +434,12 @@ class _WorkerPool:
             self._finished(msg[1])
         elif msg[0] == "sample":
             _unpack(msg[3])
+            # --timeout bounds a file without progress: every sample restarts the clock, so a
+            # long CSV (one sample per row) waiting on a slow encoder is not cut off.
+            for w in self.workers.values():
+                if w["assigned"] and w["assigned"][0].path == msg[1]:
+                    w["since"] = time.monotonic()
+                    break
         elif msg[0] == "ready":
             self.ready.add(msg[1])
             return None
@@ -447,8 +478,8 @@ class _WorkerPool:
                     why = f"signal {-code}" if code and code < 0 else f"exit code {code}"
                     err = WorkerCrashed(f"the decoder process died ({why}) while reading this file")
                 else:
-                    err = FileTimeout(f"took longer than the {self.timeout:g} s per-file limit "
-                                      "(--timeout); the decoder was stopped")
+                    err = FileTimeout(f"no progress for {self.timeout:g} s (--timeout); the decoder was "
+                                      "stopped")
                 fails.append(("fail", assigned[0].path, "", "load", err.message))
                 again.extend(assigned[1:])
             self._spawn()
@@ -744,6 +775,7 @@ def run_embed(items: list[Input], output: str | Path, opts: EmbedOptions, model,
         raise
     writer = _Writer(store, opts.part_rows, opts.part_seconds)
     writer.start()
+    threads: dict[str, _Compute] = {}
     try:
         done = store.done_files()
         todo: list[Input] = []
@@ -753,7 +785,8 @@ def run_embed(items: list[Input], output: str | Path, opts: EmbedOptions, model,
                 size, mtime = fingerprint(inp.path)
             except OSError:
                 size = mtime = -1
-            if rec is not None and rec.size == size and rec.mtime_ns == mtime:
+            # Finished inputs are skipped; failed ones are tried again (the cause may be gone).
+            if rec is not None and rec.status == "ok" and rec.size == size and rec.mtime_ns == mtime:
                 summary["n_skipped"] += 1
             else:
                 todo.append(inp)
@@ -763,7 +796,9 @@ def run_embed(items: list[Input], output: str | Path, opts: EmbedOptions, model,
             summary["n_failed"] += 1
             summary["failures"].append({"path": raw, "stage": "discover", "message": msg})
         states = {inp.path: _FileState(inp) for inp in todo}
-        by_hash = {r.content_hash: r for r in done.values() if r.status == "ok" and r.content_hash}
+        redo = {h5_text(str(i.path)) for i in todo}  # their old rows are being replaced
+        by_hash = {r.content_hash: r for r in done.values()
+                   if r.status == "ok" and r.content_hash and r.path not in redo}
         known = frozenset(by_hash)
         buckets: dict[tuple, list[tuple[Path, Any]]] = {}
         seg_count: dict[tuple, int] = {}  # segments buffered per bucket
@@ -822,6 +857,7 @@ def run_embed(items: list[Input], output: str | Path, opts: EmbedOptions, model,
 
         compute = _Compute(emb)
         compute.start()
+        threads["compute"] = compute
 
         def flush(key: tuple) -> None:
             """Hand a bucket to the compute thread (blocks while two batches are in flight)."""
@@ -972,6 +1008,10 @@ def run_embed(items: list[Input], output: str | Path, opts: EmbedOptions, model,
         else:
             store.finish_shard(attrs, mod_attrs, summary)
     finally:
+        c = threads.get("compute")
+        if c is not None and c.is_alive():
+            with contextlib.suppress(queue.Full):  # lets it end (and free the model) after a failure
+                c.inq.put(None, timeout=5)
         if pool is not None:
             pool.close()
         if writer.is_alive():

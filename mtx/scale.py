@@ -57,7 +57,8 @@ def _items_digest(items: list[Input]) -> str:
     return h.hexdigest()
 
 
-def load_or_create_plan(output: Path, items: list[Input], n_shards: int, cfg_hash: str) -> list[Input]:
+def load_or_create_plan(output: Path, items: list[Input], n_shards: int, cfg_hash: str,
+                        config: dict[str, Any] | None = None) -> list[Input]:
     """The plan is written once; later shards use its item list (the source of truth)."""
     pdir = parts_dir_of(output)
     pdir.mkdir(exist_ok=True)
@@ -79,8 +80,13 @@ def load_or_create_plan(output: Path, items: list[Input], n_shards: int, cfg_has
     if plan["n_shards"] != n_shards:
         raise UsageError(f"{output}: planned for {plan['n_shards']} shards, this run says {n_shards}")
     if plan["config_sha256"] != cfg_hash:
-        raise StoreError(f"{output}: the shard plan was made with another configuration; use the "
-                         "same options for every shard, or remove the .parts directory")
+        old = {}
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            old = json.loads((pdir / "run.json").read_text())["config"]
+        from .store import config_diff
+
+        raise StoreError(f"{output}: the shard plan was made with other settings ({config_diff(old, config or {})}); "
+                         "use the same options (e.g. an explicit --dtype) for every shard, or remove the .parts directory")
     return [Input(Path(p), i) for i, p in plan["items"]]
 
 
@@ -96,7 +102,8 @@ def embed_shard(output: str | Path, items: list[Input], shard: tuple[int, int], 
 
     output = Path(output)
     i, n = shard
-    planned = load_or_create_plan(output, items, n, config_hash(run_config_of(model, opts)))
+    cfg = run_config_of(model, opts)
+    planned = load_or_create_plan(output, items, n, config_hash(cfg), cfg)
     mine = planned[shard_slice(len(planned), i, n)]
     return run_embed(mine, output, opts, model, progress=progress, shard=shard)
 
@@ -196,8 +203,17 @@ def merge(output: str | Path, copy: bool = False) -> dict[str, Any]:
         raise StoreError(f"{output}: shard(s) {', '.join(map(str, missing))} of {n} have not finished "
                          "(no completion marker); run them (the same command with --shard I/N), then merge")
     cfg = plan["config_sha256"]
-    parts = sorted(pdir.glob("part-*.h5"), key=lambda p: p.name)
+    parts = sorted(pdir.glob("part-*.h5"), key=lambda p: (p.stat().st_mtime_ns, p.name))
     leftovers = sorted(pdir.glob("part-*.tmp"))
+    # A real (copied or consolidated) output holds earlier committed work the shards skipped:
+    # it is merged first, and the result must then be a copy (a virtual dataset cannot point
+    # into the file it replaces).
+    base: list[Path] = []
+    if output.exists():
+        with contextlib.suppress(Exception), h5py.File(output, "r") as f:
+            if f.attrs.get("merge_mode") != "virtual":
+                base = [output]
+    copy = copy or bool(base)
     digest = hashlib.sha256()
     for p in parts:
         verify_part(p, cfg)
@@ -220,8 +236,8 @@ def merge(output: str | Path, copy: bool = False) -> dict[str, Any]:
     if copy:
         from .store import check_space
 
-        check_space(output, sum(p.stat().st_size for p in parts))
-    info = consolidate(parts, tmp, attrs, mod_attrs, store_dtype, dim, virtual=not copy)
+        check_space(output, sum(p.stat().st_size for p in base + parts))
+    info = consolidate(base + parts, tmp, attrs, mod_attrs, store_dtype, dim, virtual=not copy)
     os.replace(tmp, output)
     fsync_dir(output.parent)
     if copy:

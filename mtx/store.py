@@ -57,6 +57,14 @@ def fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+def config_diff(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """``key old -> new`` for every top-level setting that differs (for refusals users can act on)."""
+    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if not old:
+        return "unknown earlier settings"
+    return ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in keys)[:600] or "format"
+
+
 def config_hash(config: dict[str, Any]) -> str:
     from .modalities._base import canonical_json
 
@@ -299,7 +307,9 @@ class Store:
         self._run = f"{prefix}{int(time.time() * 1000):x}-{os.getpid()}"
         self.dim = int(config["geometry"]["dim"])
         self.modality_configs = modality_configs or {}
+        self._index: tuple | None = None  # rows_of's lazy index
         self._old_modality_configs: dict[str, dict[str, Any]] = {}
+        self._old_config: dict[str, Any] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
     def open(self) -> "Store":
@@ -319,6 +329,9 @@ class Store:
         return self
 
     def _prepare(self) -> None:
+        if not self.shard and (self.parts_dir / "plan.json").exists() and not self.overwrite:
+            raise StoreError(f"{self.output}: is being written in shards ({self.parts_dir / 'plan.json'}); "
+                             "run the remaining `--shard I/N` commands, then `mtx merge`, or pass --overwrite")
         if self.overwrite:
             self._remove_all()
         self._check_config()
@@ -380,6 +393,7 @@ class Store:
             try:
                 d = json.loads(run_json.read_text())
                 self._old_modality_configs.update(d.get("modality_configs", {}))
+                self._old_config = d.get("config") or {}
                 return d["config_sha256"]
             except (ValueError, KeyError):
                 return None
@@ -392,6 +406,8 @@ class Store:
                                          "choose another output or pass --overwrite")
                     with contextlib.suppress(ValueError, KeyError):
                         self._old_modality_configs.update(json.loads(f.attrs["modality_configs_json"]))
+                    with contextlib.suppress(ValueError, KeyError):
+                        self._old_config = json.loads(f.attrs["config_json"])
                     return str(f.attrs.get("config_sha256", ""))
             except StoreError:
                 raise
@@ -404,8 +420,9 @@ class Store:
         old = self._existing_hash()
         if old and old != self.cfg_hash:
             raise ConfigMismatch(
-                f"{self.output}: was written with a different configuration (model, weights, dtype, "
-                "pooling or options); pass --overwrite to replace it, or write to another file")
+                f"{self.output}: settings differ from the run that wrote it: "
+                f"{config_diff(self._old_config, self.config)}; pass the same settings (e.g. --dtype "
+                "explicitly: auto depends on the machine), --overwrite to replace it, or another output")
         for name, cfg in self._old_modality_configs.items():
             new = self.modality_configs.get(name)
             if new is not None and new != cfg:
@@ -419,7 +436,7 @@ class Store:
         """Committed sources in commit order: the previous final file, then the parts."""
         out = [self.output] if self.output.exists() else []
         if self.parts_dir.exists():
-            out += sorted(self.parts_dir.glob("part-*.h5"), key=lambda p: p.stat().st_mtime_ns)
+            out += sorted(self.parts_dir.glob("part-*.h5"), key=lambda p: (p.stat().st_mtime_ns, p.name))
         return out
 
     def done_files(self) -> dict[str, FileRecord]:
@@ -438,19 +455,28 @@ class Store:
     def rows_of(self, path: str, old_id: str, new_id: str, new_path: str) -> "Rows | None":
         """The committed rows of input ``path`` re-labelled for an identical file at ``new_path``."""
         h5py = _h5()
-        found: dict[str, tuple] = {}
-        for src in self.sources():
+        if self._index is None:  # built once per run: path -> rows, and the record positions
+            files: dict[str, FileRecord] = {}
+            rec_src: dict[str, list[int]] = {}
+            rows: dict[str, list[tuple[int, int, str]]] = {}
+            srcs = self.sources()
             try:
-                with h5py.File(src, "r") as f:
-                    paths = _read_str(f["path"])
-                    idx = [i for i, p in enumerate(paths) if p == path]
-                    if not idx:
-                        continue
-                    ids, mods = _read_str(f["id"]), _modality_list(f)
-                    for i in idx:
-                        found[ids[i]] = (f["embeddings"][i].astype(np.float32), int(f["n_tokens"][i]), mods[i])
+                for si, src in enumerate(srcs):
+                    with h5py.File(src, "r") as f:
+                        for r in read_files(f):
+                            files[r.path] = r
+                            rec_src.setdefault(r.path, []).append(si)
+                        for i, (sid, p) in enumerate(zip(_read_str(f["id"]), _read_str(f["path"]), strict=True)):
+                            rows.setdefault(p, []).append((si, i, sid))
             except Exception:  # noqa: BLE001 - unreadable source: fall back to recomputing
                 return None
+            self._index = (srcs, files, rec_src, rows)
+        srcs, files, rec_src, rows = self._index
+        found: dict[str, tuple] = {}
+        for si, i, sid in rows.get(path, []):
+            if _current(path, si, files, rec_src):
+                with h5py.File(srcs[si], "r") as f:
+                    found[sid] = (f["embeddings"][i].astype(np.float32), int(f["n_tokens"][i]), _modality_list(f)[i])
         if not found:
             return None
         keys = sorted(found)
@@ -523,31 +549,29 @@ def consolidate(sources: list[Path], dest: Path, attrs: dict[str, Any],
     """
     h5py = _h5()
     files: dict[str, FileRecord] = {}
+    rec_src: dict[str, list[int]] = {}  # path -> sources holding a record of it, in order
     failures: dict[tuple[str, str], Failure] = {}
-    row_src: dict[str, tuple[int, int]] = {}  # id -> (source index, row)
-    row_path: dict[str, str] = {}
+    row_src: dict[tuple[str, str], tuple[int, int]] = {}  # (path, id) -> (source index, row)
     old_mod_attrs: dict[str, dict[str, Any]] = {}
     has_tokens = False
     for si, src in enumerate(sources):
         with h5py.File(src, "r") as f:
             for r in read_files(f):
                 files[r.path] = r
+                rec_src.setdefault(r.path, []).append(si)
             for x in read_failures(f):
                 failures[(x.path, x.stage)] = x
             for i, (sid, p) in enumerate(zip(_read_str(f["id"]), _read_str(f["path"]), strict=True)):
-                row_src[sid] = (si, i)
-                row_path[sid] = p
+                row_src[(p, sid)] = (si, i)
             has_tokens |= "tokens" in f
             if "modalities" in f:
                 for name, g in f["modalities"].items():
                     old_mod_attrs[name] = dict(g.attrs)
-    # Keep rows whose file finished (ok); drop partial files and files that later failed.
-    ok = {p for p, r in files.items() if r.status == "ok"}
-    keep = [sid for sid in row_src if row_path[sid] in ok]
+    keep = [k for k, (si, _) in row_src.items() if _current(k[0], si, files, rec_src)]
     failures = {k: v for k, v in failures.items() if files.get(v.path) is None or files[v.path].status == "failed"}
     by_src: dict[int, list[tuple[int, int]]] = {}
-    for out_i, sid in enumerate(keep):
-        si, ri = row_src[sid]
+    for out_i, k in enumerate(keep):
+        si, ri = row_src[k]
         by_src.setdefault(si, []).append((ri, out_i))
     n = len(keep)
     dt = np.float16 if store_dtype == "float16" else np.float32
@@ -625,6 +649,20 @@ def consolidate(sources: list[Path], dest: Path, attrs: dict[str, Any],
         out.flush()
         os.fsync(out.id.get_vfd_handle())
     return {"n_rows": n, "n_failures": len(failures), "n_files": len(files)}
+
+
+def _current(path: str, si: int, files: dict[str, FileRecord], rec_src: dict[str, list[int]]) -> bool:
+    """Is a row of ``path`` found in source ``si`` part of the file's current, finished version?
+
+    Its file must be ``ok``, and the row must come after the path's previous record (rows of
+    an earlier version of a changed file, or of a run that later failed it, are dropped) and no
+    later than its last record (a file record is always committed with or after its rows).
+    """
+    rec = files.get(path)
+    if rec is None or rec.status != "ok":
+        return False
+    s = rec_src[path]
+    return (s[-2] if len(s) > 1 else -1) < si <= s[-1]
 
 
 def _pair_runs(pairs: list[tuple[int, int]]):

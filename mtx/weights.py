@@ -425,6 +425,9 @@ def resolve(spec: EncoderSpec, weights: list[str] | None) -> LoadedWeights:
     merged = LoadedWeights(None, source="file")
     for p in paths:
         path = Path(p).expanduser()
+        if not path.is_file():
+            raise WeightsError(f"{path}: no such weights file; pass an existing file, or --weights seeded "
+                               "for an explicitly random (not pretrained) encoder")
         digest = verify_sha256(path, pinned[p]) if p in pinned else cached_sha256(path)
         sd, meta = read_state_dict(path)
         lw = convert_state_dict(sd, meta, path)
