@@ -303,6 +303,15 @@ class ImagePatchTokenizer(Tokenizer):
         return Tokens(self.norm_pre(x), None, True)
 
 
+@dataclass
+class GreyFrameConfig(ModalityConfig):
+    """Preprocessing of single-channel frames (thermal, radiographs) for the image front end."""
+
+    size: int = 224  # resize short side, centre-crop to size x size
+    lo_percentile: float = 1.0  # robust min-max range
+    hi_percentile: float = 99.0
+
+
 class PatchImageModality(Modality):
     """Base of the picture-like modalities (image, infrared, xray): they end in ``pixels``
     [S, 3, size, size] and share the CLIP-initialisable :class:`ImagePatchTokenizer`."""

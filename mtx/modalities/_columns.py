@@ -71,7 +71,8 @@ def _numeric(cells: list[str]) -> bool:
     return bool(vals) and sum(to_number(c) is not None for c in vals) >= 0.95 * len(vals)
 
 
-def _unique(names: list[str]) -> list[str]:
+def unique_names(names: list[str]) -> list[str]:
+    """Column names made non-empty and unique (``a``, ``a.1``, ``col2``)."""
     seen: dict[str, int] = {}
     out = []
     for i, n in enumerate(names):
@@ -133,7 +134,7 @@ def sniff_table(head: bytes, min_columns: int = 2) -> TableHead | None:
     first, body = rows[0], rows[1:]
     header = not all(to_number(c) is not None or is_null(c) for c in first)
     if header:
-        names = _unique(first)
+        names = unique_names(first)
     else:
         names, body = [f"col{i}" for i in range(width)], rows
     t = TableHead(delim, header, names, body, skip, enc)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from ..errors import DecodeError
+from ..errors import DecodeError, MissingDependency
 
 # Decompression-bomb cap: 1e8 pixels (a 10000x10000 image) is far above any real photo and far
 # below what would exhaust memory. Pillow raises beyond 2x its own MAX_IMAGE_PIXELS.
@@ -59,3 +59,29 @@ def robust_minmax(a: np.ndarray, lo: float = 1.0, hi: float = 99.0) -> tuple[np.
     scale = (p_hi - p_lo) or 1.0
     out = np.clip((np.nan_to_num(a, nan=p_lo) - p_lo) / scale, 0.0, 1.0).astype(np.float32)
     return out, {"range_lo": float(p_lo), "range_hi": float(p_hi), "percentiles": [lo, hi]}
+
+
+def read_tiff_page(path) -> tuple[np.ndarray, dict]:
+    """The first page of a TIFF through tifffile (float, multi-sample, LZW+predictor...), with
+    the pixel cap applied first. Returns ``(array, facts)``; corrupt files raise DecodeError."""
+    try:
+        import tifffile
+    except ImportError:  # pragma: no cover - dependency
+        raise MissingDependency("tifffile is needed for TIFF; pip install tifffile imagecodecs") from None
+    try:
+        with tifffile.TiffFile(path) as tf:
+            page = tf.pages[0]
+            check_pixels(int(page.imagewidth), int(page.imagelength))
+            a = page.asarray()
+            facts = {"pages": len(tf.pages), "compression": str(getattr(page.compression, "name", "")),
+                     "samples_per_pixel": int(page.samplesperpixel),
+                     "planar_separate": page.planarconfig == 2}
+    except DecodeError:
+        raise
+    except ValueError as e:
+        if "imagecodecs" in str(e):
+            raise MissingDependency(f"this TIFF needs imagecodecs: {e}; pip install imagecodecs") from None
+        raise DecodeError(f"corrupt or unsupported TIFF: {e}") from None
+    except Exception as e:  # noqa: BLE001 - tifffile raises many types for corrupt files
+        raise DecodeError(f"corrupt or unsupported TIFF: {e}") from None
+    return a, facts

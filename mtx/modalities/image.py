@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DecodeError, MissingDependency
+from ..errors import DecodeError
 from ._base import STRUCTURE, Evidence, ModalityConfig, PatchImageModality, Sample
 from ._imaging import MAX_PIXELS, check_pixels, resize_center_crop
 from ._registry import register_modality
@@ -110,20 +110,10 @@ def _scale_float(a: np.ndarray, meta: dict) -> np.ndarray:
 
 def _tifffile_rgb(path: Path, meta: dict) -> tuple[np.ndarray, dict]:
     """TIFFs Pillow refuses (float, multi-sample, exotic compression): first page via tifffile."""
-    try:
-        import tifffile
-    except ImportError:  # pragma: no cover - dependency
-        raise MissingDependency("tifffile is needed for this TIFF; pip install tifffile") from None
-    try:
-        with tifffile.TiffFile(path) as tf:
-            page = tf.pages[0]
-            check_pixels(int(page.imagewidth), int(page.imagelength))
-            a = page.asarray()
-            meta.update(reader="tifffile", pages=len(tf.pages), dtype=str(a.dtype))
-    except DecodeError:
-        raise
-    except Exception as e:  # noqa: BLE001 - tifffile raises many types for corrupt files
-        raise DecodeError(f"corrupt or unsupported TIFF: {e}") from None
+    from ._imaging import read_tiff_page
+
+    a, facts = read_tiff_page(path)
+    meta.update(reader="tifffile", pages=facts["pages"], dtype=str(a.dtype))
     if a.ndim == 3 and a.shape[0] in (3, 4) and a.shape[-1] not in (3, 4):
         a = np.moveaxis(a, 0, -1)
     if a.dtype == np.uint8 and a.ndim == 3 and a.shape[-1] == 3:

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from mtx.errors import DecodeError, MissingDependency
+from mtx.errors import DecodeError
 
-from ._base import CLAIM, REFINED, Evidence, ModalityConfig, PatchImageModality, Sample
-from ._imaging import check_pixels, robust_minmax
+from ._base import CLAIM, REFINED, Evidence, GreyFrameConfig, PatchImageModality, Sample
+from ._imaging import check_pixels, read_tiff_page, robust_minmax
 from ._registry import register_modality
 from .image import image_format
 
@@ -243,27 +243,11 @@ def read_gray(path: Path, fmt: str) -> tuple[np.ndarray, dict]:
     """Decode a picture to a 2-D float array of its measured values (multi-channel -> mean)."""
     meta: dict = {"format": fmt}
     if fmt in ("TIFF", "BigTIFF"):
-        try:
-            import tifffile
-        except ImportError:  # pragma: no cover - dependency
-            raise MissingDependency("tifffile is needed for TIFF; pip install tifffile imagecodecs") from None
-        try:
-            with tifffile.TiffFile(path) as tf:
-                page = tf.pages[0]
-                check_pixels(int(page.imagewidth), int(page.imagelength))
-                a = page.asarray()
-                meta.update(pages=len(tf.pages), compression=str(getattr(page.compression, "name", "")),
-                            samples_per_pixel=int(page.samplesperpixel))
-                if page.samplesperpixel > 1 and page.planarconfig == 2 and a.ndim == 3:
-                    a = np.moveaxis(a, 0, -1)
-        except DecodeError:
-            raise
-        except ValueError as e:
-            if "imagecodecs" in str(e):
-                raise MissingDependency(f"this TIFF needs imagecodecs: {e}; pip install imagecodecs") from None
-            raise DecodeError(f"corrupt or unsupported TIFF: {e}") from None
-        except Exception as e:  # noqa: BLE001 - tifffile raises many types for corrupt files
-            raise DecodeError(f"corrupt or unsupported TIFF: {e}") from None
+        a, facts = read_tiff_page(path)
+        meta.update(pages=facts["pages"], compression=facts["compression"],
+                    samples_per_pixel=facts["samples_per_pixel"])
+        if facts["samples_per_pixel"] > 1 and facts["planar_separate"] and a.ndim == 3:
+            a = np.moveaxis(a, 0, -1)
     else:
         from PIL import Image, ImageOps
 
@@ -296,10 +280,8 @@ def read_gray(path: Path, fmt: str) -> tuple[np.ndarray, dict]:
 
 
 @dataclass
-class InfraredConfig(ModalityConfig):
-    size: int = 224  # resize short side, centre-crop to size x size
-    lo_percentile: float = 1.0  # robust min-max range
-    hi_percentile: float = 99.0
+class InfraredConfig(GreyFrameConfig):
+    pass
 
 
 @register_modality

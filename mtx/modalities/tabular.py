@@ -50,6 +50,7 @@ from torch import nn
 from mtx.errors import DecodeError, MissingDependency, UsageError
 
 from ._base import EXTENSION, STRUCTURE, Evidence, Modality, ModalityConfig, Sample, Tokenizer, Tokens, seeded
+from ._columns import unique_names
 from ._registry import register_modality
 from .text import bom_encoding, check_codec
 
@@ -229,19 +230,6 @@ class _Source:
         raise NotImplementedError
 
 
-def _unique_names(names: list[str]) -> list[str]:
-    seen: dict[str, int] = {}
-    out = []
-    for i, name in enumerate(names):
-        name = name.strip() or f"col{i}"
-        if name in seen:
-            seen[name] += 1
-            name = f"{name}.{seen[name]}"
-        seen.setdefault(name, 0)
-        out.append(name)
-    return out
-
-
 def _table_encoding(head: bytes, forced: str) -> tuple[str, str]:
     """(codec, how it was decided) for a delimited/JSON text table."""
     if forced:
@@ -404,7 +392,7 @@ class _CsvSource(_Source):
         skip, has_header, hwhy = decide_header(rows, width, cfg.header, starts)
         used = skip + int(has_header)
         self.skip_lines = ends[used - 1] if used else 0
-        names = _unique_names(rows[skip][:width] + [""] * (width - len(rows[skip]))) if has_header \
+        names = unique_names(rows[skip][:width] + [""] * (width - len(rows[skip]))) if has_header \
             else [f"col{j}" for j in range(width)]
         super().__init__("csv", names, {
             "encoding": self.codec, "encoding_reason": why,
@@ -598,7 +586,7 @@ class _ParquetSource(_Source):
             raise DecodeError(f"cannot open Parquet: {' '.join(str(e).split())[:200]}") from None
         schema = self.pf.schema_arrow
         md = self.pf.metadata
-        super().__init__("parquet", _unique_names([str(n) for n in schema.names]), {
+        super().__init__("parquet", unique_names([str(n) for n in schema.names]), {
             "rows_in_file": md.num_rows, "row_groups": md.num_row_groups,
             "arrow_types": {n: str(t) for n, t in zip(schema.names, schema.types, strict=True)},
         })

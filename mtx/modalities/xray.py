@@ -17,7 +17,15 @@ import numpy as np
 
 from mtx.errors import DecodeError, MissingDependency
 
-from ._base import CLAIM, EXTENSION, REFINED, Evidence, ModalityConfig, PatchImageModality, Sample
+from ._base import (
+    CLAIM,
+    EXTENSION,
+    REFINED,
+    Evidence,
+    GreyFrameConfig,
+    PatchImageModality,
+    Sample,
+)
 from ._imaging import check_pixels, robust_minmax
 from ._registry import register_modality
 from .image import image_format
@@ -126,10 +134,8 @@ def read_dicom(path: Path) -> tuple[np.ndarray, dict]:
 
 
 @dataclass
-class XrayConfig(ModalityConfig):
-    size: int = 224  # resize short side, centre-crop to size x size
-    lo_percentile: float = 1.0  # robust min-max range
-    hi_percentile: float = 99.0
+class XrayConfig(GreyFrameConfig):
+    pass
 
 
 @register_modality
