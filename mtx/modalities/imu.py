@@ -303,11 +303,9 @@ class imu(Modality):  # noqa: N801 - class name == registry key == module name
 
 def read_imu(path: Path) -> tuple[np.ndarray, np.ndarray | None, dict]:
     """-> ([T, 3 or 6] acc(+gyro) values, raw time values or None, meta with ``_unit``)."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(cols.HEAD_LIMIT)
-    except OSError as e:
-        raise DecodeError(f"cannot read: {e.strerror or e}") from None
+    from ..sniff import read_head
+
+    head = read_head(path, cols.HEAD_LIMIT)
     if head.startswith(b"\x93NUMPY") or path.suffix.lower() in (".npy", ".npz"):
         a = cols.load_array(path)
         meta: dict = {"format": "npy", "shape": list(a.shape), "dtype": str(a.dtype), "_unit": None}

@@ -268,11 +268,9 @@ def _parquet_time(fields: list[tuple[str, str]], forced: str) -> str | None:
 def read_series(path: Path, time_column: str = ""
                 ) -> tuple[np.ndarray, np.ndarray | None, list[str], dict]:
     """Any supported file -> ([T, C] float64 values, time [T] or None, channel names, meta)."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(cols.HEAD_LIMIT)
-    except OSError as e:
-        raise DecodeError(f"cannot read: {e.strerror or e}") from None
+    from ..sniff import read_head
+
+    head = read_head(path, cols.HEAD_LIMIT)
     if head.startswith(b"\x93NUMPY") or path.suffix.lower() in (".npy", ".npz"):
         a = cols.load_array(path)
         meta: dict = {"format": "npz" if path.suffix.lower() == ".npz" else "npy",
