@@ -122,7 +122,8 @@ def embed(
                                        "CUDA and CPUs with native bf16, else float32), float32, bfloat16, float16.")] = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Encoder rows per batch.")] = 32,
     workers: Annotated[int | None, typer.Option("--workers", "-j", min=0,
-                                                help="Decoder processes (0 = in-process). Default: cores/2.")] = None,
+                                                help="Decoder processes (0 = in-process). Default: half the "
+                                                "cores (at most 8) on CPU, all but two with a GPU.")] = None,
     modality: ModalityOpt = None,
     map_: MapOpt = None,
     pool: Annotated[str | None, typer.Option("--pool", help="cls, mean or max (default: per modality).")] = None,

@@ -9,17 +9,21 @@ thread each, and are watched: a file that runs past ``timeout`` seconds or a wor
 from __future__ import annotations
 
 import contextlib
+import gc
 import glob as globlib
 import hashlib
 import json
+import math
 import multiprocessing as mp
 import os
+import pickle
 import queue
 import signal
 import stat
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,9 +183,22 @@ class EmbedOptions:
             raise UsageError(f"bad option for {name}: {e}") from None
 
 
-def default_workers() -> int:
+def default_workers(gpu: bool = False) -> int:
+    """Decoder processes for this machine: on CPU half the cores (the encoder's intra-op
+    threads take the other half); with a GPU every core but two (the main process collates,
+    drives the GPU and writes)."""
     n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if gpu:
+        return max(1, n - 2)
     return max(1, min(8, n // 2))
+
+
+def _gpu_likely(device: str | None) -> bool:
+    """Whether ``device`` will be a GPU, answered before torch is imported (the decoders start
+    while the model loads); corrected by :meth:`_WorkerPool.resize` once it is known."""
+    if device is None or device == "auto":
+        return os.path.exists("/dev/nvidiactl") or os.path.exists("/dev/nvidia0")
+    return device.startswith("cuda")
 
 
 # ------------------------------------------------------------------------------------------
@@ -258,15 +275,29 @@ def process_file(inp: Input, opts_modality: str | None, rules, configs: dict[str
         emit(("fail", inp.path, modality, stage, f"{type(e).__name__}: {short(e)}"))
 
 
-# Arrays at least this large travel through shared memory instead of the result pipe: a
-# decoded 224 px image is 150 KB, and pushing that through a pipe (read in 64 KB pieces,
-# unpickled in the one main process) caps a 16-core GPU machine far below the encoder's rate.
-SHM_MIN_BYTES = 32 * 1024
+# Decoded samples leave a worker in chunks: the results of up to CHUNK_FILES files (or
+# SLOT_BYTES of arrays, or CHUNK_SECONDS of work) travel as one small message on the worker's
+# own pipe. Their arrays go back to back into a slot of a shared-memory ring that the worker
+# and the main process map once, for the whole run: the main process reads them in place (the
+# batch collate is the one copy) and the slot returns to the worker when the last of its
+# arrays is gone. A chunk that does not fit, or finds every slot still in use, goes through a
+# file on the shared-memory filesystem instead (or the pipe, where there is none). On a 16-core
+# GPU machine the main process's per-file work, not the decoders or the encoder, was the limit:
+# one message and no page-table work per chunk instead of two messages and a mapping per file.
+CHUNK_FILES = 16
+CHUNK_SAMPLES = 1024
+CHUNK_SECONDS = 0.5
+SLOTS = 8  # ring slots per worker
+SLOT_BYTES = 4 << 20
+CREDITS = 4  # chunks outside the ring a worker may have sent that the main process has not read
+START_LIMIT = 300.0  # seconds a fresh decoder process may take to import before its first file
+SHM_DIR = "/dev/shm"
+_ALIGN = 64
 
 
 @dataclass(frozen=True)
-class _ShmRef:
-    name: str
+class _BlobRef:
+    offset: int
     shape: tuple[int, ...]
     dtype: str
 
@@ -275,39 +306,68 @@ def _shm_prefix(parent_pid: int) -> str:
     return f"mtx{parent_pid}_"
 
 
-SHM_DIR = "/dev/shm"
+def _padded(nbytes: int) -> int:
+    return nbytes + (-nbytes % _ALIGN)
 
 
-def _pack(sample, prefix: str, counter: list[int]):
-    """Move a sample's large arrays into files on the shared-memory filesystem (tmpfs).
-
-    Plain files, not ``SharedMemory`` objects: one write here and one read + unlink in the main
-    process, with no mmap and no resource-tracker round trips per sample.
-    """
-    arrays = {}
-    for k, a in sample.arrays.items():
-        if a.nbytes < SHM_MIN_BYTES:
-            arrays[k] = a
+def _layout(events: list) -> tuple[list[tuple[int, np.ndarray]], int]:
+    """Give the chunk's sample arrays aligned offsets in one buffer, replacing them with refs;
+    returns ``([(offset, array)], total bytes)``."""
+    placed: list[tuple[int, np.ndarray]] = []
+    offset = 0
+    for ev in events:
+        if ev[0] != "sample":
             continue
-        counter[0] += 1
-        name = f"{prefix}{os.getpid()}_{counter[0]}"
-        with open(os.path.join(SHM_DIR, name), "wb") as f:
-            f.write(memoryview(np.ascontiguousarray(a)).cast("B"))
-        arrays[k] = _ShmRef(name, tuple(a.shape), a.dtype.str)
+        sample = ev[3]
+        refs = {}
+        for k, a in sample.arrays.items():
+            a = np.ascontiguousarray(a)
+            refs[k] = _BlobRef(offset, tuple(a.shape), a.dtype.str)
+            placed.append((offset, a))
+            offset += _padded(a.nbytes)
+        sample.arrays = refs
+    return placed, offset
+
+
+def _write_file(placed: list[tuple[int, np.ndarray]], path: str) -> None:
+    with open(path, "wb", buffering=0) as f:
+        for offset, a in placed:
+            f.seek(offset)
+            f.write(memoryview(a).cast("B"))
+        f.truncate(max((o + _padded(a.nbytes) for o, a in placed), default=0))
+
+
+def _map_file(name: str) -> np.ndarray:
+    """Map (then unlink) a chunk file as a byte array."""
+    import mmap
+
+    path = os.path.join(SHM_DIR, name)
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if not size:
+                return np.zeros(0, np.uint8)
+            mm = mmap.mmap(f.fileno(), size, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE, prot=mmap.PROT_READ)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    return np.frombuffer(memoryview(mm), np.uint8)
+
+
+def _resolve(sample, blob: np.ndarray) -> None:
+    """Replace a sample's refs with views of ``blob``, made by slicing it: slices keep ``blob``
+    itself alive (``np.frombuffer`` of it would not), which frees a ring slot at the right time."""
+    arrays = {}
+    for k, r in sample.arrays.items():
+        dt = np.dtype(r.dtype)
+        n = math.prod(r.shape) * dt.itemsize
+        arrays[k] = blob[r.offset:r.offset + n].view(dt).reshape(r.shape) if n else np.empty(r.shape, dt)
     sample.arrays = arrays
-    return sample
 
 
-def _unpack(sample):
-    for k, a in list(sample.arrays.items()):
-        if isinstance(a, _ShmRef):
-            path = os.path.join(SHM_DIR, a.name)
-            try:
-                sample.arrays[k] = np.fromfile(path, dtype=np.dtype(a.dtype)).reshape(a.shape)
-            finally:
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
-    return sample
+def _free_slot(used, free, slot: int) -> None:
+    used[slot] = 0
+    free.release()
 
 
 def _cleanup_stale_shm() -> None:
@@ -338,7 +398,104 @@ def _cleanup_shm(parent_pid: int) -> None:
                     os.unlink(os.path.join(SHM_DIR, name))
 
 
-def _worker_main(wid: int, tasks, results, opts_modality, rules, configs, known) -> None:
+@dataclass
+class _Channel:
+    """What one decoder process and the main process share besides its two pipes."""
+
+    state: Any  # RawArray q[2]: [file being decoded (seq), progress counter]
+    credits: Any  # Semaphore(CREDITS): unread chunks outside the ring
+    ring: Any  # RawArray of SLOTS * SLOT_BYTES bytes
+    used: Any  # RawArray b[SLOTS]: 1 while the main process holds a slot's arrays
+    free: Any  # Semaphore(SLOTS): free slots
+
+    @classmethod
+    def create(cls, ctx) -> "_Channel":
+        ch = cls(ctx.RawArray("q", 2), ctx.Semaphore(CREDITS), ctx.RawArray("B", SLOTS * SLOT_BYTES),
+                 ctx.RawArray("b", SLOTS), ctx.Semaphore(SLOTS))
+        ch.state[0] = -1
+        return ch
+
+
+class _Chunker:
+    """Worker side: collects one file's messages after another and ships them in chunks.
+
+    A file whose samples were split over several chunks has its ``done`` shipped at once, so
+    when a worker dies every file is either wholly unseen by the main process (and can be given
+    to another worker) or has all its messages in the pipe.
+    """
+
+    def __init__(self, conn, ch: _Channel, use_shm: bool):
+        from .modalities import get_modality
+
+        self.get_modality = get_modality
+        self.conn, self.ch = conn, ch
+        self.ring = np.frombuffer(ch.ring, np.uint8)
+        self.prefix = _shm_prefix(os.getppid()) + f"{os.getpid()}_"
+        self.use_shm = use_shm
+        self.n = 0
+        self.events: list[tuple] = []
+        self.files = self.samples = self.nbytes = 0
+        self.since = 0.0
+        self.split: set[int] = set()  # files with samples in an earlier chunk
+
+    def emit(self, seq: int, msg: tuple) -> None:
+        kind = msg[0]
+        if kind == "sample":
+            _, _, modality, sample = msg
+            size = sum(_padded(a.nbytes) for a in sample.arrays.values())
+            if self.samples and self.nbytes + size > SLOT_BYTES:
+                self.split.add(seq)  # keep chunks within a ring slot
+                self.flush()
+            key = self.get_modality(modality).batch_key(sample)
+            self.events.append(("sample", seq, modality, sample, key))
+            self.samples += 1
+            self.nbytes += size
+        else:
+            self.events.append((kind, seq, *msg[2:]))
+            self.files += 1
+        self.ch.state[1] += 1  # progress, watched by the main process for --timeout
+        if len(self.events) == 1:
+            self.since = time.monotonic()
+        if kind == "sample":
+            if self.samples >= CHUNK_SAMPLES or time.monotonic() - self.since > CHUNK_SECONDS:
+                self.split.add(seq)
+                self.flush()
+        elif seq in self.split or self.files >= CHUNK_FILES or time.monotonic() - self.since > CHUNK_SECONDS:
+            self.split.discard(seq)
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.events:
+            return
+        where = None
+        if self.samples:
+            placed, total = _layout(self.events)
+            if total <= SLOT_BYTES and self.ch.free.acquire(block=False):
+                slot = next(i for i in range(SLOTS) if not self.ch.used[i])
+                self.ch.used[slot] = 1
+                base = slot * SLOT_BYTES
+                for offset, a in placed:
+                    self.ring[base + offset:base + offset + a.nbytes] = a.reshape(-1).view(np.uint8)
+                where = ("slot", slot)
+            else:
+                self.ch.credits.acquire()
+                if self.use_shm:
+                    self.n += 1
+                    name = f"{self.prefix}{self.n}"
+                    _write_file(placed, os.path.join(SHM_DIR, name))
+                    where = ("file", name)
+                else:
+                    buf = np.zeros(total, np.uint8)
+                    for offset, a in placed:
+                        buf[offset:offset + a.nbytes] = a.reshape(-1).view(np.uint8)
+                    where = ("inline", buf)
+        data = pickle.dumps(("chunk", self.events, where), protocol=pickle.HIGHEST_PROTOCOL)
+        self.events = []
+        self.files = self.samples = self.nbytes = 0
+        self.conn.send_bytes(data)
+
+
+def _worker_main(wid: int, tasks, results, ch: _Channel, opts_modality, rules, configs, known) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     with contextlib.suppress(Exception):
@@ -349,162 +506,237 @@ def _worker_main(wid: int, tasks, results, opts_modality, rules, configs, known)
         from . import modalities
 
         modalities.list_modalities()  # import the decoders now, while the parent loads the model
-    results.put(("ready", wid))
-    prefix, counter = _shm_prefix(os.getppid()), [0]
-    use_shm = os.path.isdir(SHM_DIR) and os.access(SHM_DIR, os.W_OK)
-
-    def emit(msg: tuple) -> None:
-        if use_shm and msg[0] == "sample":
-            msg = (*msg[:3], _pack(msg[3], prefix, counter))
-        results.put(msg)
-
+    results.send_bytes(pickle.dumps(("ready", wid)))
+    chunker = _Chunker(results, ch, use_shm=os.path.isdir(SHM_DIR) and os.access(SHM_DIR, os.W_OK))
     while True:
-        inp = tasks.get()
-        if inp is None:
+        if not tasks.poll():
+            chunker.flush()  # nothing queued: ship what is done before waiting
+        try:
+            batch = tasks.recv()
+        except EOFError:
             break
-        if isinstance(inp, tuple) and inp[0] == "known":
-            known = inp[1]
+        if batch is None:
+            break
+        if batch[0] == "known":
+            known = batch[1]
             continue
-        process_file(inp, opts_modality, rules, configs, emit, known)
+        for seq, inp in batch[1]:
+            ch.state[0] = seq
+            process_file(inp, opts_modality, rules, configs, lambda m, s=seq: chunker.emit(s, m), known)
+    chunker.flush()
+
+
+class _Worker:
+    def __init__(self, ctx, wid: int, args: tuple):
+        self.wid = wid
+        task_r, self.tasks = ctx.Pipe(duplex=False)  # each pipe: (receiving end, sending end)
+        self.results, res_w = ctx.Pipe(duplex=False)
+        self.ch = _Channel.create(ctx)
+        self.ring = memoryview(self.ch.ring).cast("B")
+        self.proc = ctx.Process(target=_worker_main, name=f"mtx-worker-{wid}", daemon=True,
+                                args=(wid, task_r, res_w, self.ch, *args))
+        self.proc.start()
+        task_r.close()
+        res_w.close()
+        self.assigned: dict[int, Input] = {}  # seq -> file, in submission order
+        self.since = time.monotonic()
+        self.progress = (-1, 0)
+        self.eof = False
+
+    def send(self, obj) -> None:
+        with contextlib.suppress(OSError):  # a dead worker is found and replaced by check()
+            self.tasks.send(obj)
+
+    def blob(self, where):
+        """The buffer a chunk's arrays are views of (a ring slot is freed when they are gone)."""
+        kind, val = where
+        if kind == "slot":
+            # An array over a memoryview, not a view of another array: the arrays sliced from it
+            # keep it alive, so the slot is freed only when the last of them is gone.
+            holder = np.frombuffer(self.ring[val * SLOT_BYTES:(val + 1) * SLOT_BYTES], np.uint8)
+            weakref.finalize(holder, _free_slot, self.ch.used, self.ch.free, val)
+            return holder
+        self.ch.credits.release()
+        return _map_file(val) if kind == "file" else val
 
 
 class _WorkerPool:
-    """Spawned decoder processes, each with its own task queue, watched for timeouts and crashes.
+    """Spawned decoder processes, each with its own task and result pipes, watched for timeouts
+    and crashes.
 
-    The main process assigns every file to a known worker, so when a worker dies (segfault in a
-    decoder, OOM kill) or overruns the per-file limit, the file it was on is known exactly: it
-    becomes a failure row, the files queued behind it are handed to other workers, and a fresh
-    worker replaces it.
+    Every file gets a sequence number and is assigned to a known worker, which records in shared
+    memory the file it is decoding and a progress counter. When a worker dies (segfault in a
+    decoder, OOM kill) or makes no progress for ``timeout`` seconds, the file it was on becomes a
+    failure row, whatever it had not shipped is handed to other workers, and a fresh worker
+    replaces it.
     """
 
-    WINDOW = 8  # files assigned per worker: one being decoded, the rest waiting (keeps it busy
-    #            while the main process collates a batch)
+    WINDOW = 2 * CHUNK_FILES  # files assigned per worker: a chunk being decoded, one queued
 
     def __init__(self, n: int, opts: EmbedOptions, configs: dict[str, dict],
                  known: frozenset[str] = frozenset()):
         _cleanup_stale_shm()
         self.ctx = mp.get_context("spawn")
-        self.results = self.ctx.Queue(maxsize=opts.queue_size)
         self.args = (opts.modality, opts.rules, configs, known)
         self.timeout = opts.timeout
-        self.workers: dict[int, dict[str, Any]] = {}
+        self.workers: dict[int, _Worker] = {}
         self.ready: set[int] = set()
+        self.paths: dict[int, Path] = {}  # seq -> path of files in flight
         self._next = 0
+        self._seq = 0
+        self._start_deaths = 0
+        self._retired: list[_Worker] = []
         for _ in range(n):
             self._spawn()
 
     def _spawn(self) -> None:
-        wid = self._next
+        self.workers[self._next] = _Worker(self.ctx, self._next, self.args)
         self._next += 1
-        q = self.ctx.Queue()
-        p = self.ctx.Process(target=_worker_main, args=(wid, q, self.results, *self.args),
-                             daemon=True, name=f"mtx-worker-{wid}")
-        p.start()
-        self.workers[wid] = {"proc": p, "queue": q, "assigned": [], "since": time.monotonic()}
+
+    def resize(self, n: int) -> None:
+        """Start more decoder processes, or stop idle ones, until there are ``n``."""
+        while len(self.workers) < n:
+            self._spawn()
+        for wid in [wid for wid, w in self.workers.items() if not w.assigned][: max(0, len(self.workers) - n)]:
+            w = self.workers.pop(wid)
+            w.send(None)
+            w.proc.join(0)  # reaped by close(); it ends on its own
+            self._retired.append(w)
 
     def set_known(self, known: frozenset[str]) -> None:
         """Content hashes already embedded (sent once to each worker, and to replacements)."""
         self.args = (*self.args[:3], known)
         for w in self.workers.values():
-            w["queue"].put(("known", known))
+            w.send(("known", known))
 
     def has_room(self) -> bool:
-        return any(len(w["assigned"]) < self.WINDOW for w in self.workers.values())
+        return any(len(w.assigned) < self.WINDOW for w in self.workers.values())
 
-    def submit(self, inp: Input) -> None:
-        wid, w = min(self.workers.items(), key=lambda kv: len(kv[1]["assigned"]))
-        if not w["assigned"]:
-            w["since"] = time.monotonic()
-        w["assigned"].append(inp)
-        w["queue"].put(inp)
+    def submit_from(self, pending: list[Input]) -> None:
+        """Fill every worker's window from the end of ``pending`` (one message per worker)."""
+        for w in sorted(self.workers.values(), key=lambda w: len(w.assigned)):
+            room = self.WINDOW - len(w.assigned)
+            if room <= 0 or not pending:
+                continue
+            if not w.assigned:
+                w.since = time.monotonic()
+            batch = []
+            for _ in range(min(room, len(pending))):
+                inp = pending.pop()
+                self._seq += 1
+                w.assigned[self._seq] = inp
+                self.paths[self._seq] = inp.path
+                batch.append((self._seq, inp))
+            w.send(("tasks", batch))
 
-    def _finished(self, path: Path) -> None:
-        for w in self.workers.values():
-            if w["assigned"] and w["assigned"][0].path == path:
-                w["assigned"].pop(0)
-                w["since"] = time.monotonic()
-                return
-
-    def get(self, timeout: float) -> tuple | None:
+    def _read(self, w: _Worker) -> list[tuple]:
+        """One message from ``w`` as main-side events (path instead of sequence number)."""
         try:
-            msg = self.results.get(timeout=timeout)
-        except queue.Empty:
-            return None
-        if msg[0] in ("done", "fail", "dup"):
-            self._finished(msg[1])
-        elif msg[0] == "sample":
-            _unpack(msg[3])
-            # --timeout bounds a file without progress: every sample restarts the clock, so a
-            # long CSV (one sample per row) waiting on a slow encoder is not cut off.
-            for w in self.workers.values():
-                if w["assigned"] and w["assigned"][0].path == msg[1]:
-                    w["since"] = time.monotonic()
-                    break
-        elif msg[0] == "ready":
+            msg = pickle.loads(w.results.recv_bytes())
+        except (EOFError, OSError):
+            w.eof = True
+            return []
+        if msg[0] == "ready":
             self.ready.add(msg[1])
-            return None
-        return msg
+            return []
+        _, events, where = msg
+        blob = w.blob(where) if where is not None else None
+        out = []
+        for ev in events:
+            kind, seq = ev[0], ev[1]
+            path = self.paths.get(seq)
+            if kind == "sample":
+                if blob is not None:
+                    _resolve(ev[3], blob)
+            elif seq in w.assigned:
+                del w.assigned[seq]
+                del self.paths[seq]
+            if path is not None:
+                out.append((kind, path, *ev[2:]))
+        self._start_deaths = 0
+        return out
+
+    def get(self, timeout: float) -> list[tuple]:
+        """Events from whichever workers have something (waits up to ``timeout`` seconds)."""
+        from multiprocessing.connection import wait
+
+        conns = {w.results: w for w in self.workers.values() if not w.eof}
+        out: list[tuple] = []
+        for c in wait(list(conns), timeout):
+            out.extend(self._read(conns[c]))
+        return out
 
     def wait_ready(self, timeout: float = 120.0) -> None:
         """Block until every decoder process has imported the decoders (benchmarks time the
         steady state; `mtx embed` overlaps this start-up with loading the model instead)."""
         deadline = time.monotonic() + timeout
         while not set(self.workers) <= self.ready and time.monotonic() < deadline:
-            msg = self.get(timeout=0.1)
-            if msg is not None:  # nothing was submitted yet: only "ready" can arrive
-                raise RuntimeError(f"unexpected message before any task: {msg[0]}")
+            if self.get(timeout=0.1):  # nothing was submitted yet: only "ready" can arrive
+                raise RuntimeError("unexpected message before any task")
 
     def check(self) -> tuple[list[tuple], list[Input]]:
-        """(failure messages, files to resubmit) for workers that died or overran the limit."""
-        fails: list[tuple] = []
+        """(events, files to resubmit) for workers that died or made no progress: the events
+        are what the worker shipped before it ended, then a failure for the file it was on."""
+        events: list[tuple] = []
         again: list[Input] = []
         now = time.monotonic()
         for wid, w in list(self.workers.items()):
-            p, assigned = w["proc"], w["assigned"]
-            dead = not p.is_alive()
-            slow = bool(assigned) and now - w["since"] > self.timeout
+            current, progress = w.ch.state[0], w.ch.state[1]
+            if (current, progress) != w.progress:
+                w.progress, w.since = (current, progress), now
+            dead = w.eof or not w.proc.is_alive()
+            # The clock runs for the file being decoded; a process not yet on any of its files
+            # (still importing the decoders) gets a start-up allowance instead.
+            limit = self.timeout if current in w.assigned else max(self.timeout, START_LIMIT)
+            slow = bool(w.assigned) and now - w.since > limit
             if not (dead or slow):
                 continue
-            if slow and not dead:
-                p.kill()
-            p.join(5)
+            if not dead:
+                w.proc.kill()
+            w.proc.join(5)
+            code = w.proc.exitcode
+            while not w.eof and w.results.poll():  # what it shipped before it ended still counts
+                events.extend(self._read(w))
             del self.workers[wid]
-            with contextlib.suppress(Exception):
-                w["queue"].cancel_join_thread()
-                w["queue"].close()
-            if assigned:
-                if dead:
-                    code = p.exitcode
+            for c in (w.tasks, w.results):
+                with contextlib.suppress(OSError):
+                    c.close()
+            culprit = w.ch.state[0]
+            if culprit in w.assigned:
+                if slow:
+                    err = FileTimeout(f"no progress for {self.timeout:g} s (--timeout); the decoder was stopped")
+                else:
                     why = f"signal {-code}" if code and code < 0 else f"exit code {code}"
                     err = WorkerCrashed(f"the decoder process died ({why}) while reading this file")
-                else:
-                    err = FileTimeout(f"no progress for {self.timeout:g} s (--timeout); the decoder was "
-                                      "stopped")
-                fails.append(("fail", assigned[0].path, "", "load", err.message))
-                again.extend(assigned[1:])
+                events.append(("fail", w.assigned[culprit].path, "", "load", err.message))
+            elif w.assigned:
+                # It ended before starting a file (at start-up, or between files): blame none,
+                # but do not respawn forever when every fresh process fails at once.
+                self._start_deaths += 1
+                if self._start_deaths > 3:
+                    why = "hang" if slow else f"die (exit code {code})"
+                    raise WorkerCrashed(f"decoder processes {why} before reading any file; try --workers 0 "
+                                        "to decode in the main process")
+            for seq, inp in w.assigned.items():
+                self.paths.pop(seq, None)
+                if seq != culprit:
+                    again.append(inp)
             self._spawn()
-        return fails, again
+        return events, again
 
     def close(self) -> None:
         for w in self.workers.values():
-            with contextlib.suppress(Exception):
-                w["queue"].put(None)
+            w.send(None)
         deadline = time.monotonic() + 5
-        for w in self.workers.values():
-            w["proc"].join(max(0.0, deadline - time.monotonic()))
-            if w["proc"].is_alive():
-                w["proc"].kill()
-        # Samples still queued hold shared-memory blocks: release them with the queue.
-        with contextlib.suppress(Exception):
-            while True:
-                msg = self.results.get_nowait()
-                if msg[0] == "sample":
-                    _unpack(msg[3])
-        for q in [self.results, *(w["queue"] for w in self.workers.values())]:
-            q.cancel_join_thread()
-            q.close()
+        for w in [*self.workers.values(), *self._retired]:
+            w.proc.join(max(0.0, deadline - time.monotonic()))
+            if w.proc.is_alive():
+                w.proc.kill()
+                w.proc.join(1)
+            for c in (w.tasks, w.results):
+                with contextlib.suppress(OSError):
+                    c.close()
         _cleanup_shm(os.getpid())
-
 
 # ------------------------------------------------------------------------------------------
 # Main side
@@ -564,6 +796,11 @@ class _Writer(threading.Thread):
                 self.buf.files.append(item[1])
                 if item[2] is not None:
                     self.buf.failures.append(item[2])
+            elif kind == "files":
+                for rec, failure in item[1]:
+                    self.buf.files.append(rec)
+                    if failure is not None:
+                        self.buf.failures.append(failure)
             if self.buf.n_rows >= self.part_rows or (
                     not self.buf.empty() and time.monotonic() - last > self.part_seconds):
                 try:
@@ -615,11 +852,9 @@ class Embedder:
         """Collate on the CPU and start the copy to the device (pinned, non-blocking on CUDA)."""
         from .modalities import get_modality
 
-        inputs = get_modality(modality).collate(samples)
         dev = self.model.device
-        if dev.type == "cuda":
-            return {k: v.pin_memory().to(dev, non_blocking=True) for k, v in inputs.items()}
-        return {k: v.to(dev) for k, v in inputs.items()}
+        inputs = get_modality(modality).collate(samples, pin=dev.type == "cuda")
+        return {k: v.to(dev, non_blocking=dev.type == "cuda") for k, v in inputs.items()}
 
     def tokens(self, modality: str, samples: list, inputs: dict | None = None):
         import torch
@@ -701,7 +936,7 @@ def start_workers(opts: EmbedOptions, n_items: int) -> "_WorkerPool | None":
     """Spawn the decoder processes early (they import the decoders while the model loads)."""
     from .modalities import list_modalities
 
-    n = opts.workers if opts.workers is not None else default_workers()
+    n = opts.workers if opts.workers is not None else default_workers(_gpu_likely(opts.device))
     if n <= 0 or n_items <= 1:
         return None
     configs = {m.name: opts.modality_config(m.name).to_dict() for m in list_modalities()}
@@ -750,6 +985,12 @@ def run_embed(items: list[Input], output: str | Path, opts: EmbedOptions, model,
     emb = Embedder(model, opts)
     configs = {m.name: opts.modality_config(m.name).to_dict() for m in list_modalities()}
     run_config = run_config_of(model, opts)
+    # The loaded model, torch and the decoders are hundreds of thousands of long-lived objects:
+    # keep the cyclic collector, which the per-file objects trigger, from walking them again
+    # and again (it took about a tenth of the main thread).
+    frozen = not gc.isenabled() or gc.get_freeze_count() > 0
+    if not frozen:
+        gc.freeze()
     # Resolved per-modality configs are checked per modality (a new modality in a later mtx
     # version must not invalidate an output; a changed default of a used one must).
     store = Store(output, run_config, overwrite=opts.overwrite, store_dtype=opts.store_dtype,
@@ -804,6 +1045,12 @@ def run_embed(items: list[Input], output: str | Path, opts: EmbedOptions, model,
         seg_count: dict[tuple, int] = {}  # segments buffered per bucket
         buffered = 0
         files_done = 0
+        finished: list[tuple] = []  # file records not yet handed to the writer (one put per group)
+
+        def push_files() -> None:
+            if finished:
+                writer.put(("files", finished.copy()))
+                finished.clear()
 
         def report(final: bool = False) -> None:
             if progress:
@@ -829,7 +1076,9 @@ def run_embed(items: list[Input], output: str | Path, opts: EmbedOptions, model,
                 summary["n_failed"] += 1
                 summary["failures"].append({"path": failure.path, "modality": failure.modality,
                                             "stage": failure.stage, "message": failure.message})
-            writer.put(("file", rec, failure))
+            finished.append((rec, failure))
+            if len(finished) >= 256:
+                push_files()
             states.pop(st.inp.path, None)
             if progress:
                 progress({"event": "file", "path": str(st.inp.path), "id": st.inp.id,
@@ -912,12 +1161,13 @@ def run_embed(items: list[Input], output: str | Path, opts: EmbedOptions, model,
             nonlocal buffered
             kind = msg[0]
             if kind == "sample":
-                _, path, modality, sample = msg
+                path, modality, sample = msg[1:4]
                 st = states.get(path)
                 if st is None or st.failed:
                     return
                 st.modality = modality
-                key = (modality, get_modality(modality).batch_key(sample))
+                # Workers compute the batch key; inline decoding (no workers) does it here.
+                key = (modality, msg[4] if len(msg) > 4 else get_modality(modality).batch_key(sample))
                 buckets.setdefault(key, []).append((path, sample))
                 seg_count[key] = seg_count.get(key, 0) + sample.n_segments
                 buffered += 1
@@ -960,6 +1210,8 @@ def run_embed(items: list[Input], output: str | Path, opts: EmbedOptions, model,
         if pool is not None and len(todo) <= 1:
             pool.close()
             pool = None
+        if pool is not None and opts.workers is None:  # now the device is known
+            pool.resize(min(len(todo), default_workers(model.device.type == "cuda")))
         if pool is None:
             for msg in _iter_inline(todo, opts, configs, known):
                 handle(msg)
@@ -967,29 +1219,34 @@ def run_embed(items: list[Input], output: str | Path, opts: EmbedOptions, model,
                     break
         else:
             pool.set_known(known)
+            checked = time.monotonic()
             while states and not stop["sig"]:
-                # A bounded window of files per worker keeps memory flat.
-                while pending and pool.has_room():
-                    pool.submit(pending.pop())
-                msg = pool.get(timeout=0.05)
+                # A bounded window of files per worker; the decoders run ahead of the encoder.
+                pool.submit_from(pending)
+                events = pool.get(timeout=0.05)
                 drain()
-                while msg is not None and msg[0] == "sample" and not stop["sig"]:
-                    # Take what is already queued without waiting (the decoders run ahead).
-                    handle(msg)
-                    msg = pool.get(timeout=0)
-                if msg is None:
-                    fails, again = pool.check()
-                    for m in fails:
-                        handle(m)
-                    pending.extend(reversed(again))
-                    # Decoders are behind: keep the encoder busy with what is buffered.
-                    if buckets and not stop["sig"] and compute.inq.empty():
-                        flush(max(buckets, key=lambda k: len(buckets[k])))
+                for ev in events:
+                    handle(ev)
+                    if stop["sig"]:
+                        break
+                push_files()
+                now = time.monotonic()
+                if events and now - checked < 0.5:
                     continue
-                handle(msg)
+                # Dead or stuck decoders are looked for at least twice a second, even while
+                # the other workers keep the stream full.
+                checked = now
+                evs, again = pool.check()
+                for m in evs:
+                    handle(m)
+                pending.extend(reversed(again))
+                if not events and buckets and not stop["sig"] and compute.inq.empty():
+                    # Decoders are behind: keep the encoder busy with what is buffered.
+                    flush(max(buckets, key=lambda k: len(buckets[k])))
         for key in list(buckets):
             flush(key)
         settle()
+        push_files()
         if stop["sig"]:
             raise Interrupted(stop["sig"])
         writer.put(None)
@@ -1021,6 +1278,8 @@ def run_embed(items: list[Input], output: str | Path, opts: EmbedOptions, model,
         store.close()
         for s, h in old_handlers.items():
             signal.signal(s, h)
+        if not frozen:
+            gc.unfreeze()
     el = time.monotonic() - t0
     summary["elapsed_s"] = round(el, 3)
     summary["samples_per_s"] = round(summary["n_samples"] / el, 3) if el > 0 else 0.0

@@ -96,6 +96,33 @@ def test_worker_processes_match_inline(tmp_path):
         np.testing.assert_allclose(ra[k], rb[k], atol=1e-5)
 
 
+def test_worker_chunks_match_inline_with_split_files_and_failures(tmp_path):
+    """Decoder processes ship results in chunks (many files per message, a long file over
+    several): rows, vectors and failure rows equal decoding in the main process, and no
+    shared-memory block is left behind."""
+    d = _imgs(tmp_path / "in", 40, size=(40, 30))
+    rng = np.random.default_rng(1)
+    lines = ["name,a,b"] + [f"r{i},{rng.normal():.4f},{rng.integers(0, 99)}" for i in range(2500)]
+    (d / "rows.csv").write_text("\n".join(lines) + "\n")  # 2500 samples: more than one chunk
+    (d / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(200))
+    a, b = tmp_path / "a.h5", tmp_path / "b.h5"
+    assert main(["embed", str(d), "-o", str(a), *TINY, "-j", "0", "-q", "-b", "64"]) == 3
+    assert main(["embed", str(d), "-o", str(b), *TINY, "-j", "2", "-q", "-b", "64"]) == 3
+    tables = []
+    for p in (a, b):
+        with h5py.File(p) as f:
+            tables.append((dict(zip(f["id"].asstr()[()], f["embeddings"][()], strict=True)),
+                           sorted(zip(f["failures/path"].asstr()[()], f["failures/stage"].asstr()[()],
+                                      strict=True))))
+    (ra, fa), (rb, fb) = tables
+    assert len(ra) == 40 + 2500 and ra.keys() == rb.keys()
+    for k in ra:
+        np.testing.assert_allclose(ra[k], rb[k], atol=1e-5)
+    assert fa == fb and [os.path.basename(p) for p, _ in fa] == ["bad.png"]
+    if os.path.isdir("/dev/shm"):
+        assert not [n for n in os.listdir("/dev/shm") if n.startswith(f"mtx{os.getpid()}_")]
+
+
 def test_stdin_list_and_nul(tmp_path, monkeypatch, capsys):
     import io
 

@@ -81,6 +81,11 @@ class Sample:
         return int(next(iter(self.arrays.values())).shape[0])
 
 
+def pinned(tensors: dict[str, torch.Tensor], pin: bool) -> dict[str, torch.Tensor]:
+    """``tensors`` page-locked when ``pin`` (what a ``collate`` override returns)."""
+    return {k: v.pin_memory() for k, v in tensors.items()} if pin else tensors
+
+
 @dataclass
 class Tokens:
     """Encoder input. ``pad_mask`` is True where a position is padding."""
@@ -156,13 +161,21 @@ class Modality:
         """Samples with equal keys can be collated together (default: equal trailing shapes)."""
         return tuple((k, a.shape[1:], a.dtype.str) for k, a in sorted(sample.arrays.items()))
 
-    def collate(self, samples: list[Sample]) -> dict[str, torch.Tensor]:
-        """Concatenate the segments of ``samples`` into one dict of tensors."""
-        keys = samples[0].arrays.keys()
-        return {
-            k: torch.from_numpy(np.ascontiguousarray(np.concatenate([s.arrays[k] for s in samples])))
-            for k in keys
-        }
+    def collate(self, samples: list[Sample], pin: bool = False) -> dict[str, torch.Tensor]:
+        """Concatenate the segments of ``samples`` into one dict of tensors.
+
+        With ``pin`` the tensors are page-locked (for an asynchronous copy to a GPU): the
+        segments are copied straight into a buffer from torch's pinned-memory cache, one copy.
+        """
+        out = {}
+        for k in samples[0].arrays:
+            parts = [s.arrays[k] for s in samples]
+            shape = (sum(a.shape[0] for a in parts), *parts[0].shape[1:])
+            dtype = torch.from_numpy(np.empty(0, parts[0].dtype)).dtype
+            t = torch.empty(shape, dtype=dtype, pin_memory=pin)
+            np.concatenate(parts, out=t.numpy())
+            out[k] = t
+        return out
 
     def cost(self, sample: Sample) -> int:
         """Approximate encoder tokens per segment, for length-aware batching."""

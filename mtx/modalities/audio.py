@@ -39,6 +39,7 @@ from ._base import (
     Sample,
     Tokenizer,
     Tokens,
+    pinned,
     resize_pos_grid,
     seeded,
 )
@@ -485,7 +486,7 @@ class audio(Modality):  # noqa: N801 - class name == registry key == module name
         t = int(sample.arrays["fbank"].shape[-1])
         return ("fbank", 1 << max(4, (t - 1).bit_length()))
 
-    def collate(self, samples: list[Sample]) -> dict[str, torch.Tensor]:
+    def collate(self, samples: list[Sample], pin: bool = False) -> dict[str, torch.Tensor]:
         t = max(s.arrays["fbank"].shape[-1] for s in samples)
         rows = sum(s.n_segments for s in samples)
         out = np.zeros((rows, N_MELS, t), np.float32)
@@ -495,7 +496,7 @@ class audio(Modality):  # noqa: N801 - class name == registry key == module name
             out[i:i + a.shape[0], :, :a.shape[-1]] = a
             i += a.shape[0]
         frames = np.concatenate([s.arrays["frames"] for s in samples]).astype(np.int64)
-        return {"fbank": torch.from_numpy(out), "frames": torch.from_numpy(frames)}
+        return pinned({"fbank": torch.from_numpy(out), "frames": torch.from_numpy(frames)}, pin)
 
     def cost(self, sample: Sample) -> int:
         return n_tokens(int(sample.arrays["fbank"].shape[-1]))

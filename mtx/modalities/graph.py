@@ -56,6 +56,7 @@ from ._base import (
     Sample,
     Tokenizer,
     Tokens,
+    pinned,
     seeded,
 )
 from ._registry import register_modality
@@ -666,7 +667,7 @@ class graph(Modality):  # noqa: N801 - class name == registry key == module name
     def batch_key(self, sample: Sample) -> Hashable:
         return "graph"  # ragged: collate pads to the longest graph and masks the padding
 
-    def collate(self, samples: list[Sample]) -> dict[str, torch.Tensor]:
+    def collate(self, samples: list[Sample], pin: bool = False) -> dict[str, torch.Tensor]:
         lens = [s.arrays["type"].shape[1] for s in samples]
         t = max(lens)
         r = len(samples)
@@ -681,8 +682,8 @@ class graph(Modality):  # noqa: N801 - class name == registry key == module name
             typ[i, :m] = s.arrays["type"][0]
             attr[i, :m] = s.arrays["attr"][0]
             pad[i, :m] = False
-        return {"ids": torch.from_numpy(ids), "type": torch.from_numpy(typ),
-                "attr": torch.from_numpy(attr), "pad_mask": torch.from_numpy(pad)}
+        return pinned({"ids": torch.from_numpy(ids), "type": torch.from_numpy(typ),
+                       "attr": torch.from_numpy(attr), "pad_mask": torch.from_numpy(pad)}, pin)
 
     def cost(self, sample: Sample) -> int:
         return 1 + int(sample.arrays["type"].shape[1])

@@ -34,7 +34,18 @@ from torch import nn
 
 from mtx.errors import DecodeError, UsageError
 
-from ._base import EXTENSION, HINT, Evidence, Modality, ModalityConfig, Sample, Tokenizer, Tokens, seeded
+from ._base import (
+    EXTENSION,
+    HINT,
+    Evidence,
+    Modality,
+    ModalityConfig,
+    Sample,
+    Tokenizer,
+    Tokens,
+    pinned,
+    seeded,
+)
 from ._registry import register_modality
 
 VOCAB = 49408  # CLIP BPE: 2 x 256 byte symbols + 48,894 merges + <start_of_text> + <end_of_text>
@@ -411,11 +422,11 @@ class text(Modality):  # noqa: N801 - class name == registry key == module name
     def batch_key(self, sample: Sample) -> Hashable:
         return "text"  # every window is [77] ids; collate trims the padding columns
 
-    def collate(self, samples: list[Sample]) -> dict[str, torch.Tensor]:
+    def collate(self, samples: list[Sample], pin: bool = False) -> dict[str, torch.Tensor]:
         n = np.concatenate([s.arrays["n"] for s in samples])
         width = int(n.max())
         ids = np.concatenate([s.arrays["ids"][:, :width] for s in samples])
-        return {"ids": torch.from_numpy(np.ascontiguousarray(ids)), "n": torch.from_numpy(n)}
+        return pinned({"ids": torch.from_numpy(np.ascontiguousarray(ids)), "n": torch.from_numpy(n)}, pin)
 
     def cost(self, sample: Sample) -> int:
         return 1 + int(sample.arrays["n"].max())

@@ -1,0 +1,111 @@
+"""The decoder -> main process transport: chunks, the shared-memory ring and its slot lifetimes."""
+from __future__ import annotations
+
+import gc
+import multiprocessing as mp
+import pickle
+
+import numpy as np
+import pytest
+
+from mtx import pipeline as P
+from mtx.modalities import get_modality
+from mtx.modalities._base import Sample
+
+
+class _Conn:
+    def __init__(self):
+        self.sent: list[bytes] = []
+
+    def send_bytes(self, b: bytes) -> None:
+        self.sent.append(b)
+
+
+def _main_side(ch) -> P._Worker:
+    w = P._Worker.__new__(P._Worker)  # the main side of a worker, without a process
+    w.ch, w.ring = ch, memoryview(ch.ring).cast("B")
+    return w
+
+
+def _samples(rng, n, shape=(1, 3, 8, 8)):
+    return [Sample("", {"pixels": rng.integers(0, 255, shape, dtype=np.uint8),
+                        "extra": rng.normal(size=(shape[0], 5)).astype(np.float32)}, {"i": i}) for i in range(n)]
+
+
+@pytest.mark.parametrize("use_shm", [True, False])
+def test_chunks_round_trip_through_ring_file_and_pipe(use_shm):
+    ch = P._Channel.create(mp.get_context("spawn"))
+    conn = _Conn()
+    ck = P._Chunker(conn, ch, use_shm=use_shm)
+    rng = np.random.default_rng(0)
+    small = _samples(rng, 3)
+    expect = [{k: a.copy() for k, a in s.arrays.items()} for s in small]
+    for i, s in enumerate(small):
+        ck.emit(i, ("sample", None, "image", s))
+        ck.emit(i, ("done", None, "image", "why", (1, 2, "h"), 1))
+    ck.flush()
+    # A sample bigger than a ring slot travels outside the ring.
+    big = _samples(rng, 1, shape=(1, 3, 1300, 1300))[0]
+    big_expect = big.arrays["pixels"].copy()
+    ck.emit(9, ("sample", None, "image", big))
+    ck.emit(9, ("done", None, "image", "why", (1, 2, "h"), 1))
+    ck.flush()
+    w = _main_side(ch)
+    msgs = [pickle.loads(b) for b in conn.sent]
+    assert [m[2][0] for m in msgs] == ["slot", "file" if use_shm else "inline"]
+    got = []
+    for _, events, where in msgs:
+        blob = w.blob(where)
+        for ev in events:
+            if ev[0] == "sample":
+                P._resolve(ev[3], blob)
+                got.append(ev[3])
+    for s, e in zip(got[:3], expect, strict=True):
+        for k in e:
+            np.testing.assert_array_equal(s.arrays[k], e[k])
+    np.testing.assert_array_equal(got[3].arrays["pixels"], big_expect)
+    # Events keep their order and carry the batch key computed in the worker.
+    assert [ev[0] for ev in msgs[0][1]] == ["sample", "done"] * 3
+    assert msgs[0][1][0][4] == get_modality("image").batch_key(got[0])
+
+
+def test_a_ring_slot_is_freed_only_when_its_last_array_is_gone():
+    ch = P._Channel.create(mp.get_context("spawn"))
+    conn = _Conn()
+    ck = P._Chunker(conn, ch, use_shm=False)
+    for i, s in enumerate(_samples(np.random.default_rng(1), 2)):
+        ck.emit(i, ("sample", None, "image", s))
+    ck.flush()
+    (_, events, where), = [pickle.loads(b) for b in conn.sent]
+    slot = where[1]
+    assert where[0] == "slot" and ch.used[slot] == 1
+    w = _main_side(ch)
+    blob = w.blob(where)
+    for ev in events:
+        P._resolve(ev[3], blob)
+    keep = events[1][3].arrays["extra"]
+    del blob, events, ev
+    gc.collect()
+    assert ch.used[slot] == 1, "slot freed while an array still points into it"
+    del keep
+    gc.collect()
+    assert ch.used[slot] == 0
+    # Every slot can be taken again (the semaphore was released once per chunk).
+    assert all(ch.free.acquire(block=False) for _ in range(P.SLOTS))
+    assert not ch.free.acquire(block=False)
+
+
+def test_a_file_split_over_chunks_ships_its_done_at_once():
+    ch = P._Channel.create(mp.get_context("spawn"))
+    conn = _Conn()
+    ck = P._Chunker(conn, ch, use_shm=False)
+    rng = np.random.default_rng(2)
+    per = (1, 3, 600, 600)  # ~1 MB each: a 4 MB slot holds three
+    for s in _samples(rng, 5, shape=per):
+        ck.emit(7, ("sample", None, "image", s))
+    ck.emit(7, ("done", None, "image", "why", (1, 2, "h"), 5))
+    ck.emit(8, ("fail", None, "image", "load", "bad"))  # a later file: must not wait with the done
+    msgs = [pickle.loads(b) for b in conn.sent]
+    assert len(msgs) == 2
+    assert [ev[0] for ev in msgs[-1][1]] == ["sample", "sample", "done"]
+    assert ck.events == [("fail", 8, "image", "load", "bad")]
