@@ -15,6 +15,7 @@ import argparse
 import importlib.util
 import json
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -118,7 +119,7 @@ def _gen_chunk(args):
 
 
 def end_to_end(dev: str, n: int, batch: int) -> dict:
-    from mtx.pipeline import start_workers
+    from mtx.pipeline import default_workers, start_workers
 
     res = {}
     with tempfile.TemporaryDirectory() as t:
@@ -128,7 +129,7 @@ def end_to_end(dev: str, n: int, batch: int) -> dict:
         with ProcessPoolExecutor(cpus) as ex:
             list(ex.map(_gen_chunk, [(str(d), i, min(250, n - i)) for i in range(0, n, 250)]))
         items, _ = discover([str(d)])
-        workers = max(1, cpus - 1)
+        workers = default_workers(gpu=True)  # what `mtx embed` picks on a GPU machine
         opts = EmbedOptions(model="meta-b16", batch_size=batch, workers=workers, dtype="bfloat16",
                             part_rows=8192)
         t0 = time.perf_counter()
@@ -140,13 +141,17 @@ def end_to_end(dev: str, n: int, batch: int) -> dict:
             if ev.get("event") == "tick":
                 for frac in (0.2, 1.0):
                     if frac not in marks and ev["samples"] >= frac * n:
-                        marks[frac] = (time.perf_counter(), ev["samples"])
+                        marks[frac] = (time.perf_counter(), ev["samples"], resource.getrusage(resource.RUSAGE_THREAD))
 
         s = run_embed(items, Path(t) / "o.h5", opts, m, progress=progress, pool=pool)
         el = time.perf_counter() - t0
         steady = None
         if 0.2 in marks and 1.0 in marks and marks[1.0][0] > marks[0.2][0]:
-            steady = (marks[1.0][1] - marks[0.2][1]) / (marks[1.0][0] - marks[0.2][0])
+            k = marks[1.0][1] - marks[0.2][1]
+            steady = k / (marks[1.0][0] - marks[0.2][0])
+            a, b = marks[0.2][2], marks[1.0][2]
+            # The main thread's CPU per sample in the steady state: what one process can feed.
+            res["main_thread_us_per_sample"] = ((b.ru_utime - a.ru_utime) + (b.ru_stime - a.ru_stime)) / k * 1e6
         res.update(n=n, workers=workers, batch=batch, e2e_img_per_s=s["n_samples"] / el, e2e_elapsed_s=el,
                    steady_img_per_s=steady, failed=s["n_failed"])
         # Bare tokenizer+encoder on the same decoded batches (decoded up front, not timed).

@@ -46,6 +46,14 @@ def main() -> None:
         if "ray_s" in s:
             out.append(f"| Ray engine (local Ray, 2 actors) | {s['ray_s']:.1f} (x{s['ray_overhead']:.2f}) |")
         out.append("")
+    if "host" in d:
+        h = d["host"]
+        out += ["| | per sample | what it allows |", "|---|---|---|",
+                f"| main thread, steady state (user + sys) | {h['main_us_per_sample']:.0f} µs "
+                f"({h['main_user_us_per_sample']:.0f} + {h['main_sys_us_per_sample']:.0f}) | "
+                f"{h['main_ceiling_samples_per_s']:,.0f} samples/s from one main process |",
+                f"| one decoder process | {h['decoder_us_per_sample']:.0f} µs | "
+                f"{h['decoder_samples_per_s_per_core']:,.0f} samples/s per core |", ""]
     print("\n".join(out))
 
 

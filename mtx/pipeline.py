@@ -290,6 +290,8 @@ CHUNK_SECONDS = 0.5
 SLOTS = 8  # ring slots per worker
 SLOT_BYTES = 4 << 20
 CREDITS = 4  # chunks outside the ring a worker may have sent that the main process has not read
+WINDOW = 2 * CHUNK_FILES  # most files assigned to one worker (a chunk being decoded, one queued)
+WINDOW_SECONDS = 1.0  # ... or about this much work, whichever is fewer
 START_LIMIT = 300.0  # seconds a fresh decoder process may take to import before its first file
 SHM_DIR = "/dev/shm"
 _ALIGN = 64
@@ -435,7 +437,7 @@ class _Chunker:
         self.n = 0
         self.events: list[tuple] = []
         self.files = self.samples = self.nbytes = 0
-        self.since = 0.0
+        self.since = time.monotonic()
         self.split: set[int] = set()  # files with samples in an earlier chunk
 
     def emit(self, seq: int, msg: tuple) -> None:
@@ -454,8 +456,6 @@ class _Chunker:
             self.events.append((kind, seq, *msg[2:]))
             self.files += 1
         self.ch.state[1] += 1  # progress, watched by the main process for --timeout
-        if len(self.events) == 1:
-            self.since = time.monotonic()
         if kind == "sample":
             if self.samples >= CHUNK_SAMPLES or time.monotonic() - self.since > CHUNK_SECONDS:
                 self.split.add(seq)
@@ -493,6 +493,7 @@ class _Chunker:
         self.events = []
         self.files = self.samples = self.nbytes = 0
         self.conn.send_bytes(data)
+        self.since = time.monotonic()
 
 
 def _worker_main(wid: int, tasks, results, ch: _Channel, opts_modality, rules, configs, known) -> None:
@@ -521,6 +522,8 @@ def _worker_main(wid: int, tasks, results, ch: _Channel, opts_modality, rules, c
             known = batch[1]
             continue
         for seq, inp in batch[1]:
+            if not chunker.events:
+                chunker.since = time.monotonic()  # a chunk's age counts from the work, not its first event
             ch.state[0] = seq
             process_file(inp, opts_modality, rules, configs, lambda m, s=seq: chunker.emit(s, m), known)
     chunker.flush()
@@ -539,9 +542,24 @@ class _Worker:
         task_r.close()
         res_w.close()
         self.assigned: dict[int, Input] = {}  # seq -> file, in submission order
-        self.since = time.monotonic()
+        self.since = self.seen = time.monotonic()
         self.progress = (-1, 0)
         self.eof = False
+        self.per_file: float | None = None  # seconds per file, a running average
+
+    def record(self, ended: int) -> None:
+        """``ended`` files came back: update the running seconds-per-file of this worker."""
+        now = time.monotonic()
+        x = (now - self.seen) / ended
+        self.per_file = x if self.per_file is None else 0.7 * self.per_file + 0.3 * x
+        self.seen = now
+
+    def window(self) -> int:
+        """Files to keep assigned: about a second of work (a few slow videos, a chunk or two of
+        small images), so the last files of a run are not queued behind one busy worker."""
+        if self.per_file is None:
+            return 4
+        return max(2, min(WINDOW, math.ceil(WINDOW_SECONDS / max(self.per_file, 1e-6))))
 
     def send(self, obj) -> None:
         with contextlib.suppress(OSError):  # a dead worker is found and replaced by check()
@@ -570,8 +588,6 @@ class _WorkerPool:
     failure row, whatever it had not shipped is handed to other workers, and a fresh worker
     replaces it.
     """
-
-    WINDOW = 2 * CHUNK_FILES  # files assigned per worker: a chunk being decoded, one queued
 
     def __init__(self, n: int, opts: EmbedOptions, configs: dict[str, dict],
                  known: frozenset[str] = frozenset()):
@@ -609,25 +625,28 @@ class _WorkerPool:
         for w in self.workers.values():
             w.send(("known", known))
 
-    def has_room(self) -> bool:
-        return any(len(w.assigned) < self.WINDOW for w in self.workers.values())
-
     def submit_from(self, pending: list[Input]) -> None:
-        """Fill every worker's window from the end of ``pending`` (one message per worker)."""
-        for w in sorted(self.workers.values(), key=lambda w: len(w.assigned)):
-            room = self.WINDOW - len(w.assigned)
-            if room <= 0 or not pending:
-                continue
-            if not w.assigned:
-                w.since = time.monotonic()
-            batch = []
-            for _ in range(min(room, len(pending))):
+        """Fill the workers' windows from the end of ``pending``, one file per worker in turn
+        (least loaded first), and send each worker its files in one message."""
+        room = {w.wid: w.window() - len(w.assigned) for w in self.workers.values()}
+        order = [w for w in sorted(self.workers.values(), key=lambda w: len(w.assigned)) if room[w.wid] > 0]
+        batches: dict[int, list] = {}
+        while pending and order:
+            for w in list(order):
+                if not pending:
+                    break
                 inp = pending.pop()
                 self._seq += 1
+                if not w.assigned:
+                    w.since = w.seen = time.monotonic()
                 w.assigned[self._seq] = inp
                 self.paths[self._seq] = inp.path
-                batch.append((self._seq, inp))
-            w.send(("tasks", batch))
+                batches.setdefault(w.wid, []).append((self._seq, inp))
+                room[w.wid] -= 1
+                if room[w.wid] <= 0:
+                    order.remove(w)
+        for wid, batch in batches.items():
+            self.workers[wid].send(("tasks", batch))
 
     def _read(self, w: _Worker) -> list[tuple]:
         """One message from ``w`` as main-side events (path instead of sequence number)."""
@@ -638,10 +657,12 @@ class _WorkerPool:
             return []
         if msg[0] == "ready":
             self.ready.add(msg[1])
+            w.seen = time.monotonic()  # its start-up is not decoding time
             return []
         _, events, where = msg
         blob = w.blob(where) if where is not None else None
         out = []
+        ended = 0
         for ev in events:
             kind, seq = ev[0], ev[1]
             path = self.paths.get(seq)
@@ -651,8 +672,11 @@ class _WorkerPool:
             elif seq in w.assigned:
                 del w.assigned[seq]
                 del self.paths[seq]
+                ended += 1
             if path is not None:
                 out.append((kind, path, *ev[2:]))
+        if ended:
+            w.record(ended)
         self._start_deaths = 0
         return out
 
@@ -827,10 +851,14 @@ class Embedder:
     """Turns a stream of samples into vectors with one loaded model (no store involved)."""
 
     def __init__(self, model, opts: EmbedOptions):
+        from .modalities._base import BufferPool
+
         self.model = model
         self.opts = opts
         self.configs = {}
         self.pools: dict[str, str] = {}
+        # On CUDA the collate writes into torch's pinned-memory cache instead.
+        self.buffers = BufferPool() if model.device.type == "cpu" else None
 
     def config(self, modality: str):
         if modality not in self.configs:
@@ -853,8 +881,13 @@ class Embedder:
         from .modalities import get_modality
 
         dev = self.model.device
-        inputs = get_modality(modality).collate(samples, pin=dev.type == "cuda")
+        inputs = get_modality(modality).collate(samples, pin=dev.type == "cuda", buffers=self.buffers)
         return {k: v.to(dev, non_blocking=dev.type == "cuda") for k, v in inputs.items()}
+
+    def release(self, inputs: dict) -> None:
+        """The encoder is done with ``inputs``: their buffers may hold the next batch."""
+        if self.buffers is not None:
+            self.buffers.give_back(inputs.values())
 
     def tokens(self, modality: str, samples: list, inputs: dict | None = None):
         import torch
@@ -911,6 +944,7 @@ class _Compute(threading.Thread):
                 if inputs is None:
                     raise RuntimeError("collate failed")
                 results.append((entries, *self.emb.embed(modality, [s for _, s in entries], inputs)))
+                self.emb.release(inputs)
             except Exception as e:  # noqa: BLE001 - isolate the bad sample(s)
                 if len(entries) == 1 and inputs is not None:
                     errors.append((entries[0][0], _stage_of(e), short(e)))

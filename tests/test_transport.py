@@ -109,3 +109,25 @@ def test_a_file_split_over_chunks_ships_its_done_at_once():
     assert len(msgs) == 2
     assert [ev[0] for ev in msgs[-1][1]] == ["sample", "sample", "done"]
     assert ck.events == [("fail", 8, "image", "load", "bad")]
+
+
+def test_reused_collate_buffers_give_the_vectors_of_fresh_ones():
+    from mtx.encoder import load_model
+    from mtx.pipeline import Embedder, EmbedOptions
+
+    model = load_model("tiny", "seeded", "cpu", "float32")
+    rng = np.random.default_rng(3)
+    batches = [[Sample("", {"pixels": rng.integers(0, 255, (1, 3, 224, 224), dtype=np.uint8)}) for _ in range(3)]
+               for _ in range(4)]
+    emb = Embedder(model, EmbedOptions())
+    seen = set()
+    got = []
+    for b in batches + batches[:2]:  # more batches than buffers kept: every buffer is reused
+        inputs = emb.prepare("image", b)
+        seen.add(inputs["pixels"].data_ptr())
+        got.append(emb.embed("image", b, inputs)[0])
+        emb.release(inputs)
+    assert len(seen) == 1  # one buffer served every batch of this shape
+    for i, b in enumerate(batches + batches[:2]):
+        fresh = Embedder(model, EmbedOptions()).embed("image", b)[0]
+        np.testing.assert_array_equal(got[i], fresh)

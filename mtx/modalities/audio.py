@@ -486,7 +486,7 @@ class audio(Modality):  # noqa: N801 - class name == registry key == module name
         t = int(sample.arrays["fbank"].shape[-1])
         return ("fbank", 1 << max(4, (t - 1).bit_length()))
 
-    def collate(self, samples: list[Sample], pin: bool = False) -> dict[str, torch.Tensor]:
+    def collate(self, samples: list[Sample], pin: bool = False, buffers=None) -> dict[str, torch.Tensor]:
         t = max(s.arrays["fbank"].shape[-1] for s in samples)
         rows = sum(s.n_segments for s in samples)
         out = np.zeros((rows, N_MELS, t), np.float32)

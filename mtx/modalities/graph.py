@@ -667,7 +667,7 @@ class graph(Modality):  # noqa: N801 - class name == registry key == module name
     def batch_key(self, sample: Sample) -> Hashable:
         return "graph"  # ragged: collate pads to the longest graph and masks the padding
 
-    def collate(self, samples: list[Sample], pin: bool = False) -> dict[str, torch.Tensor]:
+    def collate(self, samples: list[Sample], pin: bool = False, buffers=None) -> dict[str, torch.Tensor]:
         lens = [s.arrays["type"].shape[1] for s in samples]
         t = max(lens)
         r = len(samples)

@@ -422,7 +422,7 @@ class text(Modality):  # noqa: N801 - class name == registry key == module name
     def batch_key(self, sample: Sample) -> Hashable:
         return "text"  # every window is [77] ids; collate trims the padding columns
 
-    def collate(self, samples: list[Sample], pin: bool = False) -> dict[str, torch.Tensor]:
+    def collate(self, samples: list[Sample], pin: bool = False, buffers=None) -> dict[str, torch.Tensor]:
         n = np.concatenate([s.arrays["n"] for s in samples])
         width = int(n.max())
         ids = np.concatenate([s.arrays["ids"][:, :width] for s in samples])
