@@ -38,6 +38,7 @@ def main() -> None:
     ap.add_argument("--model", default="meta-b16")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--tokens", type=int, default=197)
+    ap.add_argument("--compile", action="store_true", help="also time the torch.compile'd encoder (mtx embed --compile)")
     ap.add_argument("--json-out", default=None)
     a = ap.parse_args()
     from mtx.encoder import cpu_has_fast_bf16, load_model, pool
@@ -67,6 +68,17 @@ def main() -> None:
         res[dtype] = {"matmul_gflops": ceiling / 1e9, "encoder_gflops": achieved / 1e9,
                       "efficiency": achieved / ceiling, "samples_per_s": a.batch / t_enc}
         vecs[dtype] = pool(m.encode_tokens(tok), tok, "mean")
+        if a.compile:
+            eager = m.encode_tokens(tok)
+            m.compile()
+            t = time.perf_counter()
+            compiled = m.encode_tokens(tok)  # the first call compiles
+            res[dtype]["compile_s"] = time.perf_counter() - t
+            with torch.inference_mode():
+                t_comp = bench(lambda: m.encode_tokens(tok))
+            res[dtype]["compiled_samples_per_s"] = a.batch / t_comp
+            res[dtype]["compiled_speedup"] = t_enc / t_comp
+            res[dtype]["compiled_max_abs_diff"] = float((compiled - eager).abs().max())
         print(dtype, res[dtype], flush=True)
     res["bf16_speedup"] = res["bfloat16"]["samples_per_s"] / res["float32"]["samples_per_s"]
     res["bf16_min_cosine"] = float(torch.nn.functional.cosine_similarity(vecs["float32"], vecs["bfloat16"]).min())

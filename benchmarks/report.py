@@ -30,6 +30,15 @@ def main() -> None:
                        f"{v['samples_per_s']:.2f} |")
         out += ["", f"bfloat16 / float32 throughput: **{e['bf16_speedup']:.2f}x**, minimum cosine of the pooled "
                 f"vectors {e['bf16_min_cosine']:.6f} (CPU with native bf16: {e['fast_bf16_cpu']}).", ""]
+        if "compiled_speedup" in e["float32"]:
+            out += ["`--compile` (torch.compile, inductor, dynamic shapes):", "",
+                    "| dtype | compile s (first batch) | images/s compiled | vs eager | max abs diff |",
+                    "|---|---|---|---|---|"]
+            for dt in ("float32", "bfloat16"):
+                v = e[dt]
+                out.append(f"| {dt} | {v['compile_s']:.0f} | {v['compiled_samples_per_s']:.2f} | "
+                           f"{v['compiled_speedup']:.2f}x | {v['compiled_max_abs_diff']:.1e} |")
+            out.append("")
     if "memory" in d:
         m = d["memory"]
         out += ["| inputs | peak RSS (MB, main + decoders) | seconds |", "|---|---|---|"]

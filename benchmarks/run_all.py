@@ -38,7 +38,7 @@ def main() -> None:
     out_path = HERE / "RESULTS.json"
     res = json.loads(out_path.read_text()) if out_path.exists() else {}
     if "encoder" in parts:
-        res["encoder"] = run("encoder_efficiency.py", "--batch", "32")
+        res["encoder"] = run("encoder_efficiency.py", "--batch", "32", "--compile")
     if "pipeline" in parts:
         res.setdefault("pipeline", {})
         for name, n in SIZES.items():

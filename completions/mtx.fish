@@ -27,6 +27,7 @@ complete -c mtx -n '__fish_seen_subcommand_from embed' -l address -r
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l batch-size -r
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l clips -r
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l commit-every -r
+complete -c mtx -n '__fish_seen_subcommand_from embed' -l compile
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l device -x -a 'auto cpu cuda cuda:0 cuda:1'
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l devices -r
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l dry-run

@@ -37,7 +37,7 @@ _mtx() {
     case "$path" in
         "") COMPREPLY=($(compgen -W "bench embed export info merge modalities models similar status tokenize weights --help --install-completion --show-completion" -- "$cur")) ;;
         "bench") COMPREPLY=($(compgen -W "--device --dtype --help --json --modality --model --n -m" -- "$cur") $(compgen -f -- "$cur")) ;;
-        "embed") COMPREPLY=($(compgen -W "--address --batch-size --clips --commit-every --device --devices --dry-run --dtype --engine --frames --gpus --gpus-per-worker --help --json --json-lines --map --modality --model --no-progress --option --output --overwrite --pool --quiet --save-tokens --shard --store-dtype --stride --text-unit --timeout --verbose --weights --window --workers -0 -O -b -j -m -o -q -v -w" -- "$cur") $(compgen -f -- "$cur")) ;;
+        "embed") COMPREPLY=($(compgen -W "--address --batch-size --clips --commit-every --compile --device --devices --dry-run --dtype --engine --frames --gpus --gpus-per-worker --help --json --json-lines --map --modality --model --no-progress --option --output --overwrite --pool --quiet --save-tokens --shard --store-dtype --stride --text-unit --timeout --verbose --weights --window --workers -0 -O -b -j -m -o -q -v -w" -- "$cur") $(compgen -f -- "$cur")) ;;
         "export") COMPREPLY=($(compgen -W "--format --help --json --modality --output --overwrite --quiet -f -o -q" -- "$cur") $(compgen -f -- "$cur")) ;;
         "info") COMPREPLY=($(compgen -W "--failures --help --json" -- "$cur") $(compgen -f -- "$cur")) ;;
         "merge") COMPREPLY=($(compgen -W "--copy --help --json" -- "$cur") $(compgen -f -- "$cur")) ;;

@@ -138,6 +138,8 @@ def embed(
     stride: Annotated[float | None, typer.Option("--stride", help="Time series (steps) / IMU (seconds): window stride (default: the window).")] = None,
     text_unit: Annotated[str | None, typer.Option("--text-unit", help="Text: file or line.")] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="Fail a file whose decoder makes no progress for this many seconds.")] = 600.0,
+    compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the encoder (first batches pay the "
+                                           "compile time; for long runs).")] = False,
     commit_every: Annotated[int, typer.Option("--commit-every", min=1, help="Rows per committed part file "
                                               "(a crash loses at most one part; also every 30 s).")] = 1024,
     shard: Annotated[str | None, typer.Option("--shard", help="Embed only shard I/N (0-based) of the planned "
@@ -175,7 +177,8 @@ def embed(
     opts = EmbedOptions(model=model, weights=weights, device=device, dtype=dtype, batch_size=batch_size,
                         workers=workers, modality=modality, rules=_parse_map(map_), pool=pool,
                         store_dtype=store_dtype, save_tokens=save_tokens, overwrite=overwrite,
-                        options=_parse_options(option, shortcuts), timeout=timeout, part_rows=commit_every)
+                        options=_parse_options(option, shortcuts), timeout=timeout, part_rows=commit_every,
+                        compile=compile_)
     if modality:
         from .modalities import get_modality
 
@@ -226,6 +229,8 @@ def embed(
     pool = start_workers(opts, len(items))  # decoders start while the model loads
     try:
         m = load_model(model, weights, device, dtype)
+        if compile_:
+            m.compile()
     except BaseException:
         if pool is not None:
             pool.close()

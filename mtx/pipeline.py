@@ -169,6 +169,7 @@ class EmbedOptions:
     overwrite: bool = False
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # modality -> config overrides
     timeout: float = 600.0
+    compile: bool = False  # torch.compile the encoder's block stack (speed only, not recorded)
     queue_size: int = 256
     part_rows: int = 1024
     part_seconds: float = 30.0

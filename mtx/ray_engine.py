@@ -27,6 +27,8 @@ class _ShardEmbedder:
 
         self.output, self.items, self.n, self.opts = output, items, n_shards, opts
         self.model = load_model(opts.model, opts.weights, device, opts.dtype)
+        if opts.compile:
+            self.model.compile()
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         import json

@@ -262,6 +262,8 @@ def _device_main(output: str, items: list[Input], shard: tuple[int, int], opts: 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         model = load_model(opts.model, opts.weights, device, opts.dtype)
+        if opts.compile:
+            model.compile()
         s = embed_shard(output, items, shard, opts, model)
         q.put(("ok", shard[0], s))
     except BaseException as e:  # noqa: BLE001 - reported to the parent

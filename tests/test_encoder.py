@@ -155,3 +155,46 @@ def test_dtype_auto_uses_native_bf16_only(monkeypatch):
         encoder.resolve_dtype("int8", cpu)
     m = load_model("tiny", "seeded", "cpu", "auto")
     assert m.dtype == torch.float32 and m.encoder.blocks[0].attn.qkv.weight.dtype == torch.float32
+
+
+@pytest.mark.parametrize("backend", ["aot_eager", pytest.param("inductor", marks=pytest.mark.slow)])
+def test_compiled_encoder_matches_eager_with_padding_and_varying_shapes(backend):
+    eager = load_model("tiny", "seeded", "cpu", "float32")
+    comp = load_model("tiny", "seeded", "cpu", "float32").compile(backend=backend)
+    assert comp.compile() is comp  # compiling twice is a no-op
+    g = torch.Generator().manual_seed(0)
+    for b, n, padded in [(3, 17, False), (5, 33, True), (2, 9, True)]:  # shapes vary: dynamic graphs
+        x = torch.randn(b, n, eager.spec.dim, generator=g)
+        pad = None
+        if padded:
+            pad = torch.zeros(b, n, dtype=torch.bool)
+            pad[0, n // 2:] = True
+        t = Tokens(x, pad)
+        torch.testing.assert_close(comp.encode_tokens(t), eager.encode_tokens(t), atol=1e-5, rtol=1e-5)
+
+
+def test_embed_compile_flag_gives_the_same_vectors(tmp_path, monkeypatch):
+    import h5py
+    from PIL import Image
+
+    from mtx.cli import main
+    from mtx.encoder import Model
+
+    calls = []
+    real = Model.compile
+    # The flag's plumbing, with a backend that compiles in seconds (inductor: the slow test above).
+    monkeypatch.setattr(Model, "compile", lambda self, backend="inductor", mode=None: calls.append(1)
+                        or real(self, backend="aot_eager"))
+    d = tmp_path / "in"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    outs = []
+    for extra in ([], ["--compile"]):
+        out = tmp_path / f"o{len(outs)}.h5"
+        assert main(["embed", str(d), "-o", str(out), "-m", "tiny", "-w", "seeded", "-q", "-j", "0", *extra]) == 0
+        with h5py.File(out) as f:
+            outs.append(f["embeddings"][()])
+    assert calls == [1]
+    np.testing.assert_allclose(outs[0], outs[1], atol=1e-5)
