@@ -407,16 +407,31 @@ class _Channel:
 
     state: Any  # RawArray q[2]: [file being decoded (seq), progress counter]
     credits: Any  # Semaphore(CREDITS): unread chunks outside the ring
-    ring: Any  # RawArray of SLOTS * SLOT_BYTES bytes
-    used: Any  # RawArray b[SLOTS]: 1 while the main process holds a slot's arrays
-    free: Any  # Semaphore(SLOTS): free slots
+    ring: Any  # RawArray of slots * SLOT_BYTES bytes
+    used: Any  # RawArray b[slots]: 1 while the main process holds a slot's arrays
+    free: Any  # Semaphore(slots): free slots
 
     @classmethod
-    def create(cls, ctx) -> "_Channel":
-        ch = cls(ctx.RawArray("q", 2), ctx.Semaphore(CREDITS), ctx.RawArray("B", SLOTS * SLOT_BYTES),
-                 ctx.RawArray("b", SLOTS), ctx.Semaphore(SLOTS))
+    def create(cls, ctx, slots: int = SLOTS) -> "_Channel":
+        ch = cls(ctx.RawArray("q", 2), ctx.Semaphore(CREDITS), ctx.RawArray("B", max(1, slots * SLOT_BYTES)),
+                 ctx.RawArray("b", max(1, slots)), ctx.Semaphore(slots))
         ch.state[0] = -1
         return ch
+
+
+def _ring_slots(n_workers: int) -> int:
+    """Ring slots per worker that surely fit the shared-memory filesystem.
+
+    Ring pages are allocated when first written, and a tmpfs that runs out then kills the writer
+    with SIGBUS (Docker's default /dev/shm is 64 MB): use at most half of what is free, else no
+    ring (chunks then go through files, or the pipe).
+    """
+    try:
+        st = os.statvfs(SHM_DIR)
+    except OSError:
+        return SLOTS  # no /dev/shm: multiprocessing maps the ring from a temporary file
+    per_worker = st.f_bavail * st.f_frsize // 2 // max(1, n_workers) // SLOT_BYTES
+    return int(min(SLOTS, per_worker)) if per_worker >= 2 else 0
 
 
 class _Chunker:
@@ -472,7 +487,7 @@ class _Chunker:
         if self.samples:
             placed, total = _layout(self.events)
             if total <= SLOT_BYTES and self.ch.free.acquire(block=False):
-                slot = next(i for i in range(SLOTS) if not self.ch.used[i])
+                slot = next(i for i in range(len(self.ch.used)) if not self.ch.used[i])
                 self.ch.used[slot] = 1
                 base = slot * SLOT_BYTES
                 for offset, a in placed:
@@ -483,9 +498,13 @@ class _Chunker:
                 if self.use_shm:
                     self.n += 1
                     name = f"{self.prefix}{self.n}"
-                    _write_file(placed, os.path.join(SHM_DIR, name))
-                    where = ("file", name)
-                else:
+                    try:
+                        _write_file(placed, os.path.join(SHM_DIR, name))
+                        where = ("file", name)
+                    except OSError:  # /dev/shm full: this chunk takes the pipe
+                        with contextlib.suppress(OSError):
+                            os.unlink(os.path.join(SHM_DIR, name))
+                if where is None:
                     buf = np.zeros(total, np.uint8)
                     for offset, a in placed:
                         buf[offset:offset + a.nbytes] = a.reshape(-1).view(np.uint8)
@@ -531,11 +550,11 @@ def _worker_main(wid: int, tasks, results, ch: _Channel, opts_modality, rules, c
 
 
 class _Worker:
-    def __init__(self, ctx, wid: int, args: tuple):
+    def __init__(self, ctx, wid: int, args: tuple, slots: int = SLOTS):
         self.wid = wid
         task_r, self.tasks = ctx.Pipe(duplex=False)  # each pipe: (receiving end, sending end)
         self.results, res_w = ctx.Pipe(duplex=False)
-        self.ch = _Channel.create(ctx)
+        self.ch = _Channel.create(ctx, slots)
         self.ring = memoryview(self.ch.ring).cast("B")
         self.proc = ctx.Process(target=_worker_main, name=f"mtx-worker-{wid}", daemon=True,
                                 args=(wid, task_r, res_w, self.ch, *args))
@@ -603,15 +622,18 @@ class _WorkerPool:
         self._seq = 0
         self._start_deaths = 0
         self._retired: list[_Worker] = []
+        self.slots = _ring_slots(n)
         for _ in range(n):
             self._spawn()
 
     def _spawn(self) -> None:
-        self.workers[self._next] = _Worker(self.ctx, self._next, self.args)
+        self.workers[self._next] = _Worker(self.ctx, self._next, self.args, self.slots)
         self._next += 1
 
     def resize(self, n: int) -> None:
         """Start more decoder processes, or stop idle ones, until there are ``n``."""
+        if n > len(self.workers):
+            self.slots = min(self.slots, _ring_slots(n))
         while len(self.workers) < n:
             self._spawn()
         for wid in [wid for wid, w in self.workers.items() if not w.assigned][: max(0, len(self.workers) - n)]:

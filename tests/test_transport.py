@@ -131,3 +131,30 @@ def test_reused_collate_buffers_give_the_vectors_of_fresh_ones():
     for i, b in enumerate(batches + batches[:2]):
         fresh = Embedder(model, EmbedOptions()).embed("image", b)[0]
         np.testing.assert_array_equal(got[i], fresh)
+
+
+def test_ring_is_sized_to_the_free_shared_memory(monkeypatch):
+    import os
+    from types import SimpleNamespace
+
+    def free(mb):
+        monkeypatch.setattr(os, "statvfs", lambda p: SimpleNamespace(f_bavail=mb << 20, f_frsize=1))
+
+    free(64)  # Docker's default /dev/shm: 14 rings of 32 MB would end in SIGBUS
+    assert P._ring_slots(14) == 0
+    free(64)
+    assert P._ring_slots(1) == 8  # 32 MB = 8 slots of 4 MB fit in half of 64 MB
+    free(100_000)
+    assert P._ring_slots(14) == P.SLOTS
+    # Without ring slots every chunk takes the file (or pipe) path, and still arrives intact.
+    ch = P._Channel.create(mp.get_context("spawn"), slots=0)
+    conn = _Conn()
+    ck = P._Chunker(conn, ch, use_shm=False)
+    s = _samples(np.random.default_rng(4), 1)[0]
+    want = s.arrays["pixels"].copy()
+    ck.emit(1, ("sample", None, "image", s))
+    ck.flush()
+    (_, events, where), = [pickle.loads(b) for b in conn.sent]
+    assert where[0] == "inline"
+    P._resolve(events[0][3], _main_side(ch).blob(where))
+    np.testing.assert_array_equal(events[0][3].arrays["pixels"], want)
