@@ -1,10 +1,11 @@
 """discover -> sniff+load in worker processes -> batch -> tokenize -> encode -> pool -> write.
 
-Memory is bounded by the queues: at most ``queue_size`` samples wait between the workers and the
-encoder, each batch holds ``batch_size`` segments, and the writer commits a part every
+Memory is bounded: each worker holds at most one chunk being filled, ``SLOTS`` ring slots and
+``CREDITS`` unread chunk files; at most ``queue_size`` samples wait in the main process's
+buckets, each batch holds ``batch_size`` segments, and the writer commits a part every
 ``part_rows`` rows. Worker processes are spawned (no fork of a torch process), use one intra-op
-thread each, and are watched: a file that runs past ``timeout`` seconds or a worker that dies
-(segfault in a decoder, OOM kill) becomes a failure row and the worker is replaced.
+thread each, and are watched: a file without progress for ``timeout`` seconds or a worker that
+dies (segfault in a decoder, OOM kill) becomes a failure row and the worker is replaced.
 """
 from __future__ import annotations
 
