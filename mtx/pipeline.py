@@ -341,21 +341,19 @@ def _write_file(placed: list[tuple[int, np.ndarray]], path: str) -> None:
         f.truncate(max((o + _padded(a.nbytes) for o, a in placed), default=0))
 
 
-def _map_file(name: str) -> np.ndarray:
-    """Map (then unlink) a chunk file as a byte array."""
-    import mmap
-
+def _read_file(name: str) -> np.ndarray:
+    """Read (then unlink) a chunk file as a byte array: the fallback path, so a plain read,
+    which keeps no file descriptor open while its samples wait in a batch."""
     path = os.path.join(SHM_DIR, name)
     try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if not size:
-                return np.zeros(0, np.uint8)
-            mm = mmap.mmap(f.fileno(), size, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE, prot=mmap.PROT_READ)
+        with open(path, "rb", buffering=0) as f:
+            buf = np.empty(os.fstat(f.fileno()).st_size, np.uint8)
+            if buf.size and f.readinto(memoryview(buf)) != buf.size:
+                raise OSError(f"short read of {path}")
     finally:
         with contextlib.suppress(OSError):
             os.unlink(path)
-    return np.frombuffer(memoryview(mm), np.uint8)
+    return buf
 
 
 def _resolve(sample, blob: np.ndarray) -> None:
@@ -406,7 +404,7 @@ def _cleanup_shm(parent_pid: int) -> None:
 class _Channel:
     """What one decoder process and the main process share besides its two pipes."""
 
-    state: Any  # RawArray q[2]: [file being decoded (seq), progress counter]
+    state: Any  # RawArray q[3]: [file being decoded (seq), progress counter, 1 = waiting on main]
     credits: Any  # Semaphore(CREDITS): unread chunks outside the ring
     ring: Any  # RawArray of slots * SLOT_BYTES bytes
     used: Any  # RawArray b[slots]: 1 while the main process holds a slot's arrays
@@ -414,7 +412,7 @@ class _Channel:
 
     @classmethod
     def create(cls, ctx, slots: int = SLOTS) -> "_Channel":
-        ch = cls(ctx.RawArray("q", 2), ctx.Semaphore(CREDITS), ctx.RawArray("B", max(1, slots * SLOT_BYTES)),
+        ch = cls(ctx.RawArray("q", 3), ctx.Semaphore(CREDITS), ctx.RawArray("B", max(1, slots * SLOT_BYTES)),
                  ctx.RawArray("b", max(1, slots)), ctx.Semaphore(slots))
         ch.state[0] = -1
         return ch
@@ -423,9 +421,9 @@ class _Channel:
 def _ring_slots(n_workers: int) -> int:
     """Ring slots per worker that surely fit the shared-memory filesystem.
 
-    Ring pages are allocated when first written, and a tmpfs that runs out then kills the writer
-    with SIGBUS (Docker's default /dev/shm is 64 MB): use at most half of what is free, else no
-    ring (chunks then go through files, or the pipe).
+    A tmpfs that runs out kills the process touching the page with SIGBUS (Docker's default
+    /dev/shm is 64 MB): use at most half of what is free, else no ring (chunks then go through
+    files, or the pipe).
     """
     try:
         st = os.statvfs(SHM_DIR)
@@ -495,7 +493,7 @@ class _Chunker:
                     self.ring[base + offset:base + offset + a.nbytes] = a.reshape(-1).view(np.uint8)
                 where = ("slot", slot)
             else:
-                self.ch.credits.acquire()
+                self._wait(self.ch.credits.acquire)
                 if self.use_shm:
                     self.n += 1
                     name = f"{self.prefix}{self.n}"
@@ -513,11 +511,40 @@ class _Chunker:
         data = pickle.dumps(("chunk", self.events, where), protocol=pickle.HIGHEST_PROTOCOL)
         self.events = []
         self.files = self.samples = self.nbytes = 0
-        self.conn.send_bytes(data)
+        self._wait(lambda: self.conn.send_bytes(data))
         self.since = time.monotonic()
 
+    def _wait(self, fn) -> None:
+        """Run ``fn``, which may block until the main process reads: flagged in shared memory so
+        that waiting on the main process is not taken for a decoder without progress."""
+        self.ch.state[2] = 1
+        try:
+            fn()
+        finally:
+            self.ch.state[2] = 0
 
-def _worker_main(wid: int, tasks, results, ch: _Channel, opts_modality, rules, configs, known) -> None:
+
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this decoder when the main process dies (even by SIGKILL), so
+    none is left behind waiting on a semaphore or a pipe."""
+    parent = os.getppid()
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it died before the call above
+        os._exit(0)
+
+
+def _load_known(path: str | None) -> frozenset[str]:
+    if not path:
+        return frozenset()
+    with open(path, "rb") as f:
+        return pickle.load(f)
+
+
+def _worker_main(wid: int, tasks, results, ch: _Channel, opts_modality, rules, configs, known_path) -> None:
+    _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     with contextlib.suppress(Exception):
@@ -528,6 +555,7 @@ def _worker_main(wid: int, tasks, results, ch: _Channel, opts_modality, rules, c
         from . import modalities
 
         modalities.list_modalities()  # import the decoders now, while the parent loads the model
+    known = _load_known(known_path)
     results.send_bytes(pickle.dumps(("ready", wid)))
     chunker = _Chunker(results, ch, use_shm=os.path.isdir(SHM_DIR) and os.access(SHM_DIR, os.W_OK))
     while True:
@@ -540,7 +568,7 @@ def _worker_main(wid: int, tasks, results, ch: _Channel, opts_modality, rules, c
         if batch is None:
             break
         if batch[0] == "known":
-            known = batch[1]
+            known = _load_known(batch[1])
             continue
         for seq, inp in batch[1]:
             if not chunker.events:
@@ -555,6 +583,12 @@ class _Worker:
         self.wid = wid
         task_r, self.tasks = ctx.Pipe(duplex=False)  # each pipe: (receiving end, sending end)
         self.results, res_w = ctx.Pipe(duplex=False)
+        # A window of tasks (up to 32 paths) must fit the task pipe whatever the worker is doing,
+        # or the main process could block on it while the worker blocks on its result pipe.
+        with contextlib.suppress(Exception):
+            import fcntl
+
+            fcntl.fcntl(self.tasks.fileno(), fcntl.F_SETPIPE_SZ, 1 << 20)
         self.ch = _Channel.create(ctx, slots)
         self.ring = memoryview(self.ch.ring).cast("B")
         self.proc = ctx.Process(target=_worker_main, name=f"mtx-worker-{wid}", daemon=True,
@@ -596,7 +630,7 @@ class _Worker:
             weakref.finalize(holder, _free_slot, self.ch.used, self.ch.free, val)
             return holder
         self.ch.credits.release()
-        return _map_file(val) if kind == "file" else val
+        return _read_file(val) if kind == "file" else val
 
 
 class _WorkerPool:
@@ -610,11 +644,11 @@ class _WorkerPool:
     replaces it.
     """
 
-    def __init__(self, n: int, opts: EmbedOptions, configs: dict[str, dict],
-                 known: frozenset[str] = frozenset()):
+    def __init__(self, n: int, opts: EmbedOptions, configs: dict[str, dict]):
         _cleanup_stale_shm()
         self.ctx = mp.get_context("spawn")
-        self.args = (opts.modality, opts.rules, configs, known)
+        self.args = (opts.modality, opts.rules, configs, None)
+        self._known_path: str | None = None
         self.timeout = opts.timeout
         self.workers: dict[int, _Worker] = {}
         self.ready: set[int] = set()
@@ -628,7 +662,9 @@ class _WorkerPool:
             self._spawn()
 
     def _spawn(self) -> None:
-        self.workers[self._next] = _Worker(self.ctx, self._next, self.args, self.slots)
+        # The ring is allocated (zero-filled) here: check the space again for replacements.
+        slots = min(self.slots, _ring_slots(1))
+        self.workers[self._next] = _Worker(self.ctx, self._next, self.args, slots)
         self._next += 1
 
     def resize(self, n: int) -> None:
@@ -644,10 +680,20 @@ class _WorkerPool:
             self._retired.append(w)
 
     def set_known(self, known: frozenset[str]) -> None:
-        """Content hashes already embedded (sent once to each worker, and to replacements)."""
-        self.args = (*self.args[:3], known)
+        """Content hashes already embedded: written to a file whose path goes to each worker
+        (and to replacements), so a large set never blocks the main process on a pipe."""
+        if not known:
+            return
+        import tempfile
+
+        fd, path = tempfile.mkstemp(prefix=f"{_shm_prefix(os.getpid())}known_",
+                                    dir=SHM_DIR if os.access(SHM_DIR, os.W_OK) else None)
+        with os.fdopen(fd, "wb") as f:
+            pickle.dump(known, f, protocol=pickle.HIGHEST_PROTOCOL)
+        self._known_path = path
+        self.args = (*self.args[:3], path)
         for w in self.workers.values():
-            w.send(("known", known))
+            w.send(("known", path))
 
     def submit_from(self, pending: list[Input]) -> None:
         """Fill the workers' windows from the end of ``pending``, one file per worker in turn
@@ -684,7 +730,11 @@ class _WorkerPool:
             w.seen = time.monotonic()  # its start-up is not decoding time
             return []
         _, events, where = msg
-        blob = w.blob(where) if where is not None else None
+        try:
+            blob = w.blob(where) if where is not None else None
+        except OSError as e:  # a chunk file gone or unreadable: its files fail, the run goes on
+            return self._unreadable(w, events, f"the decoded data could not be read back from shared memory "
+                                               f"({e.strerror or e})")
         out = []
         ended = 0
         for ev in events:
@@ -702,6 +752,19 @@ class _WorkerPool:
         if ended:
             w.record(ended)
         self._start_deaths = 0
+        return out
+
+    def _unreadable(self, w: _Worker, events: list, message: str) -> list[tuple]:
+        out, seen = [], set()
+        for ev in events:
+            kind, seq = ev[0], ev[1]
+            path = self.paths.get(seq)
+            if kind != "sample" and seq in w.assigned:
+                del w.assigned[seq]
+                del self.paths[seq]
+            if path is not None and seq not in seen:
+                seen.add(seq)
+                out.append(("fail", path, ev[2] if kind != "dup" else "", "load", message))
         return out
 
     def get(self, timeout: float) -> list[tuple]:
@@ -730,9 +793,11 @@ class _WorkerPool:
         now = time.monotonic()
         for wid, w in list(self.workers.items()):
             current, progress = w.ch.state[0], w.ch.state[1]
-            if (current, progress) != w.progress:
+            if (current, progress) != w.progress or w.ch.state[2]:
+                # Progress, or waiting for the main process to read (not the decoder's fault).
                 w.progress, w.since = (current, progress), now
             dead = w.eof or not w.proc.is_alive()
+            slow_only = not dead
             # The clock runs for the file being decoded; a process not yet on any of its files
             # (still importing the decoders) gets a start-up allowance instead.
             limit = self.timeout if current in w.assigned else max(self.timeout, START_LIMIT)
@@ -751,7 +816,7 @@ class _WorkerPool:
                     c.close()
             culprit = w.ch.state[0]
             if culprit in w.assigned:
-                if slow:
+                if slow_only:
                     err = FileTimeout(f"no progress for {self.timeout:g} s (--timeout); the decoder was stopped")
                 else:
                     why = f"signal {-code}" if code and code < 0 else f"exit code {code}"
@@ -762,7 +827,7 @@ class _WorkerPool:
                 # but do not respawn forever when every fresh process fails at once.
                 self._start_deaths += 1
                 if self._start_deaths > 3:
-                    why = "hang" if slow else f"die (exit code {code})"
+                    why = "hang" if slow_only else f"die (exit code {code})"
                     raise WorkerCrashed(f"decoder processes {why} before reading any file; try --workers 0 "
                                         "to decode in the main process")
             for seq, inp in w.assigned.items():
@@ -785,6 +850,9 @@ class _WorkerPool:
                 with contextlib.suppress(OSError):
                     c.close()
         _cleanup_shm(os.getpid())
+        if self._known_path:
+            with contextlib.suppress(OSError):
+                os.unlink(self._known_path)
 
 # ------------------------------------------------------------------------------------------
 # Main side

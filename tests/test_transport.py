@@ -158,3 +158,45 @@ def test_ring_is_sized_to_the_free_shared_memory(monkeypatch):
     assert where[0] == "inline"
     P._resolve(events[0][3], _main_side(ch).blob(where))
     np.testing.assert_array_equal(events[0][3].arrays["pixels"], want)
+
+
+def test_waiting_on_the_main_process_is_flagged_not_taken_for_a_stall():
+    ch = P._Channel.create(mp.get_context("spawn"))
+    seen = []
+
+    class Conn:
+        def send_bytes(self, b):
+            seen.append(ch.state[2])
+
+    ck = P._Chunker(Conn(), ch, use_shm=False)
+    ck.emit(1, ("fail", None, "image", "load", "bad"))
+    ck.flush()
+    assert seen == [1] and ch.state[2] == 0
+
+
+def test_an_unreadable_chunk_fails_its_files_and_the_run_goes_on(tmp_path):
+    from pathlib import Path
+
+    ch = P._Channel.create(mp.get_context("spawn"), slots=0)
+    conn = _Conn()
+    ck = P._Chunker(conn, ch, use_shm=True)
+    for seq in (5, 6):
+        ck.emit(seq, ("sample", None, "image", _samples(np.random.default_rng(seq), 1)[0]))
+        ck.emit(seq, ("done", None, "image", "why", (1, 2, "h"), 1))
+    ck.flush()
+    (raw,) = conn.sent
+    where = pickle.loads(raw)[2]
+    assert where[0] == "file"
+    os_path = Path(P.SHM_DIR) / where[1]
+    os_path.unlink()  # e.g. removed by someone else's clean-up
+
+    pool = P._WorkerPool.__new__(P._WorkerPool)
+    pool.paths = {5: Path("/x/a.png"), 6: Path("/x/b.png")}
+    pool.ready, pool._start_deaths = set(), 0
+    w = _main_side(ch)
+    w.assigned = {5: object(), 6: object()}
+    w.results = type("R", (), {"recv_bytes": lambda self: raw})()
+    events = pool._read(w)
+    assert [e[:2] for e in events] == [("fail", Path("/x/a.png")), ("fail", Path("/x/b.png"))]
+    assert "could not be read back from shared memory" in events[0][4]
+    assert w.assigned == {} and pool.paths == {}
