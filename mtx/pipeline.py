@@ -333,6 +333,12 @@ def _layout(events: list) -> tuple[list[tuple[int, np.ndarray]], int]:
     return placed, offset
 
 
+def _place(dst: np.ndarray, placed: list[tuple[int, np.ndarray]]) -> None:
+    """Copy a chunk's arrays into the byte buffer ``dst`` at their offsets."""
+    for offset, a in placed:
+        dst[offset:offset + a.nbytes] = a.reshape(-1).view(np.uint8)
+
+
 def _write_file(placed: list[tuple[int, np.ndarray]], path: str) -> None:
     with open(path, "wb", buffering=0) as f:
         for offset, a in placed:
@@ -488,9 +494,7 @@ class _Chunker:
             if total <= SLOT_BYTES and self.ch.free.acquire(block=False):
                 slot = next(i for i in range(len(self.ch.used)) if not self.ch.used[i])
                 self.ch.used[slot] = 1
-                base = slot * SLOT_BYTES
-                for offset, a in placed:
-                    self.ring[base + offset:base + offset + a.nbytes] = a.reshape(-1).view(np.uint8)
+                _place(self.ring[slot * SLOT_BYTES:(slot + 1) * SLOT_BYTES], placed)
                 where = ("slot", slot)
             else:
                 self._wait(self.ch.credits.acquire)
@@ -505,8 +509,7 @@ class _Chunker:
                             os.unlink(os.path.join(SHM_DIR, name))
                 if where is None:
                     buf = np.zeros(total, np.uint8)
-                    for offset, a in placed:
-                        buf[offset:offset + a.nbytes] = a.reshape(-1).view(np.uint8)
+                    _place(buf, placed)
                     where = ("inline", buf)
         data = pickle.dumps(("chunk", self.events, where), protocol=pickle.HIGHEST_PROTOCOL)
         self.events = []
@@ -743,9 +746,7 @@ class _WorkerPool:
             if kind == "sample":
                 if blob is not None:
                     _resolve(ev[3], blob)
-            elif seq in w.assigned:
-                del w.assigned[seq]
-                del self.paths[seq]
+            elif self._ended(w, seq):
                 ended += 1
             if path is not None:
                 out.append((kind, path, *ev[2:]))
@@ -754,14 +755,21 @@ class _WorkerPool:
         self._start_deaths = 0
         return out
 
+    def _ended(self, w: _Worker, seq: int) -> bool:
+        """The last message of file ``seq`` came back from ``w``: it is no longer in flight."""
+        if seq not in w.assigned:
+            return False
+        del w.assigned[seq]
+        del self.paths[seq]
+        return True
+
     def _unreadable(self, w: _Worker, events: list, message: str) -> list[tuple]:
         out, seen = [], set()
         for ev in events:
             kind, seq = ev[0], ev[1]
             path = self.paths.get(seq)
-            if kind != "sample" and seq in w.assigned:
-                del w.assigned[seq]
-                del self.paths[seq]
+            if kind != "sample":
+                self._ended(w, seq)
             if path is not None and seq not in seen:
                 seen.add(seq)
                 out.append(("fail", path, ev[2] if kind != "dup" else "", "load", message))
@@ -797,7 +805,6 @@ class _WorkerPool:
                 # Progress, or waiting for the main process to read (not the decoder's fault).
                 w.progress, w.since = (current, progress), now
             dead = w.eof or not w.proc.is_alive()
-            slow_only = not dead
             # The clock runs for the file being decoded; a process not yet on any of its files
             # (still importing the decoders) gets a start-up allowance instead.
             limit = self.timeout if current in w.assigned else max(self.timeout, START_LIMIT)
@@ -816,7 +823,7 @@ class _WorkerPool:
                     c.close()
             culprit = w.ch.state[0]
             if culprit in w.assigned:
-                if slow_only:
+                if not dead:
                     err = FileTimeout(f"no progress for {self.timeout:g} s (--timeout); the decoder was stopped")
                 else:
                     why = f"signal {-code}" if code and code < 0 else f"exit code {code}"
@@ -827,7 +834,7 @@ class _WorkerPool:
                 # but do not respawn forever when every fresh process fails at once.
                 self._start_deaths += 1
                 if self._start_deaths > 3:
-                    why = "hang" if slow_only else f"die (exit code {code})"
+                    why = f"die (exit code {code})" if dead else "hang"
                     raise WorkerCrashed(f"decoder processes {why} before reading any file; try --workers 0 "
                                         "to decode in the main process")
             for seq, inp in w.assigned.items():
@@ -908,10 +915,6 @@ class _Writer(threading.Thread):
             kind = item[0] if item else ""
             if kind == "rows":
                 self.buf.rows.append(item[1])
-            elif kind == "file":
-                self.buf.files.append(item[1])
-                if item[2] is not None:
-                    self.buf.failures.append(item[2])
             elif kind == "files":
                 for rec, failure in item[1]:
                     self.buf.files.append(rec)
@@ -1157,11 +1160,14 @@ def run_embed(items: list[Input], output: str | Path, opts: EmbedOptions, model,
                 summary["n_skipped"] += 1
             else:
                 todo.append(inp)
+        discover_failures = []
         for raw, msg in problems or []:
-            writer.put(("file", FileRecord(raw, raw, "", -1, -1, "", 0, "failed"),
-                        Failure(raw, "", "discover", msg)))
+            discover_failures.append((FileRecord(raw, raw, "", -1, -1, "", 0, "failed"),
+                                      Failure(raw, "", "discover", msg)))
             summary["n_failed"] += 1
             summary["failures"].append({"path": raw, "stage": "discover", "message": msg})
+        if discover_failures:
+            writer.put(("files", discover_failures))
         states = {inp.path: _FileState(inp) for inp in todo}
         redo = {h5_text(str(i.path)) for i in todo}  # their old rows are being replaced
         by_hash = {r.content_hash: r for r in done.values()

@@ -145,6 +145,13 @@ def test_dry_run_and_missing_input(tmp_path, capsys):
     assert r["inputs"][0]["modality"] == "image" and "PNG" in r["inputs"][0]["reason"]
     assert r["problems"][0][1] == "no such file or directory"
     assert not (tmp_path / "o.h5").exists()
+    # Embedding for real: the missing input becomes a failure row of stage "discover".
+    assert main(["embed", str(d), str(tmp_path / "nope"), "-o", str(tmp_path / "o.h5"), *TINY, "-q"]) == 3
+    with h5py.File(tmp_path / "o.h5") as f:
+        assert list(f["id"].asstr()[()]) == ["img0.png"]
+        assert [(os.path.basename(p), st) for p, st in zip(f["failures/path"].asstr()[()],
+                                                            f["failures/stage"].asstr()[()], strict=True)] \
+            == [("nope", "discover")]
 
 
 def test_tokenize_reports_197_tokens_for_b16(tmp_path, capsys):
