@@ -128,7 +128,7 @@ def inspect_file(model, path: str | Path, *, modality: str | None = None,
     samples = []
     n = 0
     try:
-        for s in mod.load(path, cfg):
+        for s in mod.load(path, cfg, dec.sniffed):
             if len(samples) < 5:
                 samples.append(s)
             n += 1

@@ -263,7 +263,7 @@ def process_file(inp: Input, opts_modality: str | None, rules, configs: dict[str
         mod = get_modality(modality)
         cfg = mod.config(**configs.get(modality, {}))
         n = 0
-        for s in mod.load(inp.path, cfg):
+        for s in mod.load(inp.path, cfg, dec.sniffed):
             emit(("sample", inp.path, modality, s))
             n += 1
         if n == 0:

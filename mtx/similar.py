@@ -159,7 +159,7 @@ class StoreEmbedder:
             pending.clear()
 
         try:
-            for s in mod.load(path, cfg):
+            for s in mod.load(path, cfg, dec.sniffed):
                 pending.append(s)
                 if len(pending) >= batch:
                     flush()

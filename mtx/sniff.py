@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .errors import AmbiguousModality, DecodeError, UnknownModality
 from .modalities import get_modality, list_modalities
-from .modalities._base import Evidence
+from .modalities._base import Evidence, Sniffed
 
 HEAD_BYTES = 8192
 
@@ -34,6 +34,13 @@ class Decision:
     modality: str
     reason: str
     candidates: tuple[Evidence, ...] = field(default=())
+    head: bytes = field(default=b"", repr=False)
+    format: str = ""  # what the winning (or, when forced, the modality's own) check recognised
+
+    @property
+    def sniffed(self) -> Sniffed:
+        """What the loader is handed, so it does not open the file to detect its format again."""
+        return Sniffed(self.head, self.format)
 
 
 def read_head(path: Path, n: int = HEAD_BYTES) -> bytes:
@@ -93,17 +100,23 @@ def sniff(path: str | Path, modality: str | None = None,
         'image'
     """
     path = Path(path)
+    forced = None
     if modality:
-        get_modality(modality)
-        return Decision(modality, "forced by --modality")
-    if rules:
+        forced = (get_modality(modality), "forced by --modality")
+    elif rules:
         hit = match_rule(path, rules)
         if hit:
-            get_modality(hit[0])
-            return Decision(hit[0], f"--map rule {hit[1]!r}")
+            forced = (get_modality(hit[0]), f"--map rule {hit[1]!r}")
     head = read_head(path)
     if not head:
         raise DecodeError("empty file (0 bytes)")
+    if forced is not None:
+        mod, reason = forced
+        try:
+            ev = mod.sniff(head, path)
+        except DecodeError:
+            ev = None  # the loader gives the real reason
+        return Decision(mod.name, reason, head=head, format=ev.format if ev else "")
     cands: list[Evidence] = []
     errors: list[str] = []
     for mod in list_modalities():
@@ -132,4 +145,5 @@ def sniff(path: str | Path, modality: str | None = None,
             f"equally strong candidates: {listing}; pass --modality M or --map 'GLOB=M'",
             path=str(path))
     best = cands[0]
-    return Decision(best.modality, f"{best.strength_name}: {best.reason}", tuple(cands))
+    return Decision(best.modality, f"{best.strength_name}: {best.reason}", tuple(cands), head=head,
+                    format=best.format)

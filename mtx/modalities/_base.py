@@ -54,11 +54,26 @@ class Evidence:
     modality: str
     strength: int
     reason: str
+    format: str = ""  # the container/format the check recognised ("pcd", "csv", "flir-app1"...)
 
     @property
     def strength_name(self) -> str:
         base = max((s for s in STRENGTH_NAMES if s <= self.strength), default=EXTENSION)
         return STRENGTH_NAMES[base]
+
+
+@dataclass(frozen=True)
+class Sniffed:
+    """What sniffing learned about a file, handed to ``Modality.load`` so it need not re-detect.
+
+    Attributes:
+        head: the first bytes of the file (``mtx.sniff.HEAD_BYTES``, fewer for a short file).
+        format: the format the winning evidence named ('' when unknown, e.g. forced by
+            ``--modality`` and the modality's own check did not recognise the bytes).
+    """
+
+    head: bytes = b""
+    format: str = ""
 
 
 @dataclass
@@ -183,10 +198,12 @@ class Modality:
         return []
 
     # -- CPU side --------------------------------------------------------------------------
-    def load(self, path: Path, cfg: ModalityConfig) -> Iterator[Sample]:
+    def load(self, path: Path, cfg: ModalityConfig, sniffed: Sniffed | None = None) -> Iterator[Sample]:
         """Decode and preprocess ``path`` into samples. CPU only, deterministic, picklable.
 
-        Raise :class:`mtx.errors.DecodeError` with a one-line reason for bad input."""
+        ``sniffed`` carries the head bytes and detected format from :func:`mtx.sniff.sniff`
+        (None when called directly: detect the format yourself). Raise
+        :class:`mtx.errors.DecodeError` with a one-line reason for bad input."""
         raise NotImplementedError
 
     def batch_key(self, sample: Sample) -> Hashable:

@@ -37,6 +37,7 @@ from ._base import (
     Modality,
     ModalityConfig,
     Sample,
+    Sniffed,
     Tokenizer,
     Tokens,
     pinned,
@@ -432,7 +433,7 @@ class audio(Modality):  # noqa: N801 - class name == registry key == module name
             return Evidence(self.name, EXTENSION, f"extension {path.suffix.lower()}")
         return None
 
-    def load(self, path: Path, cfg: AudioConfig) -> Iterator[Sample]:
+    def load(self, path: Path, cfg: AudioConfig, sniffed: Sniffed | None = None) -> Iterator[Sample]:
         if cfg.segment_frames < PATCH:
             raise DecodeError(f"segment_frames must be >= {PATCH}")
         try:

@@ -54,6 +54,7 @@ from ._base import (
     Modality,
     ModalityConfig,
     Sample,
+    Sniffed,
     Tokenizer,
     Tokens,
     pinned,
@@ -659,7 +660,7 @@ class graph(Modality):  # noqa: N801 - class name == registry key == module name
             return Evidence(self.name, EXTENSION, f"extension {ext}")
         return None
 
-    def load(self, path: Path, cfg: GraphConfig) -> Iterator[Sample]:
+    def load(self, path: Path, cfg: GraphConfig, sniffed: Sniffed | None = None) -> Iterator[Sample]:
         raw = read_graph(path, cfg.format)
         arrays, meta = tokenize_graph(raw, cfg)
         yield Sample("", arrays, meta)

@@ -32,6 +32,7 @@ from ._base import (
     Modality,
     ModalityConfig,
     Sample,
+    Sniffed,
     Tokenizer,
     Tokens,
     seeded,
@@ -528,7 +529,7 @@ class hyperspectral(Modality):  # noqa: N801 - class name == registry key == mod
             return [data] if data is not None else []
         return []
 
-    def load(self, path: Path, cfg: HyperspectralConfig) -> Iterator[Sample]:
+    def load(self, path: Path, cfg: HyperspectralConfig, sniffed: Sniffed | None = None) -> Iterator[Sample]:
         with open(path, "rb") as f:
             head = f.read(4096)
         if head.startswith(b"ENVI"):

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DecodeError
-from ._base import STRUCTURE, Evidence, ModalityConfig, PatchImageModality, Sample
+from ._base import STRUCTURE, Evidence, ModalityConfig, PatchImageModality, Sample, Sniffed
 from ._imaging import MAX_PIXELS, check_pixels, resize_center_crop
 from ._registry import register_modality
 
@@ -156,7 +156,7 @@ class image(PatchImageModality):  # noqa: N801 - class name == registry key == m
             return Evidence(self.name, STRUCTURE, f"{fmt} magic bytes")
         return super().sniff(head, path)
 
-    def load(self, path: Path, cfg: ImageConfig) -> Iterator[Sample]:
+    def load(self, path: Path, cfg: ImageConfig, sniffed: Sniffed | None = None) -> Iterator[Sample]:
         img = open_image(path)
         with img:
             rgb, meta = to_rgb_array(img, path)

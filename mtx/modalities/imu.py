@@ -36,7 +36,18 @@ from torch import nn
 
 from ..errors import DecodeError
 from . import _columns as cols
-from ._base import REFINED, Evidence, Modality, ModalityConfig, Sample, Tokenizer, Tokens, seeded, sinusoidal
+from ._base import (
+    REFINED,
+    Evidence,
+    Modality,
+    ModalityConfig,
+    Sample,
+    Sniffed,
+    Tokenizer,
+    Tokens,
+    seeded,
+    sinusoidal,
+)
 from ._registry import register_modality
 
 RATE = 200
@@ -253,7 +264,7 @@ class imu(Modality):  # noqa: N801 - class name == registry key == module name
         extra = " and gyroscope" if len(found.get("gyro", {})) == 3 else ""
         return Evidence(self.name, REFINED + 2, f"CSV with accelerometer columns {names}{extra}")
 
-    def load(self, path: Path, cfg: ImuConfig) -> Iterator[Sample]:
+    def load(self, path: Path, cfg: ImuConfig, sniffed: Sniffed | None = None) -> Iterator[Sample]:
         x, t, meta = read_imu(path)
         if t is not None:
             t = _to_seconds(t, meta.pop("_unit"), meta)

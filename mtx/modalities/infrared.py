@@ -23,7 +23,7 @@ import numpy as np
 
 from mtx.errors import DecodeError
 
-from ._base import CLAIM, REFINED, Evidence, GreyFrameConfig, PatchImageModality, Sample
+from ._base import CLAIM, REFINED, Evidence, GreyFrameConfig, PatchImageModality, Sample, Sniffed
 from ._imaging import check_pixels, read_tiff_page, robust_minmax
 from ._registry import register_modality
 from .image import image_format
@@ -312,7 +312,7 @@ class infrared(PatchImageModality):  # noqa: N801 - class name == registry key =
                 return Evidence(self.name, REFINED, f"single-channel {depth}{fmt} with path hint {hint!r}")
         return None
 
-    def load(self, path: Path, cfg: InfraredConfig) -> Iterator[Sample]:
+    def load(self, path: Path, cfg: InfraredConfig, sniffed: Sniffed | None = None) -> Iterator[Sample]:
         from .image import open_image
 
         with open(path, "rb") as f:

@@ -50,6 +50,7 @@ from mtx.modalities._base import (
     Modality,
     ModalityConfig,
     Sample,
+    Sniffed,
     Tokenizer,
     Tokens,
     seeded,
@@ -217,7 +218,7 @@ class point_cloud(Modality):  # noqa: N801 - class name == registry key == modul
         return Evidence(self.name, EXTENSION, f"{what} (integer; pass --modality point_cloud)")
 
     # -- CPU side --------------------------------------------------------------------------
-    def load(self, path: Path, cfg: PointCloudConfig) -> Iterator[Sample]:
+    def load(self, path: Path, cfg: PointCloudConfig, sniffed: Sniffed | None = None) -> Iterator[Sample]:
         path = Path(path)
         with open(path, "rb") as f:
             head = f.read(8192)

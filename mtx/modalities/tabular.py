@@ -49,7 +49,18 @@ from torch import nn
 
 from mtx.errors import DecodeError, MissingDependency, UsageError
 
-from ._base import EXTENSION, STRUCTURE, Evidence, Modality, ModalityConfig, Sample, Tokenizer, Tokens, seeded
+from ._base import (
+    EXTENSION,
+    STRUCTURE,
+    Evidence,
+    Modality,
+    ModalityConfig,
+    Sample,
+    Sniffed,
+    Tokenizer,
+    Tokens,
+    seeded,
+)
 from ._columns import unique_names
 from ._registry import register_modality
 from .text import bom_encoding, check_codec
@@ -826,7 +837,7 @@ class tabular(Modality):  # noqa: N801 - class name == registry key == module na
         numeric = [s.present > 0 and s.numeric >= cfg.numeric_share * s.present for s in stats]
         return numeric, stats, seen
 
-    def load(self, path: Path, cfg: TabularConfig) -> Iterator[Sample]:
+    def load(self, path: Path, cfg: TabularConfig, sniffed: Sniffed | None = None) -> Iterator[Sample]:
         src = open_source(path, cfg)
         numeric, stats, seen = self._first_pass(src, cfg)
         if seen == 0:

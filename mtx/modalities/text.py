@@ -41,6 +41,7 @@ from ._base import (
     Modality,
     ModalityConfig,
     Sample,
+    Sniffed,
     Tokenizer,
     Tokens,
     pinned,
@@ -379,7 +380,7 @@ class text(Modality):  # noqa: N801 - class name == registry key == module name
                 return Evidence(self.name, HINT, f"no extension; {why}")
         return None
 
-    def load(self, path: Path, cfg: TextConfig) -> Iterator[Sample]:
+    def load(self, path: Path, cfg: TextConfig, sniffed: Sniffed | None = None) -> Iterator[Sample]:
         enc = detect_encoding(path, cfg.encoding)
         base = enc.meta()
         try:

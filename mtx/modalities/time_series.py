@@ -28,7 +28,18 @@ from torch import nn
 
 from ..errors import DecodeError
 from . import _columns as cols
-from ._base import REFINED, Evidence, Modality, ModalityConfig, Sample, Tokenizer, Tokens, seeded, sinusoidal
+from ._base import (
+    REFINED,
+    Evidence,
+    Modality,
+    ModalityConfig,
+    Sample,
+    Sniffed,
+    Tokenizer,
+    Tokens,
+    seeded,
+    sinusoidal,
+)
 from ._registry import register_modality
 
 HINTS = ("time_series", "timeseries", "series", "ts", "signal", "signals", "sensor", "sensors",
@@ -218,7 +229,7 @@ class time_series(Modality):  # noqa: N801 - class name == registry key == modul
                         f"{len(channels)} numeric channel{'s' * (len(channels) > 1)}")
 
     # -- loading -------------------------------------------------------------------------------
-    def load(self, path: Path, cfg: TimeSeriesConfig) -> Iterator[Sample]:
+    def load(self, path: Path, cfg: TimeSeriesConfig, sniffed: Sniffed | None = None) -> Iterator[Sample]:
         if cfg.patch < 1 or cfg.patch_stride < 1:
             raise DecodeError("patch and patch_stride must be >= 1")
         values, t, names, meta = read_series(path, cfg.time_column)

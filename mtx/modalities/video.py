@@ -31,6 +31,7 @@ from ._base import (
     Modality,
     ModalityConfig,
     Sample,
+    Sniffed,
     Tokenizer,
     Tokens,
     seeded,
@@ -490,7 +491,7 @@ class video(Modality):  # noqa: N801 - class name == registry key == module name
             return None
         return super().sniff(head, path)
 
-    def load(self, path: Path, cfg: VideoConfig) -> Iterator[Sample]:
+    def load(self, path: Path, cfg: VideoConfig, sniffed: Sniffed | None = None) -> Iterator[Sample]:
         with open(path, "rb") as f:
             head = f.read(32)
         fmt = image_format(head)

@@ -25,6 +25,7 @@ from ._base import (
     GreyFrameConfig,
     PatchImageModality,
     Sample,
+    Sniffed,
 )
 from ._imaging import check_pixels, robust_minmax
 from ._registry import register_modality
@@ -159,7 +160,7 @@ class xray(PatchImageModality):  # noqa: N801 - class name == registry key == mo
             return Evidence(self.name, EXTENSION, f"extension {path.suffix.lower()} (no DICM preamble)")
         return None
 
-    def load(self, path: Path, cfg: XrayConfig) -> Iterator[Sample]:
+    def load(self, path: Path, cfg: XrayConfig, sniffed: Sniffed | None = None) -> Iterator[Sample]:
         with open(path, "rb") as f:
             head = f.read(132)
         fmt = image_format(head)
