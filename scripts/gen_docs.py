@@ -1,14 +1,23 @@
-"""Generate docs/cli.md (from the Typer app) and docs/modalities.md (from the modality registry).
+"""Generate docs/cli.md (from the Typer app), docs/modalities.md (from the modality registry) and
+one page per modality, docs/modalities/<name>.md (from the modality's class docstring, Markdown,
+and its Config dataclass: fields, defaults and their comments).
 
 Usage: python scripts/gen_docs.py [OUTDIR]   (default: docs/)
 tests/test_docs.py regenerates into a temp dir and fails when the committed files differ, so
-the reference cannot drift from the code. The per-modality pages (docs/modalities/<name>.md)
-and docs/python-api.md are written by hand; the test runs the Python examples.
+the reference cannot drift from the code. docs/python-api.md is written by hand; the test runs
+its Python examples.
 """
 from __future__ import annotations
 
+import ast
+import dataclasses
 import inspect
+import io
+import json
+import re
 import sys
+import textwrap
+import tokenize
 import types
 import typing
 from pathlib import Path
@@ -179,12 +188,71 @@ def modalities_md() -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
+def _field_comments(cfg_cls) -> dict[str, str]:
+    """field -> its comment in the source (the trailing ``# ...`` and comment lines below it),
+    over the dataclasses of ``cfg_cls``'s MRO (a subclass's comment wins)."""
+    out: dict[str, str] = {}
+    for klass in reversed(cfg_cls.__mro__):
+        if not dataclasses.is_dataclass(klass) or not klass.__dict__.get("__annotations__"):
+            continue
+        src = textwrap.dedent(inspect.getsource(klass))
+        comments = {t.start[0]: t.string.lstrip("#").strip()
+                    for t in tokenize.generate_tokens(io.StringIO(src).readline) if t.type == tokenize.COMMENT}
+        lines = src.splitlines()
+        body = ast.parse(src).body[0].body
+        for node in body:
+            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                text = [comments[node.lineno]] if node.lineno in comments else []
+                n = node.end_lineno + 1  # comment-only lines right below continue it
+                while n in comments and lines[n - 1].lstrip().startswith("#"):
+                    text.append(comments[n])
+                    n += 1
+                if text:
+                    out[node.target.id] = " ".join(text)
+    return out
+
+
+def _doc_of(m) -> str:
+    """The modality's page text: its class docstring (Markdown), else its module docstring."""
+    doc = type(m).__doc__
+    if not doc:  # reST-flavoured module docstring: ``code`` and :role:`x` to Markdown
+        doc = sys.modules[type(m).__module__].__doc__ or ""
+        doc = re.sub(r":\w+:`([^`]+)`", r"`\1`", doc.replace("``", "`"))
+    return inspect.cleandoc(doc)
+
+
+def modality_md(m) -> str:
+    """docs/modalities/<name>.md: the docstring, then the options from the Config dataclass."""
+    cfg = m.Config
+    module = type(m).__module__.replace(".", "/") + ".py"
+    lines = [HEADER.format(src=f"{module} (the class docstring and {cfg.__name__})").rstrip("\n"), "",
+             f"# {m.name}", "", _doc_of(m), "", "## Options", ""]
+    fields = dataclasses.fields(cfg)
+    if not fields:
+        lines.append("None.")
+    else:
+        comments = _field_comments(cfg)
+        lines += [f"Set with `-O {m.name}.FIELD=VALUE` on `mtx embed` and `mtx tokenize` (a JSON value or a "
+                  "plain string); the values used are recorded in the output.", "",
+                  "| option | default | what it does |", "|---|---|---|"]
+        for f in fields:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            what = re.sub(r"(?<![`\w])(--[a-z][a-z-]*)", r"`\1`", _md(comments.get(f.name, "")))  # CLI flags
+            lines.append(f"| `{f.name}` | `{json.dumps(default)}` | {what} |")
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
 def generate(outdir: Path) -> list[Path]:
+    from mtx.modalities import list_modalities
+
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
+    pages = [("cli.md", cli_md()), ("modalities.md", modalities_md())]
+    pages += [(f"modalities/{m.name}.md", modality_md(m)) for m in list_modalities()]
     written = []
-    for name, text in (("cli.md", cli_md()), ("modalities.md", modalities_md())):
+    for name, text in pages:
         p = outdir / name
+        p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(text, encoding="utf-8")
         written.append(p)
     return written
