@@ -20,32 +20,70 @@ _mtx() {
             " weights fetch"|"weights fetch") path="weights fetch" ;;
         esac ;; esac
     done
-    case "$prev" in
-        --model) COMPREPLY=($(compgen -W "meta-b16 meta-l14 clip-b16 clip-l14 tiny" -- "$cur")); return ;;
-        -m) COMPREPLY=($(compgen -W "meta-b16 meta-l14 clip-b16 clip-l14 tiny" -- "$cur")); return ;;
-        --device) COMPREPLY=($(compgen -W "auto cpu cuda cuda:0 cuda:1" -- "$cur")); return ;;
-        --dtype) COMPREPLY=($(compgen -W "auto float32 bfloat16 float16" -- "$cur")); return ;;
-        --store-dtype) COMPREPLY=($(compgen -W "float32 float16" -- "$cur")); return ;;
-        --pool) COMPREPLY=($(compgen -W "cls mean max" -- "$cur")); return ;;
-        --text-unit) COMPREPLY=($(compgen -W "file line" -- "$cur")); return ;;
-        --modality) COMPREPLY=($(compgen -W "audio graph hyperspectral image imu infrared point_cloud tabular text time_series video xray" -- "$cur")); return ;;
-        --format) COMPREPLY=($(compgen -W "npy parquet jsonl safetensors" -- "$cur")); return ;;
-        --output|--save|--weights|-o|-w) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-    esac
     case "$path" in
-        "") COMPREPLY=($(compgen -W "bench embed export info merge modalities models similar status tokenize weights --help --install-completion --show-completion" -- "$cur")) ;;
-        "bench") COMPREPLY=($(compgen -W "--device --dtype --help --json --modality --model --n -m" -- "$cur") $(compgen -f -- "$cur")) ;;
-        "embed") COMPREPLY=($(compgen -W "--address --batch-size --clips --commit-every --compile --device --devices --dry-run --dtype --engine --frames --gpus --gpus-per-worker --help --json --json-lines --map --modality --model --no-progress --option --output --overwrite --pool --quiet --save-tokens --shard --store-dtype --stride --text-unit --timeout --verbose --weights --window --workers -0 -O -b -j -m -o -q -v -w" -- "$cur") $(compgen -f -- "$cur")) ;;
-        "export") COMPREPLY=($(compgen -W "--format --help --json --modality --output --overwrite --quiet -f -o -q" -- "$cur") $(compgen -f -- "$cur")) ;;
-        "info") COMPREPLY=($(compgen -W "--failures --help --json" -- "$cur") $(compgen -f -- "$cur")) ;;
-        "merge") COMPREPLY=($(compgen -W "--copy --help --json" -- "$cur") $(compgen -f -- "$cur")) ;;
-        "modalities") COMPREPLY=($(compgen -W "--help --json" -- "$cur") $(compgen -f -- "$cur")) ;;
-        "models") COMPREPLY=($(compgen -W "--help --json" -- "$cur") $(compgen -f -- "$cur")) ;;
-        "similar") COMPREPLY=($(compgen -W "--device --help --json --modality --top --weights -k -w" -- "$cur") $(compgen -f -- "$cur")) ;;
-        "status") COMPREPLY=($(compgen -W "--help --json" -- "$cur") $(compgen -f -- "$cur")) ;;
-        "tokenize") COMPREPLY=($(compgen -W "--device --help --json --map --modality --model --option --save --weights -O -m -w" -- "$cur") $(compgen -f -- "$cur")) ;;
-        "weights") COMPREPLY=($(compgen -W "fetch --help" -- "$cur")) ;;
-        "weights fetch") COMPREPLY=($(compgen -W "--help" -- "$cur") $(compgen -f -- "$cur")) ;;
+        "")
+            COMPREPLY=($(compgen -W "bench embed export info merge modalities models similar status tokenize weights --help --install-completion --show-completion" -- "$cur")) ;;
+        "bench")
+            case "$prev" in
+                --modality) COMPREPLY=($(compgen -W "image infrared xray video audio point_cloud hyperspectral tabular time_series imu graph text" -- "$cur")); return ;;
+                --model|-m) COMPREPLY=($(compgen -W "meta-b16 meta-l14 clip-b16 clip-l14 tiny" -- "$cur")); return ;;
+                --device) COMPREPLY=($(compgen -W "auto cpu cuda cuda:0 cuda:1" -- "$cur")); return ;;
+                --dtype) COMPREPLY=($(compgen -W "auto float32 bfloat16 float16" -- "$cur")); return ;;
+            esac
+            COMPREPLY=($(compgen -W "--device --dtype --help --json --modality --model --n -m" -- "$cur")) ;;
+        "embed")
+            case "$prev" in
+                --output|-o) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --model|-m) COMPREPLY=($(compgen -W "meta-b16 meta-l14 clip-b16 clip-l14 tiny" -- "$cur")); return ;;
+                --weights|-w) COMPREPLY=($(compgen -W "seeded" -- "$cur") $(compgen -f -- "$cur")); return ;;
+                --device) COMPREPLY=($(compgen -W "auto cpu cuda cuda:0 cuda:1" -- "$cur")); return ;;
+                --dtype) COMPREPLY=($(compgen -W "auto float32 bfloat16 float16" -- "$cur")); return ;;
+                --modality) COMPREPLY=($(compgen -W "image infrared xray video audio point_cloud hyperspectral tabular time_series imu graph text" -- "$cur")); return ;;
+                --pool) COMPREPLY=($(compgen -W "cls mean max" -- "$cur")); return ;;
+                --store-dtype) COMPREPLY=($(compgen -W "float32 float16" -- "$cur")); return ;;
+                --option|-O) COMPREPLY=($(compgen -W "image.size= image.max_pixels= infrared.size= infrared.lo_percentile= infrared.hi_percentile= xray.size= xray.lo_percentile= xray.hi_percentile= video.frames= video.clips= video.size= audio.segment_frames= audio.max_segments= audio.per_window= audio.quality= audio.block_seconds= point_cloud.points= point_cloud.presample= point_cloud.groups= point_cloud.group_size= point_cloud.seed= point_cloud.mesh_sampling= point_cloud.min_mesh_vertices= point_cloud.surface_samples= point_cloud.npz_key= point_cloud.bin_fields= hyperspectral.key= hyperspectral.band_axis= hyperspectral.max_bands= hyperspectral.grid= hyperspectral.lo_percentile= hyperspectral.hi_percentile= tabular.format= tabular.delimiter= tabular.header= tabular.encoding= tabular.stats_rows= tabular.numeric_share= tabular.chunk_rows= tabular.block_bytes= tabular.max_columns= time_series.window= time_series.stride= time_series.patch= time_series.patch_stride= time_series.max_tokens= time_series.time_column= imu.rate= imu.max_windows= imu.window= imu.stride= graph.format= graph.k= graph.max_tokens= graph.attributes= graph.attr_dim= text.unit= text.window= text.max_windows= text.encoding=" -- "$cur")); return ;;
+                --text-unit) COMPREPLY=($(compgen -W "file line" -- "$cur")); return ;;
+                --engine) COMPREPLY=($(compgen -W "local ray" -- "$cur")); return ;;
+            esac
+            COMPREPLY=($(compgen -W "--address --batch-size --clips --commit-every --compile --device --devices --dry-run --dtype --engine --frames --gpus --gpus-per-worker --help --json --json-lines --map --modality --model --no-progress --option --output --overwrite --pool --quiet --save-tokens --shard --store-dtype --stride --text-unit --timeout --verbose --weights --window --workers -0 -O -b -j -m -o -q -v -w" -- "$cur") $(compgen -f -- "$cur")) ;;
+        "export")
+            case "$prev" in
+                --output|-o) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --format|-f) COMPREPLY=($(compgen -W "npy parquet jsonl safetensors" -- "$cur")); return ;;
+                --modality) COMPREPLY=($(compgen -W "image infrared xray video audio point_cloud hyperspectral tabular time_series imu graph text" -- "$cur")); return ;;
+            esac
+            COMPREPLY=($(compgen -W "--format --help --json --modality --output --overwrite --quiet -f -o -q" -- "$cur") $(compgen -f -- "$cur")) ;;
+        "info")
+            COMPREPLY=($(compgen -W "--failures --help --json" -- "$cur") $(compgen -f -- "$cur")) ;;
+        "merge")
+            COMPREPLY=($(compgen -W "--copy --help --json" -- "$cur") $(compgen -f -- "$cur")) ;;
+        "modalities")
+            COMPREPLY=($(compgen -W "--help --json" -- "$cur")) ;;
+        "models")
+            COMPREPLY=($(compgen -W "--help --json" -- "$cur")) ;;
+        "similar")
+            case "$prev" in
+                --modality) COMPREPLY=($(compgen -W "image infrared xray video audio point_cloud hyperspectral tabular time_series imu graph text" -- "$cur")); return ;;
+                --weights|-w) COMPREPLY=($(compgen -W "seeded" -- "$cur") $(compgen -f -- "$cur")); return ;;
+                --device) COMPREPLY=($(compgen -W "auto cpu cuda cuda:0 cuda:1" -- "$cur")); return ;;
+            esac
+            COMPREPLY=($(compgen -W "--device --help --json --modality --top --weights -k -w" -- "$cur") $(compgen -f -- "$cur")) ;;
+        "status")
+            COMPREPLY=($(compgen -W "--help --json" -- "$cur") $(compgen -f -- "$cur")) ;;
+        "tokenize")
+            case "$prev" in
+                --model|-m) COMPREPLY=($(compgen -W "meta-b16 meta-l14 clip-b16 clip-l14 tiny" -- "$cur")); return ;;
+                --weights|-w) COMPREPLY=($(compgen -W "seeded" -- "$cur") $(compgen -f -- "$cur")); return ;;
+                --modality) COMPREPLY=($(compgen -W "image infrared xray video audio point_cloud hyperspectral tabular time_series imu graph text" -- "$cur")); return ;;
+                --option|-O) COMPREPLY=($(compgen -W "image.size= image.max_pixels= infrared.size= infrared.lo_percentile= infrared.hi_percentile= xray.size= xray.lo_percentile= xray.hi_percentile= video.frames= video.clips= video.size= audio.segment_frames= audio.max_segments= audio.per_window= audio.quality= audio.block_seconds= point_cloud.points= point_cloud.presample= point_cloud.groups= point_cloud.group_size= point_cloud.seed= point_cloud.mesh_sampling= point_cloud.min_mesh_vertices= point_cloud.surface_samples= point_cloud.npz_key= point_cloud.bin_fields= hyperspectral.key= hyperspectral.band_axis= hyperspectral.max_bands= hyperspectral.grid= hyperspectral.lo_percentile= hyperspectral.hi_percentile= tabular.format= tabular.delimiter= tabular.header= tabular.encoding= tabular.stats_rows= tabular.numeric_share= tabular.chunk_rows= tabular.block_bytes= tabular.max_columns= time_series.window= time_series.stride= time_series.patch= time_series.patch_stride= time_series.max_tokens= time_series.time_column= imu.rate= imu.max_windows= imu.window= imu.stride= graph.format= graph.k= graph.max_tokens= graph.attributes= graph.attr_dim= text.unit= text.window= text.max_windows= text.encoding=" -- "$cur")); return ;;
+                --device) COMPREPLY=($(compgen -W "auto cpu cuda cuda:0 cuda:1" -- "$cur")); return ;;
+                --save) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            esac
+            COMPREPLY=($(compgen -W "--device --help --json --map --modality --model --option --save --weights -O -m -w" -- "$cur") $(compgen -f -- "$cur")) ;;
+        "weights")
+            COMPREPLY=($(compgen -W "fetch --help" -- "$cur")) ;;
+        "weights fetch")
+            COMPREPLY=($(compgen -W "--help meta-b16 meta-l14 clip-b16 clip-l14 tiny" -- "$cur")) ;;
     esac
 }
 complete -o filenames -F _mtx mtx

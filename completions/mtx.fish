@@ -18,11 +18,10 @@ complete -c mtx -n '__fish_seen_subcommand_from bench' -l device -x -a 'auto cpu
 complete -c mtx -n '__fish_seen_subcommand_from bench' -l dtype -x -a 'auto float32 bfloat16 float16'
 complete -c mtx -n '__fish_seen_subcommand_from bench' -l help
 complete -c mtx -n '__fish_seen_subcommand_from bench' -l json
-complete -c mtx -n '__fish_seen_subcommand_from bench' -l modality -x -a 'audio graph hyperspectral image imu infrared point_cloud tabular text time_series video xray'
+complete -c mtx -n '__fish_seen_subcommand_from bench' -l modality -x -a 'image infrared xray video audio point_cloud hyperspectral tabular time_series imu graph text'
 complete -c mtx -n '__fish_seen_subcommand_from bench' -l model -x -a 'meta-b16 meta-l14 clip-b16 clip-l14 tiny'
 complete -c mtx -n '__fish_seen_subcommand_from bench' -l n -r
 complete -c mtx -n '__fish_seen_subcommand_from bench' -s m -x -a 'meta-b16 meta-l14 clip-b16 clip-l14 tiny'
-complete -c mtx -n '__fish_seen_subcommand_from bench' -F
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l address -r
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l batch-size -r
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l clips -r
@@ -32,7 +31,7 @@ complete -c mtx -n '__fish_seen_subcommand_from embed' -l device -x -a 'auto cpu
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l devices -r
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l dry-run
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l dtype -x -a 'auto float32 bfloat16 float16'
-complete -c mtx -n '__fish_seen_subcommand_from embed' -l engine -r
+complete -c mtx -n '__fish_seen_subcommand_from embed' -l engine -x -a 'local ray'
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l frames -r
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l gpus -r
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l gpus-per-worker -r
@@ -40,10 +39,10 @@ complete -c mtx -n '__fish_seen_subcommand_from embed' -l help
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l json
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l json-lines
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l map -r
-complete -c mtx -n '__fish_seen_subcommand_from embed' -l modality -x -a 'audio graph hyperspectral image imu infrared point_cloud tabular text time_series video xray'
+complete -c mtx -n '__fish_seen_subcommand_from embed' -l modality -x -a 'image infrared xray video audio point_cloud hyperspectral tabular time_series imu graph text'
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l model -x -a 'meta-b16 meta-l14 clip-b16 clip-l14 tiny'
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l no-progress
-complete -c mtx -n '__fish_seen_subcommand_from embed' -l option -r
+complete -c mtx -n '__fish_seen_subcommand_from embed' -l option -x -a 'image.size= image.max_pixels= infrared.size= infrared.lo_percentile= infrared.hi_percentile= xray.size= xray.lo_percentile= xray.hi_percentile= video.frames= video.clips= video.size= audio.segment_frames= audio.max_segments= audio.per_window= audio.quality= audio.block_seconds= point_cloud.points= point_cloud.presample= point_cloud.groups= point_cloud.group_size= point_cloud.seed= point_cloud.mesh_sampling= point_cloud.min_mesh_vertices= point_cloud.surface_samples= point_cloud.npz_key= point_cloud.bin_fields= hyperspectral.key= hyperspectral.band_axis= hyperspectral.max_bands= hyperspectral.grid= hyperspectral.lo_percentile= hyperspectral.hi_percentile= tabular.format= tabular.delimiter= tabular.header= tabular.encoding= tabular.stats_rows= tabular.numeric_share= tabular.chunk_rows= tabular.block_bytes= tabular.max_columns= time_series.window= time_series.stride= time_series.patch= time_series.patch_stride= time_series.max_tokens= time_series.time_column= imu.rate= imu.max_windows= imu.window= imu.stride= graph.format= graph.k= graph.max_tokens= graph.attributes= graph.attr_dim= text.unit= text.window= text.max_windows= text.encoding='
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l output -r -F
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l overwrite
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l pool -x -a 'cls mean max'
@@ -55,27 +54,27 @@ complete -c mtx -n '__fish_seen_subcommand_from embed' -l stride -r
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l text-unit -x -a 'file line'
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l timeout -r
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l verbose
-complete -c mtx -n '__fish_seen_subcommand_from embed' -l weights -r -F
+complete -c mtx -n '__fish_seen_subcommand_from embed' -l weights -r -F -a 'seeded'
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l window -r
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l workers -r
 complete -c mtx -n '__fish_seen_subcommand_from embed' -s 0
-complete -c mtx -n '__fish_seen_subcommand_from embed' -s O -r
+complete -c mtx -n '__fish_seen_subcommand_from embed' -s O -x -a 'image.size= image.max_pixels= infrared.size= infrared.lo_percentile= infrared.hi_percentile= xray.size= xray.lo_percentile= xray.hi_percentile= video.frames= video.clips= video.size= audio.segment_frames= audio.max_segments= audio.per_window= audio.quality= audio.block_seconds= point_cloud.points= point_cloud.presample= point_cloud.groups= point_cloud.group_size= point_cloud.seed= point_cloud.mesh_sampling= point_cloud.min_mesh_vertices= point_cloud.surface_samples= point_cloud.npz_key= point_cloud.bin_fields= hyperspectral.key= hyperspectral.band_axis= hyperspectral.max_bands= hyperspectral.grid= hyperspectral.lo_percentile= hyperspectral.hi_percentile= tabular.format= tabular.delimiter= tabular.header= tabular.encoding= tabular.stats_rows= tabular.numeric_share= tabular.chunk_rows= tabular.block_bytes= tabular.max_columns= time_series.window= time_series.stride= time_series.patch= time_series.patch_stride= time_series.max_tokens= time_series.time_column= imu.rate= imu.max_windows= imu.window= imu.stride= graph.format= graph.k= graph.max_tokens= graph.attributes= graph.attr_dim= text.unit= text.window= text.max_windows= text.encoding='
 complete -c mtx -n '__fish_seen_subcommand_from embed' -s b -r
 complete -c mtx -n '__fish_seen_subcommand_from embed' -s j -r
 complete -c mtx -n '__fish_seen_subcommand_from embed' -s m -x -a 'meta-b16 meta-l14 clip-b16 clip-l14 tiny'
 complete -c mtx -n '__fish_seen_subcommand_from embed' -s o -r -F
 complete -c mtx -n '__fish_seen_subcommand_from embed' -s q
 complete -c mtx -n '__fish_seen_subcommand_from embed' -s v
-complete -c mtx -n '__fish_seen_subcommand_from embed' -s w -r -F
+complete -c mtx -n '__fish_seen_subcommand_from embed' -s w -r -F -a 'seeded'
 complete -c mtx -n '__fish_seen_subcommand_from embed' -F
 complete -c mtx -n '__fish_seen_subcommand_from export' -l format -x -a 'npy parquet jsonl safetensors'
 complete -c mtx -n '__fish_seen_subcommand_from export' -l help
 complete -c mtx -n '__fish_seen_subcommand_from export' -l json
-complete -c mtx -n '__fish_seen_subcommand_from export' -l modality -x -a 'audio graph hyperspectral image imu infrared point_cloud tabular text time_series video xray'
+complete -c mtx -n '__fish_seen_subcommand_from export' -l modality -x -a 'image infrared xray video audio point_cloud hyperspectral tabular time_series imu graph text'
 complete -c mtx -n '__fish_seen_subcommand_from export' -l output -r -F
 complete -c mtx -n '__fish_seen_subcommand_from export' -l overwrite
 complete -c mtx -n '__fish_seen_subcommand_from export' -l quiet
-complete -c mtx -n '__fish_seen_subcommand_from export' -s f -r
+complete -c mtx -n '__fish_seen_subcommand_from export' -s f -x -a 'npy parquet jsonl safetensors'
 complete -c mtx -n '__fish_seen_subcommand_from export' -s o -r -F
 complete -c mtx -n '__fish_seen_subcommand_from export' -s q
 complete -c mtx -n '__fish_seen_subcommand_from export' -F
@@ -89,18 +88,16 @@ complete -c mtx -n '__fish_seen_subcommand_from merge' -l json
 complete -c mtx -n '__fish_seen_subcommand_from merge' -F
 complete -c mtx -n '__fish_seen_subcommand_from modalities' -l help
 complete -c mtx -n '__fish_seen_subcommand_from modalities' -l json
-complete -c mtx -n '__fish_seen_subcommand_from modalities' -F
 complete -c mtx -n '__fish_seen_subcommand_from models' -l help
 complete -c mtx -n '__fish_seen_subcommand_from models' -l json
-complete -c mtx -n '__fish_seen_subcommand_from models' -F
 complete -c mtx -n '__fish_seen_subcommand_from similar' -l device -x -a 'auto cpu cuda cuda:0 cuda:1'
 complete -c mtx -n '__fish_seen_subcommand_from similar' -l help
 complete -c mtx -n '__fish_seen_subcommand_from similar' -l json
-complete -c mtx -n '__fish_seen_subcommand_from similar' -l modality -x -a 'audio graph hyperspectral image imu infrared point_cloud tabular text time_series video xray'
+complete -c mtx -n '__fish_seen_subcommand_from similar' -l modality -x -a 'image infrared xray video audio point_cloud hyperspectral tabular time_series imu graph text'
 complete -c mtx -n '__fish_seen_subcommand_from similar' -l top -r
-complete -c mtx -n '__fish_seen_subcommand_from similar' -l weights -r -F
+complete -c mtx -n '__fish_seen_subcommand_from similar' -l weights -r -F -a 'seeded'
 complete -c mtx -n '__fish_seen_subcommand_from similar' -s k -r
-complete -c mtx -n '__fish_seen_subcommand_from similar' -s w -r -F
+complete -c mtx -n '__fish_seen_subcommand_from similar' -s w -r -F -a 'seeded'
 complete -c mtx -n '__fish_seen_subcommand_from similar' -F
 complete -c mtx -n '__fish_seen_subcommand_from status' -l help
 complete -c mtx -n '__fish_seen_subcommand_from status' -l json
@@ -109,16 +106,16 @@ complete -c mtx -n '__fish_seen_subcommand_from tokenize' -l device -x -a 'auto 
 complete -c mtx -n '__fish_seen_subcommand_from tokenize' -l help
 complete -c mtx -n '__fish_seen_subcommand_from tokenize' -l json
 complete -c mtx -n '__fish_seen_subcommand_from tokenize' -l map -r
-complete -c mtx -n '__fish_seen_subcommand_from tokenize' -l modality -x -a 'audio graph hyperspectral image imu infrared point_cloud tabular text time_series video xray'
+complete -c mtx -n '__fish_seen_subcommand_from tokenize' -l modality -x -a 'image infrared xray video audio point_cloud hyperspectral tabular time_series imu graph text'
 complete -c mtx -n '__fish_seen_subcommand_from tokenize' -l model -x -a 'meta-b16 meta-l14 clip-b16 clip-l14 tiny'
-complete -c mtx -n '__fish_seen_subcommand_from tokenize' -l option -r
+complete -c mtx -n '__fish_seen_subcommand_from tokenize' -l option -x -a 'image.size= image.max_pixels= infrared.size= infrared.lo_percentile= infrared.hi_percentile= xray.size= xray.lo_percentile= xray.hi_percentile= video.frames= video.clips= video.size= audio.segment_frames= audio.max_segments= audio.per_window= audio.quality= audio.block_seconds= point_cloud.points= point_cloud.presample= point_cloud.groups= point_cloud.group_size= point_cloud.seed= point_cloud.mesh_sampling= point_cloud.min_mesh_vertices= point_cloud.surface_samples= point_cloud.npz_key= point_cloud.bin_fields= hyperspectral.key= hyperspectral.band_axis= hyperspectral.max_bands= hyperspectral.grid= hyperspectral.lo_percentile= hyperspectral.hi_percentile= tabular.format= tabular.delimiter= tabular.header= tabular.encoding= tabular.stats_rows= tabular.numeric_share= tabular.chunk_rows= tabular.block_bytes= tabular.max_columns= time_series.window= time_series.stride= time_series.patch= time_series.patch_stride= time_series.max_tokens= time_series.time_column= imu.rate= imu.max_windows= imu.window= imu.stride= graph.format= graph.k= graph.max_tokens= graph.attributes= graph.attr_dim= text.unit= text.window= text.max_windows= text.encoding='
 complete -c mtx -n '__fish_seen_subcommand_from tokenize' -l save -r -F
-complete -c mtx -n '__fish_seen_subcommand_from tokenize' -l weights -r -F
-complete -c mtx -n '__fish_seen_subcommand_from tokenize' -s O -r
+complete -c mtx -n '__fish_seen_subcommand_from tokenize' -l weights -r -F -a 'seeded'
+complete -c mtx -n '__fish_seen_subcommand_from tokenize' -s O -x -a 'image.size= image.max_pixels= infrared.size= infrared.lo_percentile= infrared.hi_percentile= xray.size= xray.lo_percentile= xray.hi_percentile= video.frames= video.clips= video.size= audio.segment_frames= audio.max_segments= audio.per_window= audio.quality= audio.block_seconds= point_cloud.points= point_cloud.presample= point_cloud.groups= point_cloud.group_size= point_cloud.seed= point_cloud.mesh_sampling= point_cloud.min_mesh_vertices= point_cloud.surface_samples= point_cloud.npz_key= point_cloud.bin_fields= hyperspectral.key= hyperspectral.band_axis= hyperspectral.max_bands= hyperspectral.grid= hyperspectral.lo_percentile= hyperspectral.hi_percentile= tabular.format= tabular.delimiter= tabular.header= tabular.encoding= tabular.stats_rows= tabular.numeric_share= tabular.chunk_rows= tabular.block_bytes= tabular.max_columns= time_series.window= time_series.stride= time_series.patch= time_series.patch_stride= time_series.max_tokens= time_series.time_column= imu.rate= imu.max_windows= imu.window= imu.stride= graph.format= graph.k= graph.max_tokens= graph.attributes= graph.attr_dim= text.unit= text.window= text.max_windows= text.encoding='
 complete -c mtx -n '__fish_seen_subcommand_from tokenize' -s m -x -a 'meta-b16 meta-l14 clip-b16 clip-l14 tiny'
-complete -c mtx -n '__fish_seen_subcommand_from tokenize' -s w -r -F
+complete -c mtx -n '__fish_seen_subcommand_from tokenize' -s w -r -F -a 'seeded'
 complete -c mtx -n '__fish_seen_subcommand_from tokenize' -F
 complete -c mtx -n '__fish_seen_subcommand_from weights' -a fetch -d 'Download a preset\'s weights into the Hugging Face cache (verifying pinned...'
 complete -c mtx -n '__fish_seen_subcommand_from weights' -l help
 complete -c mtx -n '__fish_seen_subcommand_from weights && __fish_seen_subcommand_from fetch' -l help
-complete -c mtx -n '__fish_seen_subcommand_from weights && __fish_seen_subcommand_from fetch' -F
+complete -c mtx -n '__fish_seen_subcommand_from weights && __fish_seen_subcommand_from fetch' -a 'meta-b16 meta-l14 clip-b16 clip-l14 tiny'

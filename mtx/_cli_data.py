@@ -11,9 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .errors import UsageError
-
-FORMAT_CHOICES = ("npy", "parquet", "jsonl", "safetensors")
+from ._choices import ExportFormat, Modality
 
 StoreArg = Annotated[Path, typer.Argument(help="An mtx HDF5 output (consolidated or merged).")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
@@ -99,10 +97,9 @@ def show_info(file: Path, all_failures: bool, json_: bool) -> None:
 def export(
     file: StoreArg,
     output: Annotated[Path, typer.Option("--output", "-o", help="File to write (a directory for npy).")],
-    format_: Annotated[str | None, typer.Option(
-        "--format", "-f", help="npy, parquet, jsonl or safetensors (default: from the output's suffix).",
-        show_default=False)] = None,
-    modality: Annotated[str | None, typer.Option("--modality", help="Export only this modality's rows.")] = None,
+    format_: Annotated[ExportFormat | None, typer.Option(
+        "--format", "-f", help="Output format (default: from the output's suffix).", show_default=False)] = None,
+    modality: Annotated[Modality | None, typer.Option("--modality", help="Export only this modality's rows.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
     json_: JsonFlag = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress, no summary line.")] = False,
@@ -111,8 +108,6 @@ def export(
 
     npy writes a directory: embeddings.npy [N, D] float32, rows.jsonl (id, modality, path of row i) and meta.json. Parquet has columns id, modality, path and embedding (fixed_size_list<float32>[D]), one row group per chunk. safetensors holds embeddings, modality codes, and the ids and paths as UTF-8 bytes + offsets. Memory stays flat for any store size.
     """
-    if format_ is not None and format_ not in FORMAT_CHOICES:
-        raise UsageError(f"--format {format_!r}: choose one of {', '.join(FORMAT_CHOICES)}")
     import time
 
     from ._console import err, out
@@ -154,7 +149,7 @@ def similar(
         help="Files (embedded with the store's recorded settings) or ids already in the store.",
         show_default=False)],
     k: Annotated[int, typer.Option("-k", "--top", min=1, help="Results per query.")] = 10,
-    modality: Annotated[str | None, typer.Option("--modality", help="Only rank rows of this modality.")] = None,
+    modality: Annotated[Modality | None, typer.Option("--modality", help="Only rank rows of this modality.")] = None,
     weights: Annotated[list[str] | None, typer.Option(
         "--weights", "-w", help="Weight files the store was made with, when MTX_WEIGHTS / the Hugging Face "
         "cache do not hold them.", show_default=False)] = None,

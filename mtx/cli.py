@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ._choices import Dtype, Engine, Modality, Pool, Preset, StoreDtype, TextUnit, plain_choices, values
 from .errors import MtxError, UsageError
 
 app = typer.Typer(
@@ -29,18 +30,20 @@ app.add_typer(weights_app, name="weights")
 EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 
 
-DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
-POOL_CHOICES = ("cls", "mean", "max")
+# Choice options are Enums declared once in mtx/_choices.py: Typer checks, lists and completes them.
+# Kept for the checks still written in the body of `embed` (redundant now; they go with its split).
+DTYPE_CHOICES = values(Dtype)
+POOL_CHOICES = values(Pool)
 
 # Option types shared by several commands.
-ModelOpt = Annotated[str, typer.Option("--model", "-m", envvar="MTX_MODEL",
-                                       help="Encoder preset: meta-b16, meta-l14, clip-b16, clip-l14, tiny.")]
+ModelOpt = Annotated[Preset, typer.Option("--model", "-m", envvar="MTX_MODEL",
+                                          help="Encoder preset (`mtx models` lists them).")]
 WeightsOpt = Annotated[list[str] | None, typer.Option(
     "--weights", "-w", help="Weights file(s), or 'seeded' for an explicitly random (NOT pretrained) "
     "encoder. Default: MTX_WEIGHTS, then the Hugging Face cache. Repeat to combine a block file "
     "with a CLIP tower.", show_default=False)]
 DeviceOpt = Annotated[str, typer.Option("--device", envvar="MTX_DEVICE", help="auto, cpu, cuda or cuda:N.")]
-ModalityOpt = Annotated[str | None, typer.Option("--modality", help="Force this modality for every input.")]
+ModalityOpt = Annotated[Modality | None, typer.Option("--modality", help="Force this modality for every input.")]
 MapOpt = Annotated[list[str] | None, typer.Option("--map", help="GLOB=MODALITY rule (repeatable; first match wins).")]
 OptionOpt = Annotated[list[str] | None, typer.Option(
     "--option", "-O", help="Modality option MODALITY.FIELD=VALUE (repeatable), e.g. video.frames=32.")]
@@ -89,6 +92,7 @@ def _parse_options(opts: list[str] | None, extra: dict[str, dict[str, Any]] | No
 
 
 def _check_choice(name: str, value: str | None, choices: tuple[str, ...]) -> None:
+    """A hand check of a choice; Typer checks every choice option now (see mtx/_choices.py)."""
     if value is not None and value not in choices:
         raise UsageError(f"{name} {value!r}: choose one of {', '.join(choices)}")
 
@@ -112,22 +116,23 @@ def _banner(model, quiet: bool) -> None:
 
 
 @app.command()
+@plain_choices
 def embed(
     inputs: Annotated[list[str], typer.Argument(help="Files, directories (recursive), globs, or - for a list on stdin.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="HDF5 output file.")],
     model: ModelOpt = "meta-b16",
     weights: WeightsOpt = None,
     device: DeviceOpt = "auto",
-    dtype: Annotated[str, typer.Option("--dtype", envvar="MTX_DTYPE", help="Compute dtype: auto (bfloat16 on "
-                                       "CUDA and CPUs with native bf16, else float32), float32, bfloat16, float16.")] = "auto",
+    dtype: Annotated[Dtype, typer.Option("--dtype", envvar="MTX_DTYPE", help="Compute dtype; auto: bfloat16 on "
+                                         "CUDA and CPUs with native bf16, else float32.")] = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Encoder rows per batch.")] = 32,
     workers: Annotated[int | None, typer.Option("--workers", "-j", min=0,
                                                 help="Decoder processes (0 = in-process). Default: half the "
                                                 "cores (at most 8) on CPU, all but two with a GPU.")] = None,
     modality: ModalityOpt = None,
     map_: MapOpt = None,
-    pool: Annotated[str | None, typer.Option("--pool", help="cls, mean or max (default: per modality).")] = None,
-    store_dtype: Annotated[str, typer.Option("--store-dtype", help="float32 or float16.")] = "float32",
+    pool: Annotated[Pool | None, typer.Option("--pool", help="Pooling (default: per modality).")] = None,
+    store_dtype: Annotated[StoreDtype, typer.Option("--store-dtype", help="Dtype of the stored vectors.")] = "float32",
     save_tokens: Annotated[bool, typer.Option("--save-tokens", help="Also store the encoder-input tokens.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an output made with other settings.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List inputs with their modality and reason; embed nothing.")] = False,
@@ -136,7 +141,7 @@ def embed(
     clips: Annotated[int | None, typer.Option("--clips", help="Video: clips per video (averaged).")] = None,
     window: Annotated[float | None, typer.Option("--window", help="Time series (steps) / IMU (seconds): one sample per window of this length.")] = None,
     stride: Annotated[float | None, typer.Option("--stride", help="Time series (steps) / IMU (seconds): window stride (default: the window).")] = None,
-    text_unit: Annotated[str | None, typer.Option("--text-unit", help="Text: file or line.")] = None,
+    text_unit: Annotated[TextUnit | None, typer.Option("--text-unit", help="Text: one sample per file or per line.")] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="Fail a file whose decoder makes no progress for this many seconds.")] = 600.0,
     compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the encoder (first batches pay the "
                                            "compile time; for long runs).")] = False,
@@ -147,7 +152,7 @@ def embed(
     devices: Annotated[str | None, typer.Option("--devices", help="Comma-separated devices, one process and "
                                                 "model copy each, e.g. cuda:0,cuda:1 (cpu,cpu for tests).")] = None,
     gpus: Annotated[int | None, typer.Option("--gpus", min=1, help="Use the first N CUDA devices (= --devices cuda:0,...).")] = None,
-    engine: Annotated[str, typer.Option("--engine", help="local or ray (pip install 'mtx[ray]').")] = "local",
+    engine: Annotated[Engine, typer.Option("--engine", help="Where shards run (ray needs the ray extra).")] = "local",
     address: Annotated[str | None, typer.Option("--address", help="Ray cluster address (default: start a local Ray).")] = None,
     gpus_per_worker: Annotated[float, typer.Option("--gpus-per-worker", help="Ray: GPUs per actor.")] = 0.0,
     json_: JsonOpt = False,
@@ -282,6 +287,7 @@ def _print_summary(summary: dict[str, Any], json_: bool, quiet: bool) -> None:
 
 
 @app.command()
+@plain_choices
 def tokenize(
     files: Annotated[list[Path], typer.Argument(help="Files to inspect.")],
     model: ModelOpt = "meta-b16",
@@ -456,21 +462,19 @@ def status(
 
 
 @app.command()
+@plain_choices
 def bench(
-    modality: Annotated[str, typer.Option("--modality", help="Modality to measure.")] = "image",
+    modality: Annotated[Modality, typer.Option("--modality", help="Modality to measure.")] = "image",
     model: ModelOpt = "meta-b16",
     device: DeviceOpt = "auto",
-    dtype: Annotated[str, typer.Option("--dtype", envvar="MTX_DTYPE", help="auto, float32, bfloat16 or float16.")] = "auto",
+    dtype: Annotated[Dtype, typer.Option("--dtype", envvar="MTX_DTYPE", help="Compute dtype.")] = "auto",
     n: Annotated[int, typer.Option("--n", min=2, help="Synthetic inputs to generate.")] = 32,
     json_: JsonOpt = False,
 ) -> None:
     """Measure this machine on synthetic inputs (seeded weights) and suggest --batch-size/--workers."""
-    _check_choice("--dtype", dtype, DTYPE_CHOICES)
     from ._console import err, out
     from .bench import run_bench
-    from .modalities import get_modality
 
-    get_modality(modality)
     if not json_:
         err.print(f"[dim]mtx bench: {n} synthetic {modality} inputs, {model}, {dtype} (seeded weights)...[/dim]")
     r = run_bench(modality, model, device, dtype, n)
@@ -494,7 +498,8 @@ def _fast_bf16() -> bool:
 
 
 @weights_app.command("fetch")
-def weights_fetch(name: Annotated[str, typer.Argument(help="Preset to download.")] = "meta-b16") -> None:
+@plain_choices
+def weights_fetch(name: Annotated[Preset, typer.Argument(help="Preset to download.")] = "meta-b16") -> None:
     """Download a preset's weights into the Hugging Face cache (verifying pinned sha256)."""
     from ._console import err
     from .weights import fetch, get_preset
@@ -506,8 +511,8 @@ def weights_fetch(name: Annotated[str, typer.Argument(help="Preset to download."
 
 from ._cli_data import export, similar  # noqa: E402 - commands that read an output
 
-app.command()(export)
-app.command()(similar)
+app.command()(plain_choices(export))
+app.command()(plain_choices(similar))
 
 
 # ------------------------------------------------------------------------------------------

@@ -2,10 +2,18 @@
 
 Usage: python scripts/gen_completions.py [OUTDIR]   (default: completions/)
 tests/test_completions.py regenerates into a temp dir and fails when the committed files differ.
+
+Every list comes from the app and the registries: commands and options from Typer, the values of
+choice options from their declarations (mtx/_choices.py: presets, modalities, export formats,
+dtypes, poolings...), ``-O`` from each modality's Config fields, file completion from Path-typed
+parameters, and the few open-ended options from ``mtx._choices.OPEN_COMPLETIONS``.
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
+import types
+import typing
 from pathlib import Path
 
 import typer.main
@@ -13,38 +21,68 @@ import typer.main
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from mtx._choices import OPEN_COMPLETIONS, param_choices  # noqa: E402
 from mtx.cli import app  # noqa: E402
 
-# Values worth completing; kept here so the CLI module stays import-light.
-CHOICES = {
-    "--model": "meta-b16 meta-l14 clip-b16 clip-l14 tiny",
-    "-m": "meta-b16 meta-l14 clip-b16 clip-l14 tiny",
-    "--device": "auto cpu cuda cuda:0 cuda:1",
-    "--dtype": "auto float32 bfloat16 float16",
-    "--store-dtype": "float32 float16",
-    "--pool": "cls mean max",
-    "--text-unit": "file line",
-    "--modality": "audio graph hyperspectral image imu infrared point_cloud tabular text time_series video xray",
-    "--format": "npy parquet jsonl safetensors",
-}
-FILE_OPTS = {"--output", "-o", "--weights", "-w", "--save"}
+
+def _takes_path(p) -> bool:
+    ann = getattr(getattr(p, "type_descriptor", None), "annotation", None)
+    if ann is None:  # Typer < 0.16: the click type
+        return getattr(getattr(p, "type", None), "name", "") == "path"
+    while typing.get_origin(ann) in (list, typing.Union, types.UnionType):
+        ann = next(a for a in typing.get_args(ann) if a is not type(None))
+    return ann is Path
+
+
+def _option_values() -> list[str]:
+    """``-O`` completions: MODALITY.FIELD= for every modality's config field."""
+    from mtx.modalities import list_modalities
+
+    return [f"{m.name}.{f.name}=" for m in list_modalities() for f in dataclasses.fields(m.Config)]
+
+
+def _values(p) -> tuple[list[str], bool] | None:
+    """(words, complete files too) for an option's value, or None when nothing is known."""
+    names = [*p.opts, *p.secondary_opts]
+    choices = param_choices(p)
+    if choices:
+        return list(choices), False
+    if "--option" in names:
+        return _option_values(), False
+    for n in names:
+        if n in OPEN_COMPLETIONS:
+            words, files = OPEN_COMPLETIONS[n]
+            return list(words), files
+    if _takes_path(p):
+        return [], True
+    return None
 
 
 def _tree():
-    """[(path tuple, options, takes_value options)] for every command, depth first."""
+    """[(path, options, {option: (words, files)}, valued options, subcommands, argument words, files)]."""
     root = typer.main.get_command(app)
     out = []
 
     def walk(cmd, path):
-        opts, valued = [], set()
+        opts, valued, values = [], set(), {}
+        arg_words, arg_files = [], False
         for p in cmd.params:
             names = [*getattr(p, "opts", []), *getattr(p, "secondary_opts", [])]
             if p.param_type_name == "option":
                 opts += names
                 if not getattr(p, "is_flag", False) and not getattr(p, "count", False):
                     valued.update(names)
+                    v = _values(p)
+                    if v is not None:
+                        values.update({n: v for n in names})
+            elif p.param_type_name == "argument":
+                choices = param_choices(p)
+                if choices:
+                    arg_words += choices
+                else:
+                    arg_files = True
         subs = sorted(getattr(cmd, "commands", {}) or {})
-        out.append((path, sorted(set(opts) | {"--help"}), valued, subs))
+        out.append((path, sorted(set(opts) | {"--help"}), values, valued, subs, arg_words, arg_files))
         for name in subs:
             walk(cmd.commands[name], (*path, name))
 
@@ -62,15 +100,22 @@ def bash() -> str:
     cmd_paths = {" ".join(p) for p, *_ in tree if p}
     for p in sorted(cmd_paths):
         lines.append(f"            \" {p}\"|\"{p}\") path=\"{p}\" ;;")
-    lines += ["        esac ;; esac", "    done", "    case \"$prev\" in"]
-    for opt, vals in CHOICES.items():
-        lines.append(f"        {opt}) COMPREPLY=($(compgen -W \"{vals}\" -- \"$cur\")); return ;;")
-    lines.append(f"        {'|'.join(sorted(FILE_OPTS))}) COMPREPLY=($(compgen -f -- \"$cur\")); return ;;")
-    lines += ["    esac", "    case \"$path\" in"]
-    for path, opts, _, subs in tree:
-        words = " ".join(subs + opts)
-        lines.append(f"        \"{' '.join(path)}\") COMPREPLY=($(compgen -W \"{words}\" -- \"$cur\")"
-                     + ("" if subs else " $(compgen -f -- \"$cur\")") + ") ;;")
+    lines += ["        esac ;; esac", "    done", "    case \"$path\" in"]
+    for path, opts, values, _, subs, arg_words, arg_files in tree:
+        lines.append(f"        \"{' '.join(path)}\")")
+        if values:
+            lines.append("            case \"$prev\" in")
+            by_value: dict[tuple, list[str]] = {}
+            for opt, (words, files) in values.items():
+                by_value.setdefault((tuple(words), files), []).append(opt)
+            for (words, files), names in by_value.items():
+                reply = ([f"$(compgen -W \"{' '.join(words)}\" -- \"$cur\")"] if words else []) \
+                    + (["$(compgen -f -- \"$cur\")"] if files else [])
+                lines.append(f"                {'|'.join(sorted(names))}) COMPREPLY=({' '.join(reply)}); return ;;")
+            lines.append("            esac")
+        words = " ".join(subs + opts + arg_words)
+        lines.append(f"            COMPREPLY=($(compgen -W \"{words}\" -- \"$cur\")"
+                     + (" $(compgen -f -- \"$cur\")" if arg_files else "") + ") ;;")
     lines += ["    esac", "}", "complete -o filenames -F _mtx mtx", ""]
     return "\n".join(lines)
 
@@ -84,7 +129,7 @@ def fish() -> str:
     lines = ["# fish completion for mtx (generated by scripts/gen_completions.py; do not edit)",
              "complete -c mtx -f"]
     root_cmd = typer.main.get_command(app)
-    for path, opts, valued, subs in _tree():
+    for path, opts, values, valued, subs, arg_words, arg_files in _tree():
         if not path:
             cond = "__fish_use_subcommand"
         else:
@@ -98,14 +143,15 @@ def fish() -> str:
         for o in opts:
             flag = f"-l {o[2:]}" if o.startswith("--") else f"-s {o[1:]}"
             extra = ""
-            if o in CHOICES:
-                extra = f" -x -a '{CHOICES[o]}'"
-            elif o in FILE_OPTS:
-                extra = " -r -F"
+            if o in values:
+                words, files = values[o]
+                extra = (" -r -F" if files else " -x") + (f" -a '{' '.join(words)}'" if words else "")
             elif o in valued:
                 extra = " -r"
             lines.append(f"complete -c mtx -n '{cond}' {flag}{extra}")
-        if path and not subs:
+        if arg_words:
+            lines.append(f"complete -c mtx -n '{cond}' -a '{' '.join(arg_words)}'")
+        if path and arg_files:
             lines.append(f"complete -c mtx -n '{cond}' -F")
     return "\n".join(lines) + "\n"
 

@@ -26,6 +26,11 @@ def test_completions_are_current(tmp_path):
     ("mtx embed --model cl", "clip-b16"),
     ("mtx weights f", "fetch"),
     ("mtx embed x --dtype bf", "bfloat16"),
+    ("mtx embed x --modality point", "point_cloud"),
+    ("mtx embed x -O video.fr", "video.frames="),
+    ("mtx export x.h5 -f par", "parquet"),
+    ("mtx weights fetch ti", "tiny"),
+    ("mtx embed x -w see", "seeded"),
 ])
 def test_bash_completion_answers(words, expect):
     script = (f"source {ROOT / 'completions' / 'mtx.bash'}; COMP_WORDS=({words}); "

@@ -1,7 +1,8 @@
-"""Docs cannot drift: the CLI reference and the modality table are regenerated and compared, every
-modality has a page, and the Python API page's examples run."""
+"""Docs cannot drift: the CLI reference, the modality table and every modality's page are regenerated
+and compared, and the Python API page's examples run."""
 from __future__ import annotations
 
+import dataclasses
 import re
 import runpy
 import shutil
@@ -17,7 +18,7 @@ OPTIONAL = {"pandas", "polars", "faiss", "lancedb"}  # a block needing one of th
 def test_generated_docs_are_current(tmp_path):
     gen = runpy.run_path(str(ROOT / "scripts" / "gen_docs.py"))
     for p in gen["generate"](tmp_path):
-        committed = DOCS / p.name
+        committed = DOCS / p.relative_to(tmp_path)
         assert committed.exists(), f"{committed} missing: run `python scripts/gen_docs.py`"
         assert committed.read_text(encoding="utf-8") == p.read_text(encoding="utf-8"), (
             f"{committed} is stale: run `python scripts/gen_docs.py`")
@@ -46,7 +47,9 @@ def test_every_modality_has_a_page():
         page = DOCS / "modalities" / f"{m.name}.md"
         assert page.exists(), f"{page} missing"
         text = page.read_text(encoding="utf-8")
-        assert text.startswith(f"# {m.name}") and len(text) > 800, page
+        assert f"\n# {m.name}\n" in text and len(text) > 800, page
+        for f in dataclasses.fields(m.Config):  # generated from the Config dataclass
+            assert f"| `{f.name}` |" in text, (page, f.name)
         assert f"](modalities/{m.name}.md)" in table
 
 

@@ -76,6 +76,19 @@ class Sniffed:
     format: str = ""
 
 
+def sniffed_or_read(path: Path, sniffed: Sniffed | None) -> Sniffed:
+    """``sniffed`` when sniffing ran; called directly (``sniffed`` None), the head read here.
+
+    The format stays '' when sniffing did not name one: the loader then detects it from
+    ``head``, which needs no second open.
+    """
+    if sniffed is not None and sniffed.head:
+        return sniffed
+    from ..sniff import read_head
+
+    return Sniffed(read_head(path), sniffed.format if sniffed is not None else "")
+
+
 @dataclass
 class Sample:
     """One unit that becomes one vector.
@@ -196,6 +209,13 @@ class Modality:
     def companions(self, path: Path) -> list[Path]:
         """Files consumed together with ``path`` that must not be embedded on their own."""
         return []
+
+    # -- examples ----------------------------------------------------------------------------
+    def synth(self, d: Path, n: int, **kw: Any) -> list[Path]:
+        """Write ``n`` small, valid example files of this modality under the directory ``d`` and
+        return their paths: deterministic, in its most common format, with the path hints its
+        ``sniff`` expects. ``mtx bench``, benchmarks/ and the contract test use them."""
+        raise NotImplementedError(f"{self.name} has no synthetic examples")
 
     # -- CPU side --------------------------------------------------------------------------
     def load(self, path: Path, cfg: ModalityConfig, sniffed: Sniffed | None = None) -> Iterator[Sample]:
@@ -376,8 +396,8 @@ class GreyFrameConfig(ModalityConfig):
     """Preprocessing of single-channel frames (thermal, radiographs) for the image front end."""
 
     size: int = 224  # resize short side, centre-crop to size x size
-    lo_percentile: float = 1.0  # robust min-max range
-    hi_percentile: float = 99.0
+    lo_percentile: float = 1.0  # robust min-max: this percentile maps to 0...
+    hi_percentile: float = 99.0  # ... and this one to 1
 
 
 class PatchImageModality(Modality):

@@ -43,6 +43,7 @@ from ._base import (
     pinned,
     resize_pos_grid,
     seeded,
+    sniffed_or_read,
 )
 from ._registry import register_modality
 
@@ -182,6 +183,11 @@ def audio_format(head: bytes) -> str | None:
         # order mark (FF FE) also parses as a frame header.
         return "MP3"
     return None
+
+
+def format_id(name: str) -> str:
+    """``Evidence.format`` for an :func:`audio_format` name: 'Ogg Vorbis' -> 'ogg-vorbis'."""
+    return name.split(" (")[0].lower().replace(" ", "-")
 
 
 def _wav_declared_frames(head: bytes) -> int | None:
@@ -411,6 +417,56 @@ class AudioPatchTokenizer(Tokenizer):
 
 @register_modality
 class audio(Modality):  # noqa: N801 - class name == registry key == module name
+    """Sound becomes the **AST** (Audio Spectrogram Transformer) input: a 128-bin Kaldi log-mel
+    filterbank cut into 16 × 16 patches with stride 10 — **1213 tokens** for a full 10.24 s
+    segment at B/16 (1 + 12 × 101), `1 + 12 × ⌊(T − 16)/10 + 1⌋` for a shorter clip of T frames
+    (1 s → 109).
+
+    ## Which files
+
+    Everything libsndfile reads: WAV (PCM, float, ADPCM, WAVE_FORMAT_EXTENSIBLE, RF64/W64), FLAC,
+    OGG/Vorbis/Opus, MP3, AIFF/AIFC, AU, CAF. Container magic bytes are exclusive claims; MP3 needs
+    **two consecutive** valid MPEG frame headers (one alone is not evidence: a UTF-16 byte-order mark
+    also parses as one). Headerless raw PCM is not sniffed.
+
+    ## From file to filterbank
+
+    1. Decode with soundfile in blocks (4 s), mix to mono, **resample to 16 kHz** with soxr's
+       streaming band-limited resampler (quality `HQ`): naive decimation would alias high
+       frequencies into the mel bins.
+    2. Kaldi-compatible fbank, exactly as AST computed its training features
+       (`torchaudio.compliance.kaldi.fbank`): 25 ms Hanning window, 10 ms shift, DC removal,
+       pre-emphasis 0.97, 512-point power spectrum, 128 HTK-mel bins from 20 Hz, dither 0, energy
+       off, log floored at float epsilon (checked against kaldi-native-fbank in the tests).
+    3. AudioSet normalisation `(x + 4.2677393) / (2 × 4.5689974)`, as AST.
+    4. **Segments** of 1024 frames (10.24 s, AST's input length): a longer file gives segments at
+       0, 10.24, 20.48 s, ... and a last one that *ends at the end of the file* (overlapping its
+       neighbour), so nothing is dropped or padded. A clip shorter than one segment keeps its own
+       length (≥ 16 frames). More than 64 segments are replaced by 64 spaced uniformly over the file
+       (recorded), which bounds memory and compute. The file is never held whole: at most two
+       segments of samples plus the kept filterbanks.
+
+    ## Tokens
+
+    `AudioPatchTokenizer`: Conv2d(1, D, 16, stride 10) over (mel, time), tokens laid out time-major,
+    + CLS + positions + pre-LayerNorm. Positions are the image table resized bilinearly to the
+    12 × 101 grid of a *full* segment; shorter clips use its first columns, so a token's position
+    never depends on what it is batched with, and padding columns are masked.
+
+    ## Weights and pooling
+
+    With a CLIP front end the projection is the image patch kernel **summed over RGB** — the AST
+    trick for starting audio from image weights — and CLS / `ln_pre` are CLIP's (`init=clip`);
+    otherwise seeded. Pooling is the **mean** over tokens, then over segments, in both cases (CLIP's
+    CLS never saw a spectrogram).
+
+    ## Try it
+
+    ```
+    mtx tokenize examples/tone.wav
+    ```
+    """
+
     name = "audio"
     extensions = (".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".aifc",
                   ".au", ".snd", ".caf", ".w64", ".rf64")
@@ -424,23 +480,38 @@ class audio(Modality):  # noqa: N801 - class name == registry key == module name
             return None  # Ogg with a video stream belongs to video
         fmt = audio_format(head)
         if fmt:
-            return Evidence(self.name, CLAIM, f"{fmt} header")
+            return Evidence(self.name, CLAIM, f"{fmt} header", format_id(fmt))
         if head[:4] == b"OggS" and path.suffix.lower() in (".ogg", ".oga", ".opus"):
-            return Evidence(self.name, HINT, f"Ogg container with extension {path.suffix.lower()}")
+            return Evidence(self.name, HINT, f"Ogg container with extension {path.suffix.lower()}", "ogg")
         if head[:4] in (b"RIFF", b"OggS") or head[:4] == b"FORM":
             return None  # another RIFF/Ogg/IFF payload (AVI, WebP, Theora...): not ours
         if path.suffix.lower() in self.extensions:
-            return Evidence(self.name, EXTENSION, f"extension {path.suffix.lower()}")
+            return Evidence(self.name, EXTENSION, f"extension {path.suffix.lower()}", path.suffix.lower()[1:])
         return None
+
+    # -- examples ----------------------------------------------------------------------------
+    def synth(self, d: Path, n: int, seconds: float = 5.0, sr: int = 16000) -> list[Path]:
+        """``n`` mono 16-bit WAV tones with a little noise."""
+        import wave
+
+        rng, out = np.random.default_rng(4), []
+        t = np.arange(int(seconds * sr)) / sr
+        for i in range(n):
+            f0 = 200 + 40 * i % 600
+            sig = 0.3 * np.sin(2 * math.pi * f0 * t) + 0.05 * rng.standard_normal(len(t))
+            p = d / f"sound{i:05d}.wav"
+            with wave.open(str(p), "wb") as w:
+                w.setnchannels(1)
+                w.setsampwidth(2)
+                w.setframerate(sr)
+                w.writeframes((np.clip(sig, -1, 1) * 32767).astype("<i2").tobytes())
+            out.append(p)
+        return out
 
     def load(self, path: Path, cfg: AudioConfig, sniffed: Sniffed | None = None) -> Iterator[Sample]:
         if cfg.segment_frames < PATCH:
             raise DecodeError(f"segment_frames must be >= {PATCH}")
-        try:
-            with open(path, "rb") as fh:
-                head = fh.read(8192)
-        except OSError as e:
-            raise DecodeError(f"cannot read: {e.strerror or e}") from None
+        head = sniffed_or_read(path, sniffed).head  # libsndfile finds the format itself
         f = open_audio(path, head)
         with f:
             meta = {"format": f.format, "subtype": f.subtype, "sample_rate": f.samplerate,

@@ -59,6 +59,7 @@ from ._base import (
     Tokens,
     pinned,
     seeded,
+    sniffed_or_read,
 )
 from ._registry import register_modality
 
@@ -355,8 +356,10 @@ def detect_format(head: bytes, path: Path) -> str | None:
     return _EXT_FORMAT.get(path.suffix.lower())
 
 
-def read_graph(path: Path, fmt: str = "auto") -> RawGraph:
+def read_graph(path: Path, fmt: str = "auto", sniffed: Sniffed | None = None) -> RawGraph:
     """Read any supported graph file into a :class:`RawGraph`.
+
+    ``fmt`` 'auto' takes the format sniffing found (``sniffed``), else detects it from the head.
 
     Raises:
         DecodeError: a pickle, an unknown format or a malformed file.
@@ -364,12 +367,12 @@ def read_graph(path: Path, fmt: str = "auto") -> RawGraph:
     if path.suffix.lower() in _PICKLE_EXT:
         raise DecodeError(f"refusing to unpickle {path.suffix} (pickles can run code); "
                           "save the graph as GraphML, GML or node-link JSON instead")
-    with open(path, "rb") as f:
-        head = f.read(8192)
+    known = sniffed_or_read(path, sniffed)
+    head = known.head
     if b"\x00" in head and not head.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise DecodeError("binary content, not a text graph file (NUL bytes in the first 8 KiB)")
     if fmt == "auto":
-        fmt = detect_format(head, path) or "edgelist"
+        fmt = known.format or detect_format(head, path) or "edgelist"
     try:
         return _READERS[fmt](path)
     except DecodeError:
@@ -632,6 +635,58 @@ class GraphTokenizer(Tokenizer):
 
 @register_modality
 class graph(Modality):  # noqa: N801 - class name == registry key == module name
+    """A graph becomes **TokenGT** tokens (Kim et al. 2022, the design of the official graph
+    tokenizer): one token per node, one per edge, plus a graph token — `1 + |V| + |E|`
+    (Zachary's karate club: 1 + 34 + 78 = 113).
+
+    ## Which files
+
+    GML (`graph [` block), GraphML and GEXF (their XML root elements), Pajek `.net` (`*vertices`),
+    edge lists (`u v [weight | {attrs}]`), adjacency lists, node-link JSON (an object with `nodes`).
+    Content decides before the extension. `.gpickle` is **refused**: mtx never unpickles user data.
+
+    ## From file to a canonical graph
+
+    Every format becomes the same normalised graph, so **the same graph in GEXF, GraphML and
+    node-link JSON gives the same vector** (tested on the shared samples):
+
+    - Direction is ignored (every edge becomes an undirected pair); parallel edges collapse to one;
+      self-loops stay as edge tokens but do not enter the Laplacian.
+    - Nodes are put in a **canonical order computed from the structure alone**: colour refinement
+      (1-WL) seeded by degree, then individualisation–refinement of the smallest tied class until
+      every node is distinguished (up to 1024 steps; leftover ties fall back to file order). File
+      node ids, labels and order therefore do not change the tokens.
+    - **Node identifiers**: the first k = 16 eigenvectors (ascending eigenvalue) of the normalised
+      Laplacian `I − D^-1/2 A D^-1/2`, each sign-fixed so that its largest-magnitude entry is
+      positive (eigenvectors have no intrinsic sign), scaled by √|V| so entries have unit RMS at any
+      graph size, zero-padded for graphs with fewer than 16 nodes.
+    - **Attributes**: structure only by default — files of the same graph often carry different
+      attributes. With `-O graph.attributes=true`, every numeric node/edge attribute adds
+      `sign · asinh(x)` to a hashed slot of a 16-wide vector (the hashing trick), projected to D.
+    - **Cap**: over 2048 tokens, all nodes are kept with a deterministic edge subsample (uniform
+      positions in canonical edge order); with more than 2047 nodes, 1023 nodes at uniform positions
+      in canonical order (which starts with low degrees, so the subsample is stratified by degree) and
+      their induced edges. Recorded.
+
+    ## Tokens
+
+    `GraphTokenizer`: a node token gets `[P_v, P_v]`, an edge token `[P_u, P_v]`, projected by
+    Linear(2k → D); + a node/edge type embedding; + Linear(attributes → D); + the graph token (CLS);
+    pre-LayerNorm. Batches are padded and masked.
+
+    ## Weights and pooling
+
+    `init=seeded`; **mean over the node tokens** only (the graph token, edge tokens and padding are
+    excluded through the tokens' pool mask): the graph is summarised by its nodes, whose number does
+    not swing with edge density.
+
+    ## Try it
+
+    ```
+    mtx tokenize examples/triangles.gml ../shared/data/graph/karate.gml ../shared/data/graph/karate.net
+    ```
+    """
+
     name = "graph"
     extensions = (".gml", ".graphml", ".gexf", ".net", ".pajek", ".edgelist", ".edges", ".adjlist", ".gpickle")
     summary = "GML, GraphML, GEXF, Pajek, edge/adjacency lists, node-link JSON (TokenGT tokens)"
@@ -642,26 +697,46 @@ class graph(Modality):  # noqa: N801 - class name == registry key == module name
     def sniff(self, head: bytes, path: Path) -> Evidence | None:
         ext = path.suffix.lower()
         if ext == ".gpickle":
-            return Evidence(self.name, EXTENSION, "extension .gpickle (refused at load: never unpickled)")
+            return Evidence(self.name, EXTENSION, "extension .gpickle (refused at load: never unpickled)",
+                            "gpickle")
         text = head.decode("utf-8", "replace").lstrip("\ufeff")
         m = _XML_ROOT.search(text[:4096])
         if m:
-            return Evidence(self.name, CLAIM, f"<{m.group(1)}> root element")
+            return Evidence(self.name, CLAIM, f"<{m.group(1)}> root element", m.group(1).lower())
         if _PAJEK.match(text):
-            return Evidence(self.name, CLAIM, "Pajek '*vertices' header")
+            return Evidence(self.name, CLAIM, "Pajek '*vertices' header", "pajek")
         stripped = text.lstrip()
         if stripped.startswith("{") and '"nodes"' in text:
             has_links = '"links"' in text or '"edges"' in text
             return Evidence(self.name, REFINED, "JSON object with 'nodes'"
-                            + (" and 'links'/'edges' (node-link graph)" if has_links else " (node-link graph)"))
+                            + (" and 'links'/'edges' (node-link graph)" if has_links else " (node-link graph)"),
+                            "nodelink")
         if not stripped.startswith(("<", "{", "[")) and _GML.search(text):
-            return Evidence(self.name, CLAIM, "GML 'graph [' block")
+            return Evidence(self.name, CLAIM, "GML 'graph [' block", "gml")
         if ext in self.extensions:
-            return Evidence(self.name, EXTENSION, f"extension {ext}")
+            # what read_graph makes of it: the extension's format, else an edge list
+            return Evidence(self.name, EXTENSION, f"extension {ext}", _EXT_FORMAT.get(ext, "edgelist"))
         return None
 
+    # -- examples ----------------------------------------------------------------------------
+    def synth(self, d: Path, n: int, nodes: int = 34, edges: int = 78) -> list[Path]:
+        """``n`` random GML graphs of ``nodes`` nodes and ``edges`` edges."""
+        rng, out = np.random.default_rng(8), []
+        for i in range(n):
+            pairs = set()
+            while len(pairs) < edges:
+                a, b = sorted(rng.integers(0, nodes, 2).tolist())
+                if a != b:
+                    pairs.add((a, b))
+            lines = ["graph [", "  directed 0", *[f"  node [ id {k} ]" for k in range(nodes)],
+                     *[f"  edge [ source {a} target {b} ]" for a, b in sorted(pairs)], "]"]
+            p = d / f"graph{i:05d}.gml"
+            p.write_text("\n".join(lines) + "\n")
+            out.append(p)
+        return out
+
     def load(self, path: Path, cfg: GraphConfig, sniffed: Sniffed | None = None) -> Iterator[Sample]:
-        raw = read_graph(path, cfg.format)
+        raw = read_graph(path, cfg.format, sniffed)
         arrays, meta = tokenize_graph(raw, cfg)
         yield Sample("", arrays, meta)
 

@@ -37,6 +37,7 @@ from ._base import (
     Tokens,
     seeded,
     sinusoidal,
+    sniffed_or_read,
 )
 from ._registry import register_modality
 from .image import image_format
@@ -365,6 +366,24 @@ def read_tiff(path: Path, cfg: "HyperspectralConfig") -> Cube:
     return Cube(shape, str(a.dtype), read, None, {"format": "TIFF", "axes": axes, "band_axis": band_axis})
 
 
+def cube_format(head: bytes, path: Path) -> str | None:
+    """envi | mat73 | mat5 | mat | tiff | bigtiff | npy: the container ``load`` reads, or None."""
+    if head.startswith(b"ENVI"):
+        return "envi"
+    if head.startswith(_MAT73):
+        return "mat73"
+    if head.startswith(_MAT5):
+        return "mat5"
+    if path.suffix.lower() == ".mat":
+        return "mat"  # v4 files have no text header
+    fmt = image_format(head)
+    if fmt in ("TIFF", "BigTIFF"):
+        return fmt.lower()
+    if head.startswith(_NPY):
+        return "npy"
+    return None
+
+
 def npy_shape(head: bytes) -> tuple[int, ...] | None:
     """Shape from an NPY header in ``head`` (no pickle, no eval)."""
     if not head.startswith(_NPY) or len(head) < 10:
@@ -476,16 +495,61 @@ class SpectralBandTokenizer(Tokenizer):
 
 @dataclass
 class HyperspectralConfig(ModalityConfig):
-    key: str | None = None  # --hsi-key: the .mat variable (default: the largest 3-D numeric array)
+    key: str | None = None  # the .mat variable to read (default: the largest 3-D numeric array)
     band_axis: int | None = None  # default: ENVI/TIFF layout, else the last axis (H, W, B)
     max_bands: int = 512  # more bands are averaged into this many spectral bins
     grid: int = 16  # each band is area-resized to grid x grid
-    lo_percentile: float = 1.0  # per-band robust min-max range
-    hi_percentile: float = 99.0
+    lo_percentile: float = 1.0  # per-band robust min-max: this percentile maps to 0...
+    hi_percentile: float = 99.0  # ... and this one to 1
 
 
 @register_modality
 class hyperspectral(Modality):  # noqa: N801 - class name == registry key == module name
+    """A hyperspectral cube becomes **one token per band** plus CLS — B + 1 tokens (Indian Pines,
+    200 bands: 201), at most 512 + 1. This is the paper's principle for spectral data: the
+    sequence axis is the spectrum.
+
+    ## Which files
+
+    - **ENVI**: a `.hdr` starting with `ENVI` (a claim) + its data file beside it (same stem, a
+      common extension or none; the data file is not embedded on its own). Byte order, interleave
+      (BSQ/BIL/BIP), header offset and wavelengths come from the header.
+    - **MATLAB `.mat`**, v5 (scipy) and v7.3 (HDF5, via h5py): the largest 3-D numeric variable, or
+      `-O hyperspectral.key=NAME`; claimed when that variable has ≥ 16 bands.
+    - **Multi-band TIFF** with ≥ 5 samples per pixel (tifffile).
+    - **NPY** cubes (H, W, B ≥ 16) with a path hint (`hyperspectral`, `hsi`, `spectral`, `aviris`,
+      `envi`). Headers are parsed without pickle or eval.
+
+    ## From cube to band maps
+
+    1. Bands last (ENVI/TIFF layout, else the last axis, or `band_axis`).
+    2. The cube is read **band chunk by band chunk** — memory-mapped for ENVI and NPY, sliced from
+       HDF5 for v7.3 — so memory holds one chunk plus the small maps, whatever the cube size.
+    3. Each band gets its own robust min–max (1st–99th percentile): bands differ in radiance by
+       orders of magnitude, and one shared range would leave most of them flat.
+    4. Each band is area-resized to 16 × 16 (area averaging, not point sampling, so the map is a
+       faithful summary of the band).
+    5. More than 512 bands are averaged into 512 contiguous spectral bins (the maps and their
+       wavelengths alike), recorded — the sequence stays bounded without dropping any band.
+
+    ## Tokens
+
+    `SpectralBandTokenizer`: one shared Linear(16·16 → D) maps each band's 16 × 16 map to a token; a
+    fixed **sinusoidal term of the band's wavelength in nm** (or of its index when the file gives no
+    usable wavelengths) tells the encoder which band it is — so sensors with different band sets
+    place the same wavelength at the same position; CLS; pre-LayerNorm.
+
+    ## Weights and pooling
+
+    `init=seeded`; **mean** pooling over the band tokens.
+
+    ## Try it
+
+    ```
+    mtx tokenize ../shared/data/hyperspectral/corn-kernel-hyperspectral.hdr
+    ```
+    """
+
     name = "hyperspectral"
     extensions = (".mat", ".hdr")
     summary = "MATLAB .mat (v5/v7.3), ENVI .hdr + data, multi-band TIFF, NPY cubes"
@@ -494,33 +558,34 @@ class hyperspectral(Modality):  # noqa: N801 - class name == registry key == mod
     Config = HyperspectralConfig
 
     def sniff(self, head: bytes, path: Path) -> Evidence | None:
-        if head.startswith(b"ENVI"):
-            return Evidence(self.name, CLAIM, "ENVI header magic 'ENVI'")
-        if head.startswith(_MAT5) or head.startswith(_MAT73) or path.suffix.lower() == ".mat":
+        fmt = cube_format(head, path)
+        if fmt == "envi":
+            return Evidence(self.name, CLAIM, "ENVI header magic 'ENVI'", fmt)
+        if fmt in ("mat5", "mat73", "mat"):
             try:
                 vars_ = mat_variables(path, head)
             except DecodeError:
-                return Evidence(self.name, EXTENSION, "MATLAB .mat header (variables unreadable)")
+                return Evidence(self.name, EXTENSION, "MATLAB .mat header (variables unreadable)", fmt)
             best = largest_cube(vars_, None)
             if best is not None and len(best[1]) == 3 and best[1][2] >= MIN_BANDS:
                 return Evidence(self.name, REFINED, f".mat variable {best[0]!r} is a "
-                                f"{'x'.join(map(str, best[1]))} cube")
-            return Evidence(self.name, EXTENSION, f".mat file without a 3-D array of >= {MIN_BANDS} bands")
-        fmt = image_format(head)
-        if fmt in ("TIFF", "BigTIFF"):
+                                f"{'x'.join(map(str, best[1]))} cube", fmt)
+            return Evidence(self.name, EXTENSION, f".mat file without a 3-D array of >= {MIN_BANDS} bands",
+                            fmt)
+        if fmt in ("tiff", "bigtiff"):
             n = tiff_bands(path)
             if n is not None and n >= MIN_TIFF_BANDS:
-                return Evidence(self.name, REFINED, f"TIFF with {n} samples per pixel")
+                return Evidence(self.name, REFINED, f"TIFF with {n} samples per pixel", fmt)
             return None
         shape = npy_shape(head)
         hint = path_hint(path, HINTS) if shape is not None else None
         if hint and len(shape) == 3 and shape[2] >= MIN_BANDS:
-            return Evidence(self.name, REFINED, f"NPY {shape} cube with path hint {hint!r}")
+            return Evidence(self.name, REFINED, f"NPY {shape} cube with path hint {hint!r}", "npy")
         if hint and len(shape) != 3:
             # Not a cube, but named as one: claimed just below REFINED (a time_series/imu hint
             # still wins) so the load says what is wrong instead of a generic point reading.
             return Evidence(self.name, REFINED - 1, f"NPY {shape} with path hint {hint!r} "
-                            "(not a 3-D cube: refused at load)")
+                            "(not a 3-D cube: refused at load)", "npy")
         return None
 
     def companions(self, path: Path) -> list[Path]:
@@ -529,16 +594,28 @@ class hyperspectral(Modality):  # noqa: N801 - class name == registry key == mod
             return [data] if data is not None else []
         return []
 
+    # -- examples ----------------------------------------------------------------------------
+    def synth(self, d: Path, n: int, hw: int = 32, bands: int = 100) -> list[Path]:
+        """``n`` MATLAB v5 ``.mat`` cubes (``hw`` x ``hw`` x ``bands``)."""
+        from scipy.io import savemat
+
+        rng, out = np.random.default_rng(6), []
+        for i in range(n):
+            p = d / f"cube{i:05d}.mat"
+            savemat(p, {"cube": rng.random((hw, hw, bands)).astype(np.float32)})
+            out.append(p)
+        return out
+
     def load(self, path: Path, cfg: HyperspectralConfig, sniffed: Sniffed | None = None) -> Iterator[Sample]:
-        with open(path, "rb") as f:
-            head = f.read(4096)
-        if head.startswith(b"ENVI"):
+        known = sniffed_or_read(path, sniffed)
+        fmt = known.format or cube_format(known.head, path)
+        if fmt == "envi":
             cube = read_envi(path, cfg)
-        elif head.startswith(_MAT5) or head.startswith(_MAT73) or path.suffix.lower() == ".mat":
-            cube = read_mat(path, head, cfg)  # v4 files have no text header
-        elif image_format(head) in ("TIFF", "BigTIFF"):
+        elif fmt in ("mat5", "mat73", "mat"):
+            cube = read_mat(path, known.head, cfg)
+        elif fmt in ("tiff", "bigtiff"):
             cube = read_tiff(path, cfg)
-        elif head.startswith(_NPY):
+        elif fmt == "npy":
             cube = read_npy(path, cfg)
         else:
             raise DecodeError("not a hyperspectral container (ENVI header, .mat, TIFF or NPY)")

@@ -38,6 +38,14 @@ def image_format(head: bytes) -> str | None:
     return None
 
 
+_NAMES = {name.lower(): name for name in (*(n for _, n in _MAGIC), "WebP", "GIF", "PNM")}
+
+
+def image_format_name(fid: str) -> str | None:
+    """The :func:`image_format` name of an ``Evidence.format`` id ('jpeg' -> 'JPEG'), or None."""
+    return _NAMES.get(fid)
+
+
 def _frames_of(img) -> int:
     return int(getattr(img, "n_frames", 1) or 1)
 
@@ -136,11 +144,60 @@ def pixels(rgb: np.ndarray, size: int) -> np.ndarray:
 @dataclass
 class ImageConfig(ModalityConfig):
     size: int = 224  # resize short side, centre-crop to size x size
-    max_pixels: int = MAX_PIXELS
+    max_pixels: int = MAX_PIXELS  # decompression-bomb cap: larger images are refused before decoding
 
 
 @register_modality
 class image(PatchImageModality):  # noqa: N801 - class name == registry key == module name
+    """Photographs and other pictures become **197 tokens** at B/16 (a CLS token + 14 × 14 patches),
+    exactly the input a ViT-B/16 or CLIP vision tower was trained on.
+
+    ## Which files
+
+    JPEG, PNG (1/8/16-bit, palette, alpha), WebP, BMP, GIF (first frame), TIFF (incl. 16-bit and
+    float; the first page), PPM/PGM/PNM. The magic bytes decide, not the extension, and they give
+    `structure` strength evidence: the same containers also hold thermal frames, radiographs,
+    animated clips and multi-band cubes, and [infrared](infrared.md), [xray](xray.md),
+    [video](video.md) and [hyperspectral](hyperspectral.md) claim those with stronger evidence
+    (a FLIR segment, a path hint, more than one frame, ≥ 5 bands). `mtx tokenize FILE` prints the
+    reason for every decision.
+
+    ## From file to pixels
+
+    1. Open with Pillow; images above 10⁸ pixels are refused before decoding (decompression-bomb guard).
+       TIFFs Pillow cannot decode go through tifffile.
+    2. Apply the EXIF orientation, so a portrait photo is not embedded sideways.
+    3. Convert to RGB: grey is replicated, palette expanded, **alpha composited over white** (a
+       transparent logo should look like it does on a page, not on black), 16-bit and float images
+       scaled to [0, 1] by their *actual* range (a 12-bit sensor stored in 16 bits would otherwise
+       be almost black).
+    4. Resize the short side to 224 (bicubic) and centre-crop 224 × 224 — the CLIP / timm evaluation
+       transform. Cropping rather than squashing keeps the aspect ratio the encoder was trained on.
+    5. Pixels travel as uint8 (4× less inter-process traffic than float) and are normalised on the
+       device with the **encoder preset's** mean/std (CLIP's for the `meta-*` and `clip-*` presets):
+       preprocessing constants belong to the weights, not to the loader.
+
+    ## Tokens
+
+    `ImagePatchTokenizer`: Conv2d(3, D, 16, stride 16, no bias) → 196 patch tokens, a CLS token
+    prepended, learned positions (197 × D) added, then the pre-LayerNorm (CLIP's `ln_pre`).
+
+    ## Weights and pooling
+
+    With weights that include a CLIP vision tower (`meta-b16`, `clip-b16`, ...), the patch
+    projection, CLS, positions and `ln_pre` are CLIP's own (`init=clip`): the frozen blocks then see
+    exactly the tokens they were trained with, and the vector is the **CLS** token after the final
+    LayerNorm, as CLIP pools. Without a CLIP front end the tokenizer is seeded (`init=seeded`,
+    deterministic from the modality name and config) and the vector is the **mean** of the patch
+    tokens, because an untrained CLS token carries no information of its own.
+
+    ## Try it
+
+    ```
+    mtx tokenize examples/gradient.png
+    ```
+    """
+
     name = "image"
     extensions = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm",
                   ".pnm", ".pbm", ".jfif")
@@ -153,8 +210,21 @@ class image(PatchImageModality):  # noqa: N801 - class name == registry key == m
         if fmt:
             # Image containers are shared with infrared, xray, video (animated) and hyperspectral
             # (multi-band TIFF); those modalities claim such files with stronger evidence.
-            return Evidence(self.name, STRUCTURE, f"{fmt} magic bytes")
+            return Evidence(self.name, STRUCTURE, f"{fmt} magic bytes", fmt.lower())
         return super().sniff(head, path)
+
+    # -- examples ----------------------------------------------------------------------------
+    def synth(self, d: Path, n: int, size: int = 256) -> list[Path]:
+        """``n`` JPEG pictures, ``size`` px square (upscaled colour noise)."""
+        from PIL import Image
+
+        rng, out = np.random.default_rng(0), []
+        for i in range(n):
+            base = rng.integers(0, 256, (size // 8, size // 8, 3), dtype=np.uint8)
+            p = d / f"img{i:05d}.jpg"
+            Image.fromarray(base).resize((size, size), Image.BILINEAR).save(p, quality=90)
+            out.append(p)
+        return out
 
     def load(self, path: Path, cfg: ImageConfig, sniffed: Sniffed | None = None) -> Iterator[Sample]:
         img = open_image(path)

@@ -47,6 +47,7 @@ from ._base import (
     Tokens,
     seeded,
     sinusoidal,
+    sniffed_or_read,
 )
 from ._registry import register_modality
 
@@ -120,8 +121,8 @@ def infer_unit(dt: float) -> str | None:
 class ImuConfig(ModalityConfig):
     rate: float = 200.0  # assumed input rate when there is no time column (Hz)
     max_windows: int = 256  # whole-file sample: more 10 s windows -> this many, uniformly spaced; 0 = all
-    window: float = 0.0  # seconds; > 0: one sample per window (#t=START seconds), 0 = whole file
-    stride: float = 0.0  # seconds between window starts; 0 = window
+    window: float = 0.0  # seconds; > 0: one sample per window (#t=START seconds), 0 = whole file (--window)
+    stride: float = 0.0  # seconds between window starts; 0 = window (--stride)
 
 
 class ImuTokenizer(Tokenizer):
@@ -238,6 +239,54 @@ def to_200hz(x: np.ndarray, t: np.ndarray | None, rate: float, meta: dict) -> np
 
 @register_modality
 class imu(Modality):  # noqa: N801 - class name == registry key == module name
+    """Accelerometer and gyroscope recordings become 6-channel, 200 Hz windows of 10 s — **251 tokens**
+    per window (CLS + 250), the ImageBind / Ego4D IMU input; the windows of a recording are averaged
+    into one vector.
+
+    ## Which files
+
+    - CSV with at least three **accelerometer-named** columns — x-io / NGIMU (`Accelerometer X (g)`,
+      `Gyroscope X (deg/s)`), short names (`ax ay az gx gy gz`), `acc_x` / `accel_x` / `AccX`,
+      SensorLog (`accelerometerAccelerationX(G)`, `gyroRotationX(rad/s)`). This is the strongest rung
+      of the CSV ladder (it beats [time_series](time_series.md) and [tabular](tabular.md)); the
+      reason names the columns.
+    - NPY arrays with an IMU path hint (`imu`, `accelerometer`, `gyro`, `inertial`, ...).
+
+    Magnetometer columns are recognised but not used: the tokenizer takes [acc xyz, gyro xyz], as
+    ImageBind. A missing gyroscope gives zero channels (recorded). Units do not matter: every
+    channel is z-scored.
+
+    ## From file to windows
+
+    1. **Sample rate** from the time column — units from its name (`(s)`, `_ms`, `us`, `ns`, ...) or,
+       when the name says nothing, from the median step (the first of s/ms/us/ns giving 1 Hz–20 kHz);
+       without a time column, 200 Hz (`-O imu.rate`).
+    2. Timestamps that go backwards are repaired: rows sorted (stable), repeated timestamps dropped,
+       both counted in `meta["repairs"]` — logger glitches are common and should not abort a run.
+    3. Linear interpolation onto a uniform grid at the measured rate (absorbing jitter and gaps; the
+       largest gap recorded), then **band-limited resampling to 200 Hz** with soxr, then a per-channel
+       z-score (statistics recorded).
+    4. **Windows** of 2000 samples (10 s); a longer recording ends with a window aligned to its end
+       (overlapping, nothing dropped); a shorter one is zero-padded and the tokens made only of
+       padding are masked. More than 256 windows are reduced to 256 spaced uniformly (recorded).
+    5. `--window W [--stride S]` (seconds) gives one sample per W seconds, ids `FILE#t=START`.
+
+    ## Tokens
+
+    `ImuTokenizer` (ImageBind): Conv1d(6, D, kernel 8, stride 8, no bias) → 250 tokens per window,
+    + sinusoidal positions + CLS + LayerNorm.
+
+    ## Weights and pooling
+
+    `init=seeded`; **mean** pooling over the non-padding tokens, then over windows.
+
+    ## Try it
+
+    ```
+    mtx tokenize ../shared/data/imu/xio_fusion_sensor_data.csv
+    ```
+    """
+
     name = "imu"
     extensions = (".csv", ".tsv", ".npy")
     summary = "accelerometer/gyroscope CSV (x-io, phone loggers), NPY with a hint -> 10 s windows"
@@ -251,7 +300,8 @@ class imu(Modality):  # noqa: N801 - class name == registry key == module name
             h = cols.read_npy_header(head)
             if hint and h and len(h[0]) == 2 and h[1].kind in "biuf" and (
                     h[0][1] in (3, 6, 9) or h[0][0] in (3, 6, 9)):
-                return Evidence(self.name, REFINED + 2, f"array of shape {h[0]} with path hint {hint!r}")
+                return Evidence(self.name, REFINED + 2, f"array of shape {h[0]} with path hint {hint!r}",
+                                imu_format(head, path))
             return None
         t = cols.sniff_table(head, min_columns=3)
         if t is None or not t.header:
@@ -262,10 +312,27 @@ class imu(Modality):  # noqa: N801 - class name == registry key == module name
             return None
         names = ", ".join(t.names[i] for i in acc.values())
         extra = " and gyroscope" if len(found.get("gyro", {})) == 3 else ""
-        return Evidence(self.name, REFINED + 2, f"CSV with accelerometer columns {names}{extra}")
+        return Evidence(self.name, REFINED + 2, f"CSV with accelerometer columns {names}{extra}",
+                        imu_format(head, path))
+
+    # -- examples ----------------------------------------------------------------------------
+    def synth(self, d: Path, n: int, seconds: float = 10.0, rate: int = 200) -> list[Path]:
+        """``n`` CSV recordings at ``rate`` Hz: time, accelerometer and gyroscope xyz."""
+        rng, out = np.random.default_rng(10), []
+        k = int(seconds * rate)
+        for i in range(n):
+            p = d / f"imu{i:05d}.csv"
+            t = np.arange(k) / rate
+            a = rng.standard_normal((k, 6)) * 0.1 + np.array([0, 0, 1, 0, 0, 0])
+            with open(p, "w") as fh:
+                fh.write("time,acc_x,acc_y,acc_z,gyro_x,gyro_y,gyro_z\n")
+                for j in range(k):
+                    fh.write(f"{t[j]:.4f}," + ",".join(f"{v:.4f}" for v in a[j]) + "\n")
+            out.append(p)
+        return out
 
     def load(self, path: Path, cfg: ImuConfig, sniffed: Sniffed | None = None) -> Iterator[Sample]:
-        x, t, meta = read_imu(path)
+        x, t, meta = read_imu(path, sniffed)
         if t is not None:
             t = _to_seconds(t, meta.pop("_unit"), meta)
             t, x = repair_time(t, x, meta)
@@ -312,12 +379,17 @@ class imu(Modality):  # noqa: N801 - class name == registry key == module name
         return ImuTokenizer(spec, self.seed(spec, cfg))
 
 
-def read_imu(path: Path) -> tuple[np.ndarray, np.ndarray | None, dict]:
-    """-> ([T, 3 or 6] acc(+gyro) values, raw time values or None, meta with ``_unit``)."""
-    from ..sniff import read_head
+def imu_format(head: bytes, path: Path) -> str:
+    """npy | csv: how ``read_imu`` reads the file (an .npy/.npz name is read as an array)."""
+    return "npy" if head.startswith(b"\x93NUMPY") or path.suffix.lower() in (".npy", ".npz") else "csv"
 
-    head = read_head(path, cols.HEAD_LIMIT)
-    if head.startswith(b"\x93NUMPY") or path.suffix.lower() in (".npy", ".npz"):
+
+def read_imu(path: Path, sniffed: Sniffed | None = None) -> tuple[np.ndarray, np.ndarray | None, dict]:
+    """-> ([T, 3 or 6] acc(+gyro) values, raw time values or None, meta with ``_unit``)."""
+    known = sniffed_or_read(path, sniffed)
+    head = known.head[:cols.HEAD_LIMIT]
+    fmt = known.format or imu_format(head, path)
+    if fmt == "npy":
         a = cols.load_array(path)
         meta: dict = {"format": "npy", "shape": list(a.shape), "dtype": str(a.dtype), "_unit": None}
         if a.ndim == 2 and a.shape[1] not in (3, 6, 9) and a.shape[0] in (3, 6, 9):

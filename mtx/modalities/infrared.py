@@ -23,7 +23,16 @@ import numpy as np
 
 from mtx.errors import DecodeError
 
-from ._base import CLAIM, REFINED, Evidence, GreyFrameConfig, PatchImageModality, Sample, Sniffed
+from ._base import (
+    CLAIM,
+    REFINED,
+    Evidence,
+    GreyFrameConfig,
+    PatchImageModality,
+    Sample,
+    Sniffed,
+    sniffed_or_read,
+)
 from ._imaging import check_pixels, read_tiff_page, robust_minmax
 from ._registry import register_modality
 from .image import image_format
@@ -286,6 +295,49 @@ class InfraredConfig(GreyFrameConfig):
 
 @register_modality
 class infrared(PatchImageModality):  # noqa: N801 - class name == registry key == module name
+    r"""Thermal images become **197 tokens** at B/16 through the same patch tokenizer as
+    [image](image.md); what differs is how a file becomes pixels: mtx reads the **measured values**
+    (raw sensor counts), not the false-colour rendering a camera shows.
+
+    ## Which files
+
+    - **FLIR radiometric JPEGs**: the visible JPEG is a rendering; the raw thermal frame sits in APP1
+      segments that start with `FLIR\0`. Their presence is an exclusive claim (`claim` strength).
+      mtx assembles the FFF blob from the segments (in chunk order), reads its record directory
+      (byte order from the version field: FLIR cameras write big-endian, DJI little-endian) and
+      decodes record type 1: a PNG whose 16-bit samples FLIR stores little-endian against the PNG
+      standard (so they are byte-swapped), or bare uint16 samples. Only segment headers are read to
+      sniff; the whole file only when loading.
+    - **Single-channel 8/16-bit PNG, TIFF or JPEG frames** with a path hint — a directory or name
+      token `thermal`, `infrared`, `ir`, `lwir` or `flir` (`refined` strength). A plain grey picture
+      without a hint stays an [image](image.md): mtx never guesses silently.
+
+    ## From file to pixels
+
+    1. The raw frame (or the single measured channel; a multi-channel frame is averaged).
+    2. **Robust min–max**: values between the 1st and 99th percentile are mapped to [0, 1] and
+       clipped. Thermal scenes have a few very hot or cold pixels (the sun, a reflection); a plain
+       min–max would let them flatten the rest of the scene into one grey.
+    3. Replicated to three channels, then the image path: short side 224, centre crop, the preset's
+       normalisation.
+
+    A FLIR JPEG **without** a raw record has only its palette rendering; palette colours are not
+    monotonic in temperature, so it is embedded as the RGB picture it is (recorded as
+    `thermal_source=rendered`).
+
+    ## Tokens, weights and pooling
+
+    As [image](image.md): `ImagePatchTokenizer`, 197 tokens, `init=clip` (sharing the image
+    tokenizer's CLIP weights, as the paper feeds infrared through the image embedding) or `seeded`;
+    CLS pooling with CLIP weights, mean otherwise.
+
+    ## Try it
+
+    ```
+    mtx tokenize ../shared/data/infrared/flir_ax8.jpg
+    ```
+    """
+
     name = "infrared"
     extensions = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
     summary = "FLIR radiometric JPEGs (raw thermal frame), 16-bit thermal PNG/TIFF frames"
@@ -299,25 +351,43 @@ class infrared(PatchImageModality):  # noqa: N801 - class name == registry key =
         if fmt == "JPEG":
             nflir, comps = _jpeg_info(path, _MAX_SNIFF_SEGMENTS)
             if nflir:
-                return Evidence(self.name, CLAIM, f"FLIR APP1 segment ({nflir} found)")
+                return Evidence(self.name, CLAIM, f"FLIR APP1 segment ({nflir} found)", "flir-app1")
             hint = path_hint(path, HINTS) if comps == 1 else None
             if hint:
-                return Evidence(self.name, REFINED, f"single-channel JPEG with path hint {hint!r}")
+                return Evidence(self.name, REFINED, f"single-channel JPEG with path hint {hint!r}", "jpeg")
             return None
         _, chans, bits = image_channels(head, path)
         if chans == 1:
             hint = path_hint(path, HINTS)
             if hint:
                 depth = f"{bits}-bit " if bits else ""
-                return Evidence(self.name, REFINED, f"single-channel {depth}{fmt} with path hint {hint!r}")
+                return Evidence(self.name, REFINED, f"single-channel {depth}{fmt} with path hint {hint!r}",
+                                fmt.lower())
         return None
 
-    def load(self, path: Path, cfg: InfraredConfig, sniffed: Sniffed | None = None) -> Iterator[Sample]:
-        from .image import open_image
+    # -- examples ----------------------------------------------------------------------------
+    def synth(self, d: Path, n: int, size: int = 256) -> list[Path]:
+        """``n`` 16-bit single-channel PNG frames under ``thermal/`` (the path hint)."""
+        from PIL import Image
 
-        with open(path, "rb") as f:
-            head = f.read(16)
-        fmt = image_format(head)
+        d = d / "thermal"
+        d.mkdir(exist_ok=True)
+        rng, out = np.random.default_rng(1), []
+        for i in range(n):
+            a = (rng.random((size // 8, size // 8)) * 2000 + 13000).astype(np.uint16)
+            p = d / f"ir{i:05d}.png"
+            Image.fromarray(np.kron(a, np.ones((8, 8), np.uint16))).save(p)
+            out.append(p)
+        return out
+
+    def load(self, path: Path, cfg: InfraredConfig, sniffed: Sniffed | None = None) -> Iterator[Sample]:
+        from .image import image_format_name, open_image
+
+        known = sniffed_or_read(path, sniffed)
+        if known.format:  # a FLIR JPEG is a JPEG whose APP1 segments flir_raw reads below
+            fmt = "JPEG" if known.format == "flir-app1" else image_format_name(known.format)
+        else:
+            fmt = image_format(known.head)
         if fmt is None:
             raise DecodeError("not an image container infrared reads (JPEG, PNG, TIFF, ...)")
         meta: dict = {"format": fmt}

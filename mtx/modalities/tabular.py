@@ -60,6 +60,7 @@ from ._base import (
     Tokenizer,
     Tokens,
     seeded,
+    sniffed_or_read,
 )
 from ._columns import unique_names
 from ._registry import register_modality
@@ -642,14 +643,13 @@ def table_format(head: bytes, path: Path) -> str | None:
     return None
 
 
-def open_source(path: Path, cfg: "TabularConfig") -> _Source:
+def open_source(path: Path, cfg: "TabularConfig", sniffed: Sniffed | None = None) -> _Source:
     fmt = cfg.format
     if fmt == "auto":
-        with open(path, "rb") as f:
-            head = f.read(8192)
-        if not head:
+        known = sniffed_or_read(path, sniffed)
+        if not known.head:
             raise DecodeError("empty file (0 bytes)")
-        fmt = table_format(head, path) or "csv"
+        fmt = known.format or table_format(known.head, path) or "csv"
     if fmt == "parquet":
         return _ParquetSource(path, cfg)
     if fmt in ("jsonl", "json"):
@@ -788,6 +788,58 @@ class TabularTokenizer(Tokenizer):
 
 @register_modality
 class tabular(Modality):  # noqa: N801 - class name == registry key == module name
+    """A table gives **one sample per row**, ids `FILE#row=N` (N counts data rows from 0). A row of C
+    columns becomes **C + 1 tokens** (FT-Transformer: one token per column plus CLS; a 5-column row:
+    6).
+
+    ## Which files
+
+    CSV/TSV and other delimited text, Parquet (magic bytes), JSON Lines, JSON arrays of flat
+    records. Delimited files are the ones several modalities share; the ladder, strongest first:
+    [imu](imu.md) (≥ 3 accelerometer-named columns), [time_series](time_series.md) (a time column
+    and numeric channels), then tabular — any delimited table. Only the first 8 KiB are looked at.
+
+    ## From file to rows
+
+    - **Encoding**: BOM, else UTF-8 (bad bytes replaced), else a detected legacy encoding.
+    - **Delimiter**: the one of `,` TAB `;` `|` that splits the first lines into the most consistent
+      number of fields (≥ 2).
+    - **Header**: a first line of non-numeric names that does not fit the column types of the rows
+      below; leading lines that are neither header nor data (sklearn's `iris.csv` has
+      `150,4,setosa,versicolor,virginica` above the rows) are skipped. Without a header, columns are
+      `col0, col1, ...`.
+    - **Streaming**: pyarrow's streaming CSV reader (quoting, embedded newlines) in 1 MiB blocks,
+      Parquet by record batches, JSON incrementally — memory does not grow with the file (a 10 GB
+      CSV streams). Rows with another field count are skipped and counted in a note.
+    - **Column types** from the first 100k rows: numeric when ≥ 95 % of the non-missing cells parse
+      as numbers, else categorical. Missing cells (`""`, `NA`, `N/A`, `nan`, `null`, `None`, `-`,
+      `?`, `#N/A`, non-finite numbers, JSON null) get their own value — missingness is information.
+    - Numeric cells are **standardised** with the mean/std of those first rows (recorded), so
+      columns in different units contribute on one scale.
+    - Every decision is recorded in the `table` meta of the file's first sample (`mtx tokenize`).
+
+    ## Tokens
+
+    `TabularTokenizer` (FT-Transformer feature tokenizer): per column a column-identity embedding
+    plus a value embedding — numeric: `e_col + x · w_col + b_col`; categorical or missing:
+    `e_col + T[bucket]` with `bucket` a hash of (column, value) into a seeded table of 2¹⁶ rows.
+    Columns are identified by a **hash of their name** (two seeded 4096-row tables indexed by
+    independent 12-bit slices: 2²⁴ distinct columns), so any table works without a fitted
+    vocabulary, and the same column name means the same thing across files. CLS first;
+    pre-LayerNorm. More than 2047 columns: a uniform selection of 2047 (recorded).
+
+    ## Weights and pooling
+
+    `init=seeded` (FT-Transformer tokenizers are trained per dataset; the release has none);
+    **mean** pooling.
+
+    ## Try it
+
+    ```
+    mtx tokenize examples/people.csv
+    ```
+    """
+
     name = "tabular"
     extensions = _CSV_EXT + _PARQUET_EXT + _JSONL_EXT + (".json",)
     summary = "CSV/TSV, Parquet, JSON Lines, JSON record arrays: one sample per row (FT-Transformer)"
@@ -798,29 +850,29 @@ class tabular(Modality):  # noqa: N801 - class name == registry key == module na
     def sniff(self, head: bytes, path: Path) -> Evidence | None:
         fmt = table_format(head, path)
         if fmt == "parquet" and head.startswith(b"PAR1"):
-            return Evidence(self.name, STRUCTURE, "Parquet magic bytes (a table)")
+            return Evidence(self.name, STRUCTURE, "Parquet magic bytes (a table)", fmt)
         if fmt == "json":
             s = head.decode("utf-8", "replace").lstrip("\ufeff \t\r\n")[1:].lstrip()
             if s.startswith("{"):
-                return Evidence(self.name, STRUCTURE, "JSON array of records")
+                return Evidence(self.name, STRUCTURE, "JSON array of records", fmt)
             return None
         if fmt == "jsonl":
             first = head.split(b"\n", 1)[0].strip()
             if first.startswith(b"{"):
-                return Evidence(self.name, STRUCTURE, "JSON Lines records")
+                return Evidence(self.name, STRUCTURE, "JSON Lines records", fmt)
         if fmt == "csv":
             if b"\x00" in head:
-                return Evidence(self.name, EXTENSION, f"extension {path.suffix.lower()} (binary content)")
+                return Evidence(self.name, EXTENSION, f"extension {path.suffix.lower()} (binary content)", fmt)
             text = head.decode("utf-8", "replace").lstrip("\ufeff")
             lines = text.splitlines(keepends=True)
             if len(head) >= 8192 and len(lines) > 1:
                 lines = lines[:-1]
             d, width, _ = _sniff_delimiter(lines, "\t" if path.suffix.lower() in (".tsv", ".tab") else None)
             what = f"{width} columns, delimiter {d!r}" if width >= 2 else "one column"
-            return Evidence(self.name, STRUCTURE, f"delimited table ({what})")
+            return Evidence(self.name, STRUCTURE, f"delimited table ({what})", fmt)
         ext = path.suffix.lower()
         if ext in self.extensions and ext != ".json":  # a JSON object is not a table
-            return Evidence(self.name, EXTENSION, f"extension {ext}")
+            return Evidence(self.name, EXTENSION, f"extension {ext}", fmt or "csv")  # as load reads it
         return None
 
     def _first_pass(self, src: _Source, cfg: TabularConfig) -> tuple[list[bool], list[_ColumnStats], int]:
@@ -837,8 +889,24 @@ class tabular(Modality):  # noqa: N801 - class name == registry key == module na
         numeric = [s.present > 0 and s.numeric >= cfg.numeric_share * s.present for s in stats]
         return numeric, stats, seen
 
+    # -- examples ----------------------------------------------------------------------------
+    def synth(self, d: Path, n: int, files: int = 1) -> list[Path]:
+        """``n`` rows (the samples) spread over ``files`` CSV files of 5 columns."""
+        rng, out = np.random.default_rng(7), []
+        cities = ["Berlin", "Lagos", "Lima", "Osaka", "Quito"]
+        per = max(1, n // files)
+        for f in range(files):
+            p = d / f"table{f:03d}.csv"
+            with open(p, "w") as fh:
+                fh.write("age,income,city,score,member\n")
+                for r in range(per):
+                    fh.write(f"{rng.integers(18, 90)},{rng.integers(10, 200) * 1000},{cities[r % 5]},"
+                             f"{rng.random():.4f},{'yes' if r % 3 else 'no'}\n")
+            out.append(p)
+        return out
+
     def load(self, path: Path, cfg: TabularConfig, sniffed: Sniffed | None = None) -> Iterator[Sample]:
-        src = open_source(path, cfg)
+        src = open_source(path, cfg, sniffed)
         numeric, stats, seen = self._first_pass(src, cfg)
         if seen == 0:
             raise DecodeError("empty table: a header but no data rows")

@@ -100,11 +100,12 @@ def _detect_legacy(sample: bytes) -> str | None:
     return None if best is None else str(best.encoding)
 
 
-def _utf8_error_offset(path: Path) -> int | None:
-    """Byte offset of the first invalid UTF-8 sequence, or None (streams the whole file)."""
+def _utf8_error_offset(path: Path, data: bytes | None = None) -> int | None:
+    """Byte offset of the first invalid UTF-8 sequence, or None (streams the whole file, or
+    checks ``data`` when it holds the whole file)."""
     dec = codecs.getincrementaldecoder("utf-8")("strict")
     done = 0
-    with open(path, "rb") as f:
+    with open(path, "rb") if data is None else io.BytesIO(data) as f:
         while chunk := f.read(1 << 22):
             try:
                 dec.decode(chunk, final=False)
@@ -118,12 +119,13 @@ def _utf8_error_offset(path: Path) -> int | None:
     return None
 
 
-def detect_encoding(path: Path, forced: str = "") -> TextEncoding:
+def detect_encoding(path: Path, forced: str = "", data: bytes | None = None) -> TextEncoding:
     """Decide how to decode ``path``.
 
     Args:
         path: the file.
         forced: a Python codec name that overrides detection ('' = detect).
+        data: the whole file when sniffing already read all of it (nothing is opened then).
 
     Returns:
         A :class:`TextEncoding`.
@@ -132,8 +134,11 @@ def detect_encoding(path: Path, forced: str = "") -> TextEncoding:
         DecodeError: the bytes are binary (NUL bytes without a UTF-16/32 BOM, or no text
             encoding fits).
     """
-    with open(path, "rb") as f:
-        head = f.read(_DETECT_BYTES)
+    if data is None:
+        with open(path, "rb") as f:
+            head = f.read(_DETECT_BYTES)
+    else:
+        head = data[:_DETECT_BYTES]
     if forced:
         return TextEncoding(forced, "forced", "forced by config", "replace")
     bom = bom_encoding(head)
@@ -142,7 +147,7 @@ def detect_encoding(path: Path, forced: str = "") -> TextEncoding:
     if b"\x00" in head[:8192]:
         raise DecodeError("binary content, not text (NUL bytes in the first 8 KiB); "
                           "pass --modality to embed it as another modality")
-    bad = _utf8_error_offset(path)
+    bad = _utf8_error_offset(path, data)
     if bad is None:
         return TextEncoding("utf-8", "utf-8", "valid UTF-8")
     if bad >= _DETECT_BYTES:
@@ -155,9 +160,10 @@ def detect_encoding(path: Path, forced: str = "") -> TextEncoding:
     return TextEncoding(enc, "detected", f"invalid UTF-8 at byte {bad}; charset_normalizer", "replace")
 
 
-def open_text(path: Path, enc: TextEncoding) -> io.TextIOWrapper:
-    """A streaming text reader (universal newlines) for ``path`` in ``enc``."""
-    return io.TextIOWrapper(open(path, "rb"), encoding=enc.codec, errors=enc.errors, newline=None)
+def open_text(path: Path, enc: TextEncoding, data: bytes | None = None) -> io.TextIOWrapper:
+    """A streaming text reader (universal newlines) for ``path`` (or the whole file ``data``) in ``enc``."""
+    raw = open(path, "rb") if data is None else io.BytesIO(data)  # the wrapper closes it
+    return io.TextIOWrapper(raw, encoding=enc.codec, errors=enc.errors, newline=None)
 
 
 def looks_like_text(head: bytes) -> str | None:
@@ -305,8 +311,8 @@ def _select(sel: WindowSelector, cfg: "TextConfig") -> tuple[dict[str, np.ndarra
 
 @dataclass
 class TextConfig(ModalityConfig):
-    unit: str = "file"  # 'file': one sample per file; 'line': one per non-empty line (key line=N, 1-based)
-    window: int = 75  # BPE tokens per window (+ <start>/<end> = 77 positions)
+    unit: str = "file"  # file: one sample per file; line: one per non-empty line, key line=N (--text-unit)
+    window: int = 75  # BPE tokens per window, 1..75 (+ <start>/<end> = 77 positions)
     max_windows: int = 256  # more windows per sample -> keep every 2^k-th window (recorded)
     encoding: str = ""  # force a Python codec name ('' = BOM / UTF-8 / detected legacy encoding)
 
@@ -360,8 +366,62 @@ class TextTokenizer(Tokenizer):
         return Tokens(self.norm_pre(x), pad, True)
 
 
+_FORMATS = {".txt": "plain", ".text": "plain", ".md": "markdown", ".rst": "rst"}
+
+
 @register_modality
 class text(Modality):  # noqa: N801 - class name == registry key == module name
+    """A document becomes windows of **CLIP BPE** tokens: each window is `CLS + <start> + up to 75
+    tokens + <end>` (≤ 78 tokens); the windows of a document are encoded as one batch and averaged
+    into one vector.
+
+    ## Which files
+
+    `.txt .md .rst .text`, and extension-less files whose first bytes read as text (a weak `hint`,
+    so any binary format's claim, table or graph reading wins).
+
+    ## From bytes to text
+
+    Decoding never crashes and never produces mojibake silently: a byte-order mark wins (UTF-8/16/32),
+    then strict UTF-8 (validated over the whole file, streaming), then a legacy encoding detected by
+    charset-normalizer (GB2312, Shift-JIS, cp1252, ...) with replacement characters. NUL bytes
+    without a UTF-16/32 mark, or no plausible encoding, mean "binary, not text": a recorded
+    failure. The decision is in the sample meta.
+
+    ## From text to windows
+
+    - **CLIP's BPE** (49,408 tokens; the vocabulary ships inside `open-clip-torch`, no download) — the
+      tokenizer of the text tower the Meta-Transformer encoder was aligned with.
+    - Consecutive windows of 75 BPE tokens, `<start_of_text>` + tokens + `<end_of_text>` (77 ids,
+      CLIP's context length). Each window is one encoder row; rows are pooled and averaged. Long
+      documents are not truncated to their first 77 tokens.
+    - The text is read in ~1M-character pieces cut at whitespace (BPE words never span whitespace,
+      so the ids equal those of the whole text); runs of more than 256 non-space characters get a
+      space every 256 (bounds BPE's quadratic cost on pathological input).
+    - More than 256 windows: every `stride`-th window is kept, `stride` the smallest power of two
+      that fits (a deterministic, uniform selection, recorded as `window_stride`) — memory and
+      compute stay bounded for any file size.
+    - `--text-unit line` gives one sample per non-empty line (ids `FILE#line=N`, 1-based).
+
+    ## Tokens
+
+    `TextTokenizer`: a token-embedding table [49408, D] + learned positions [77, D] + CLS + a
+    key-padding mask for short windows + pre-LayerNorm (which puts the seeded tokens on the unit
+    scale the frozen blocks saw after CLIP's `ln_pre`).
+
+    ## Weights and pooling
+
+    `init=seeded`: the Meta-Transformer release holds encoder blocks only, no text tokenizer, and
+    the CLIP front end mtx can borrow is a *vision* tower's. **Mean** pooling over the non-padding
+    tokens, then over windows.
+
+    ## Try it
+
+    ```
+    mtx tokenize examples/note.txt
+    ```
+    """
+
     name = "text"
     extensions = (".txt", ".md", ".rst", ".text")
     summary = "plain text (.txt .md .rst, extension-less text; BOM/UTF-8/legacy encodings), CLIP BPE"
@@ -372,19 +432,35 @@ class text(Modality):  # noqa: N801 - class name == registry key == module name
     def sniff(self, head: bytes, path: Path) -> Evidence | None:
         ext = path.suffix.lower()
         if ext in self.extensions:
-            return Evidence(self.name, EXTENSION, f"extension {ext}")
+            return Evidence(self.name, EXTENSION, f"extension {ext}", _FORMATS[ext])
         if ext == "":
             why = looks_like_text(head)
             if why:
                 # HINT only: any binary format's claim (and any table/graph reading) beats it.
-                return Evidence(self.name, HINT, f"no extension; {why}")
+                return Evidence(self.name, HINT, f"no extension; {why}", "plain")
         return None
 
+    # -- examples ----------------------------------------------------------------------------
+    def synth(self, d: Path, n: int, words: int = 12) -> list[Path]:
+        """``n`` one-sentence ``.txt`` notes."""
+        rng, out = np.random.default_rng(11), []
+        vocab = ("encoder modality token frozen shared vector image sound graph table point cloud series "
+                 "signal light heat wave").split()
+        for i in range(n):
+            p = d / f"note{i:05d}.txt"
+            p.write_text(" ".join(vocab[j] for j in rng.integers(0, len(vocab), words)) + ".\n")
+            out.append(p)
+        return out
+
     def load(self, path: Path, cfg: TextConfig, sniffed: Sniffed | None = None) -> Iterator[Sample]:
-        enc = detect_encoding(path, cfg.encoding)
+        from ..sniff import HEAD_BYTES
+
+        # A head shorter than sniffing asked for is the whole file: decode it from memory.
+        whole = sniffed.head if sniffed is not None and 0 < len(sniffed.head) < HEAD_BYTES else None
+        enc = detect_encoding(path, cfg.encoding, whole)
         base = enc.meta()
         try:
-            with open_text(path, enc) as reader:
+            with open_text(path, enc, whole) as reader:
                 if cfg.unit == "line":
                     yield from self._lines(reader, cfg, base)
                     return

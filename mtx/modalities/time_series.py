@@ -39,6 +39,7 @@ from ._base import (
     Tokens,
     seeded,
     sinusoidal,
+    sniffed_or_read,
 )
 from ._registry import register_modality
 
@@ -53,11 +54,11 @@ def n_tokens(steps: int, channels: int, patch: int = 16, stride: int = 8) -> int
 
 @dataclass
 class TimeSeriesConfig(ModalityConfig):
-    window: int = 0  # steps per sample; 0 = the whole series is one sample
-    stride: int = 0  # steps between window starts; 0 = window
-    patch: int = 16
-    patch_stride: int = 8
-    max_tokens: int = 2048
+    window: int = 0  # steps per sample (#t=START); 0 = the whole series is one sample (--window)
+    stride: int = 0  # steps between window starts; 0 = window (--stride)
+    patch: int = 16  # steps per patch token
+    patch_stride: int = 8  # steps between patch starts
+    max_tokens: int = 2048  # longer series are resampled along time to fit (recorded)
     time_column: str = ""  # force the time column (CSV/Parquet); "" = detect
 
 
@@ -175,6 +176,49 @@ class PatchTSTTokenizer(Tokenizer):
 
 @register_modality
 class time_series(Modality):  # noqa: N801 - class name == registry key == module name
+    """A multivariate series becomes **PatchTST** tokens: every channel is cut into patches of 16 steps
+    with stride 8 — `1 + C × ⌊(T − 16)/8 + 1⌋` tokens (96 steps × 7 channels → 78), capped at 2048.
+
+    ## Which files
+
+    - CSV/TSV/Parquet with a **time column** — datetime strings in a common format, or a monotonic
+      numeric column named like `t`, `time`, `timestamp`, `date`, `year` — and at least one other
+      numeric column (`refined` evidence: beats [tabular](tabular.md), loses to [imu](imu.md)'s
+      accelerometer columns).
+    - NPY/NPZ of shape (T,) or (T, C) with a path hint (`time_series`, `timeseries`, `signal`,
+      `sensor`, ...).
+
+    ## From file to channels
+
+    1. Rows sorted by time (stable); rows without a time dropped.
+    2. Missing values linearly interpolated along time (edges take the nearest value) — gaps should
+       not become zeros.
+    3. Each channel **z-scored** (mean/std recorded): channels in different units share one scale, and
+       the encoder sees shape, not magnitude (the PatchTST/RevIN practice).
+    4. Shorter than 16 steps: zero-padded (after the z-score) to one patch. More tokens than 2048:
+       the series is resampled by block means (area resampling) to the longest length that fits —
+       recorded, never silently truncated.
+    5. `--window W [--stride S]` (steps) gives one sample per window, ids `FILE#t=START`; the last
+       window is aligned to end at the last step, so nothing is dropped.
+
+    ## Tokens
+
+    `PatchTSTTokenizer` (channel independent, as PatchTST): one Linear(16 → D) shared by all
+    channels + a channel embedding + a sinusoidal position of the patch index, + CLS, + LayerNorm.
+    Sharing the patch projection across channels lets any number of channels work with one set of
+    weights.
+
+    ## Weights and pooling
+
+    `init=seeded`; **mean** pooling.
+
+    ## Try it
+
+    ```
+    mtx tokenize sensors/weather.csv -O time_series.window=96
+    ```
+    """
+
     name = "time_series"
     extensions = (".csv", ".tsv", ".parquet", ".npy", ".npz")
     summary = "CSV/TSV/Parquet with a time column, NPY/NPZ with a hint -> PatchTST patch tokens"
@@ -184,8 +228,9 @@ class time_series(Modality):  # noqa: N801 - class name == registry key == modul
 
     # -- sniffing ------------------------------------------------------------------------------
     def sniff(self, head: bytes, path: Path) -> Evidence | None:
+        fmt = series_format(head, path)  # what read_series will read it as
         if head[:4] == b"PAR1":
-            return self._sniff_parquet(path)
+            return self._sniff_parquet(path, fmt)
         if head.startswith(b"\x93NUMPY") or head[:4] == b"PK\x03\x04":
             hint = cols.path_has_hint(path, HINTS)
             if not hint:
@@ -199,7 +244,7 @@ class time_series(Modality):  # noqa: N801 - class name == registry key == modul
                 return None
             good = [s for s in shapes if _series_shape(s)]
             if good:
-                return Evidence(self.name, REFINED, f"array of shape {good[0]} with path hint {hint!r}")
+                return Evidence(self.name, REFINED, f"array of shape {good[0]} with path hint {hint!r}", fmt)
             return None
         t = cols.sniff_table(head)
         if t is None:
@@ -212,9 +257,9 @@ class time_series(Modality):  # noqa: N801 - class name == registry key == modul
             return None
         how = f"datetime {tc.format}" if tc.kind == "datetime" else "monotonic numbers"
         return Evidence(self.name, REFINED, f"{_kind(t)} with time column {tc.name!r} ({how}) and "
-                        f"{len(channels)} numeric channel{'s' * (len(channels) > 1)}")
+                        f"{len(channels)} numeric channel{'s' * (len(channels) > 1)}", fmt)
 
-    def _sniff_parquet(self, path: Path) -> Evidence | None:
+    def _sniff_parquet(self, path: Path, fmt: str) -> Evidence | None:
         try:
             fields = cols.parquet_columns(path)
         except DecodeError:
@@ -226,13 +271,27 @@ class time_series(Modality):  # noqa: N801 - class name == registry key == modul
         if not channels:
             return None
         return Evidence(self.name, REFINED, f"Parquet with time column {tcol!r} and "
-                        f"{len(channels)} numeric channel{'s' * (len(channels) > 1)}")
+                        f"{len(channels)} numeric channel{'s' * (len(channels) > 1)}", fmt)
 
     # -- loading -------------------------------------------------------------------------------
+    # -- examples ----------------------------------------------------------------------------
+    def synth(self, d: Path, n: int, steps: int = 96, channels: int = 7) -> list[Path]:
+        """``n`` CSV random walks: a datetime column and ``channels`` value columns."""
+        rng, out = np.random.default_rng(9), []
+        for i in range(n):
+            p = d / f"series{i:05d}.csv"
+            x = np.cumsum(rng.standard_normal((steps, channels)), axis=0)
+            with open(p, "w") as fh:
+                fh.write("date," + ",".join(f"ch{c}" for c in range(channels)) + "\n")
+                for t in range(steps):
+                    fh.write(f"2024-01-{1 + t // 24:02d} {t % 24:02d}:00:00," + ",".join(f"{v:.4f}" for v in x[t]) + "\n")
+            out.append(p)
+        return out
+
     def load(self, path: Path, cfg: TimeSeriesConfig, sniffed: Sniffed | None = None) -> Iterator[Sample]:
         if cfg.patch < 1 or cfg.patch_stride < 1:
             raise DecodeError("patch and patch_stride must be >= 1")
-        values, t, names, meta = read_series(path, cfg.time_column)
+        values, t, names, meta = read_series(path, cfg.time_column, sniffed)
         x, t = preprocess(values, t, names, meta)
         steps = x.shape[1]
         meta["steps"] = steps
@@ -276,13 +335,20 @@ def _parquet_time(fields: list[tuple[str, str]], forced: str) -> str | None:
     return None
 
 
-def read_series(path: Path, time_column: str = ""
+def series_format(head: bytes, path: Path) -> str:
+    """npy | npz | parquet | csv (any delimited text): how ``read_series`` reads the file."""
+    if head.startswith(b"\x93NUMPY") or path.suffix.lower() in (".npy", ".npz"):
+        return "npz" if path.suffix.lower() == ".npz" else "npy"
+    return "parquet" if head[:4] == b"PAR1" else "csv"
+
+
+def read_series(path: Path, time_column: str = "", sniffed: Sniffed | None = None
                 ) -> tuple[np.ndarray, np.ndarray | None, list[str], dict]:
     """Any supported file -> ([T, C] float64 values, time [T] or None, channel names, meta)."""
-    from ..sniff import read_head
-
-    head = read_head(path, cols.HEAD_LIMIT)
-    if head.startswith(b"\x93NUMPY") or path.suffix.lower() in (".npy", ".npz"):
+    known = sniffed_or_read(path, sniffed)
+    head = known.head[:cols.HEAD_LIMIT]
+    fmt = known.format or series_format(head, path)
+    if fmt in ("npy", "npz"):
         a = cols.load_array(path)
         meta: dict = {"format": "npz" if path.suffix.lower() == ".npz" else "npy",
                       "shape": list(a.shape), "dtype": str(a.dtype)}
@@ -294,7 +360,7 @@ def read_series(path: Path, time_column: str = ""
         elif a.ndim != 2:
             raise DecodeError(f"array of shape {a.shape}: a series must be (T,) or (T, C)")
         return a.astype(np.float64), None, [f"ch{i}" for i in range(a.shape[1])], meta
-    if head[:4] == b"PAR1":
+    if fmt == "parquet":
         fields = cols.parquet_columns(path)
         tcol = _parquet_time(fields, time_column)
         if time_column and tcol is None:

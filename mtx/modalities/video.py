@@ -36,6 +36,7 @@ from ._base import (
     Tokens,
     seeded,
     sinusoidal,
+    sniffed_or_read,
 )
 from ._imaging import check_pixels
 from ._registry import register_modality
@@ -110,33 +111,33 @@ def webp_frames(path: Path, stop_at: int = 2) -> int:
     return n
 
 
-def container_kind(head: bytes, path: Path) -> tuple[str | None, int]:
-    """(what the magic bytes say, strength) for the video containers, else (None, 0)."""
+def container_kind(head: bytes, path: Path) -> tuple[str | None, int, str]:
+    """(what the magic bytes say, strength, format id) for the video containers, else (None, 0, '')."""
     if len(head) >= 12 and head[4:8] == b"ftyp":
         brand = head[8:12]
         if brand in _AUDIO_BRANDS or brand in _IMAGE_BRANDS:
-            return None, 0
-        return f"ISO media 'ftyp' (brand {brand.decode('latin-1').strip()!r})", CLAIM
+            return None, 0, ""
+        return f"ISO media 'ftyp' (brand {brand.decode('latin-1').strip()!r})", CLAIM, "isobmff"
     if len(head) >= 8 and head[4:8] in _QT_ATOMS and struct.unpack(">I", head[:4])[0] >= 8:
-        return f"QuickTime '{head[4:8].decode()}' atom", CLAIM
+        return f"QuickTime '{head[4:8].decode()}' atom", CLAIM, "quicktime"
     if head[:4] == b"\x1a\x45\xdf\xa3":
         if b"V_" not in head and (b"A_" in head or path.suffix.lower() in (".mka", ".weba")):
-            return None, 0  # Matroska/WebM audio only
-        return "Matroska/WebM EBML header", CLAIM
+            return None, 0, ""  # Matroska/WebM audio only
+        return "Matroska/WebM EBML header", CLAIM, "matroska"
     if head[:4] == b"RIFF" and head[8:12] in (b"AVI ", b"AVIX"):
-        return "RIFF AVI", CLAIM
+        return "RIFF AVI", CLAIM, "avi"
     if head[:3] == b"FLV" and len(head) > 4 and head[4] & 0x01:
-        return "FLV with a video stream", CLAIM
+        return "FLV with a video stream", CLAIM, "flv"
     if head[:4] in (b"\x00\x00\x01\xba", b"\x00\x00\x01\xb3"):
-        return "MPEG program/elementary stream", CLAIM
+        return "MPEG program/elementary stream", CLAIM, "mpeg-ps"
     if head[:16] == _ASF and path.suffix.lower() not in (".wma",):
-        return "ASF/WMV header", CLAIM
+        return "ASF/WMV header", CLAIM, "asf"
     if head[:4] == b"OggS" and b"\x80theora" in head:
         # Beats audio's OggS claim: the Ogg holds a Theora video stream.
-        return "Ogg with a Theora video stream", CLAIM + 1
+        return "Ogg with a Theora video stream", CLAIM + 1, "ogg-theora"
     if len(head) > 376 and head[0] == 0x47 and head[188] == 0x47 and head[376] == 0x47:
-        return "MPEG transport stream sync bytes", REFINED
-    return None, 0
+        return "MPEG transport stream sync bytes", REFINED, "mpeg-ts"
+    return None, 0, ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -452,8 +453,8 @@ class VideoTubeletTokenizer(Tokenizer):
 
 @dataclass
 class VideoConfig(ModalityConfig):
-    frames: int = 16  # sampled frames per clip (even: tubelets span 2 frames)
-    clips: int = 1  # K clips over the video, one encoder row each, averaged
+    frames: int = 16  # sampled frames per clip (even: tubelets span 2 frames) (--frames)
+    clips: int = 1  # K clips over the video, one encoder row each, averaged (--clips)
     size: int = 224  # resize short side, centre-crop to size x size
 
     def __post_init__(self) -> None:
@@ -465,6 +466,53 @@ class VideoConfig(ModalityConfig):
 
 @register_modality
 class video(Modality):  # noqa: N801 - class name == registry key == module name
+    """A video becomes **1569 tokens** at B/16: a CLS token + 8 time steps × 196 spatial patches of
+    2-frame tubelets, from 16 frames spread over the whole clip.
+
+    ## Which files
+
+    MP4/MOV/M4V (`ftyp`), MKV/WebM (EBML), AVI (RIFF AVI), MPEG-PS/TS, FLV, ASF/WMV, Ogg Theora
+    (beats audio's Ogg claim when the stream is video) and more — anything FFmpeg decodes, through
+    PyAV. Animated GIF and WebP count as video when they have **more than one frame** (frames are
+    counted by walking the container's blocks, without decoding); a single-frame GIF stays an
+    [image](image.md).
+
+    ## From file to frames
+
+    - **Sampling**: 16 time points uniformly spaced over the *whole* clip — the centres of 16 equal
+      intervals — and, at each, the frame on screen at that instant. Uniform coverage of the whole
+      clip (rather than the first seconds) is what video-level embeddings need; the first and last
+      frames (often black or a title card) are avoided by taking interval centres.
+    - **Seek and decode**: PyAV seeks to the keyframe before a far-away target and decodes forward
+      from there, keeping only the sampled frames, so a one-hour video costs about as much as a
+      short one and memory does not grow with length. Files without a usable duration are demuxed
+      once (no decoding) to count packets; without timestamps the frame count is the clock.
+    - `--clips K` splits the clip into K equal parts sampled the same way: one encoder row per part,
+      averaged into one vector (more temporal coverage for long videos).
+    - Each frame: short side 224 (bicubic), centre crop, the preset's normalisation — the image
+      path, so a still video looks like its image.
+
+    ## Tokens
+
+    `VideoTubeletTokenizer`: Conv3d(3, D, (2, 16, 16), stride (2, 16, 16)) — each tubelet spans two
+    frames — + CLS + the image's spatial position table repeated over the 8 time steps + a fixed
+    sinusoidal temporal term + pre-LayerNorm. The temporal term is scaled to the RMS of the spatial
+    position table, so it marks time without drowning the (CLIP) positions.
+
+    ## Weights and pooling
+
+    With a CLIP front end the 3-D kernel is **inflated** from the image patch kernel: each of the two
+    time slices gets weight / 2, so a video of a still picture gives exactly that picture's patch
+    embeddings (`init=clip`); otherwise seeded. Pooling is the **mean** of the tokens after the final
+    LayerNorm in both cases: CLIP's CLS was trained to summarise one image, not 1568 tubelets.
+
+    ## Try it
+
+    ```
+    mtx tokenize clip.mp4 -O video.frames=32
+    ```
+    """
+
     name = "video"
     extensions = (".mp4", ".m4v", ".mov", ".qt", ".mkv", ".webm", ".avi", ".flv", ".mpg", ".mpeg",
                   ".m2ts", ".mts", ".wmv", ".asf", ".3gp", ".3g2", ".ogv", ".gif", ".webp")
@@ -476,25 +524,47 @@ class video(Modality):  # noqa: N801 - class name == registry key == module name
     def sniff(self, head: bytes, path: Path) -> Evidence | None:
         fmt = image_format(head)
         if fmt == "GIF":
-            return Evidence(self.name, REFINED, "animated GIF (more than one frame)") \
+            return Evidence(self.name, REFINED, "animated GIF (more than one frame)", "gif") \
                 if gif_frames(path) > 1 else None
         if fmt == "WebP":
             animated = len(head) > 20 and head[12:16] == b"VP8X" and head[20] & 0x02
-            return Evidence(self.name, REFINED, "animated WebP (more than one frame)") \
+            return Evidence(self.name, REFINED, "animated WebP (more than one frame)", "webp") \
                 if animated and webp_frames(path) > 1 else None
         if fmt is not None:
             return None
-        reason, strength = container_kind(head, path)
+        reason, strength, fid = container_kind(head, path)
         if reason:
-            return Evidence(self.name, strength, reason)
+            return Evidence(self.name, strength, reason, fid)
         if path.suffix.lower() in (".gif", ".webp"):
             return None
         return super().sniff(head, path)
 
+    # -- examples ----------------------------------------------------------------------------
+    def synth(self, d: Path, n: int, seconds: float = 2.0, fps: int = 8, size: int = 96) -> list[Path]:
+        """``n`` MPEG-4 clips (``seconds`` at ``fps``, ``size`` px square, a scrolling texture)."""
+        import av
+
+        rng, out = np.random.default_rng(3), []
+        for i in range(n):
+            p = d / f"clip{i:05d}.mp4"
+            with av.open(str(p), "w") as c:
+                s = c.add_stream("mpeg4", rate=fps)
+                s.width = s.height = size
+                s.pix_fmt = "yuv420p"
+                base = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+                for t in range(int(seconds * fps)):
+                    frame = av.VideoFrame.from_ndarray(np.roll(base, 3 * t, axis=1), format="rgb24")
+                    for pkt in s.encode(frame):
+                        c.mux(pkt)
+                for pkt in s.encode():
+                    c.mux(pkt)
+            out.append(p)
+        return out
+
     def load(self, path: Path, cfg: VideoConfig, sniffed: Sniffed | None = None) -> Iterator[Sample]:
-        with open(path, "rb") as f:
-            head = f.read(32)
-        fmt = image_format(head)
+        known = sniffed_or_read(path, sniffed)
+        # Animated GIF/WebP go through Pillow, every other container through FFmpeg.
+        fmt = {"gif": "GIF", "webp": "WebP"}.get(known.format) if known.format else image_format(known.head)
         if fmt in ("GIF", "WebP"):
             arr, meta = _load_animated(path, fmt, cfg)
         else:

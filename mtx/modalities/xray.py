@@ -26,10 +26,11 @@ from ._base import (
     PatchImageModality,
     Sample,
     Sniffed,
+    sniffed_or_read,
 )
 from ._imaging import check_pixels, robust_minmax
 from ._registry import register_modality
-from .image import image_format
+from .image import image_format, image_format_name
 from .infrared import path_hint, read_gray
 
 HINTS = ("xray", "cxr", "chest", "radiograph", "radiography", "mammogram")
@@ -47,6 +48,15 @@ def _decode_error(e: Exception) -> Exception:
         return MissingDependency(f"no decoder for this DICOM's compressed pixel data ({msg}); "
                                  "pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg")
     return DecodeError(f"cannot decode DICOM pixel data: {msg}")
+
+
+def xray_format(head: bytes, path: Path) -> str | None:
+    """'dicom' (DICM magic, or a DICOM extension on bytes no image format claims), an image
+    format id ('png', 'jpeg'...), or None: what ``load`` reads the file as."""
+    fmt = image_format(head)
+    if is_dicom(head) or (fmt is None and path.suffix.lower() in xray.extensions):
+        return "dicom"
+    return fmt.lower() if fmt else None
 
 
 def read_dicom(path: Path) -> tuple[np.ndarray, dict]:
@@ -141,6 +151,42 @@ class XrayConfig(GreyFrameConfig):
 
 @register_modality
 class xray(PatchImageModality):  # noqa: N801 - class name == registry key == module name
+    """Radiographs and CT slices become **197 tokens** at B/16 through the same patch tokenizer as
+    [image](image.md), after the grey levels are put through the DICOM display pipeline so that
+    bright always means dense.
+
+    ## Which files
+
+    - **DICOM**: the magic `DICM` at byte 128 is an exclusive claim. Compressed transfer syntaxes
+      decode through pydicom's plugins (JPEG baseline/lossless, JPEG-LS, JPEG 2000; RLE natively).
+      A `.dcm` without the preamble is only `extension` evidence.
+    - **PNG/JPEG radiographs** with a path hint — `xray` (also `x-ray`, `x_ray`), `cxr`, `chest`,
+      `radiograph`, `radiography`, `mammogram` as a directory or name token (`refined` strength).
+
+    ## From file to pixels
+
+    1. DICOM: read one frame — a multi-frame object gives its **middle** frame, decoded alone (a
+       representative slice without decoding the whole volume). Large elements are read lazily.
+    2. The standard's grey-level pipeline: the modality LUT (rescale slope/intercept → e.g.
+       Hounsfield units), then the VOI LUT or the first window centre/width (the window a
+       radiologist would see), then **MONOCHROME1 inversion**, so that dense tissue is bright in
+       every file whatever the scanner wrote.
+    3. Robust min–max (1st–99th percentile) to [0, 1] — collimator edges and burnt-in labels are
+       extreme values that would otherwise dominate the range.
+    4. Three channels, then the image path (short side 224, centre crop, preset normalisation).
+
+    ## Tokens, weights and pooling
+
+    As [image](image.md): 197 tokens, `init=clip` (CLIP's front end, shared with image and
+    infrared) or `seeded`; CLS pooling with CLIP weights, mean otherwise.
+
+    ## Try it
+
+    ```
+    mtx tokenize ../shared/data/xray/nih_cxr14_00000001_000.png   # a PNG: the xray/ directory is the hint
+    ```
+    """
+
     name = "xray"
     extensions = (".dcm", ".dicom", ".dic")
     summary = "DICOM (incl. JPEG/JPEG-LS/JPEG 2000/RLE), X-ray PNG/JPEG with a path hint"
@@ -149,25 +195,39 @@ class xray(PatchImageModality):  # noqa: N801 - class name == registry key == mo
 
     def sniff(self, head: bytes, path: Path) -> Evidence | None:
         if is_dicom(head):
-            return Evidence(self.name, CLAIM, "DICOM magic 'DICM' at byte 128")
+            return Evidence(self.name, CLAIM, "DICOM magic 'DICM' at byte 128", "dicom")
         fmt = image_format(head)
         if fmt in ("PNG", "JPEG", "TIFF"):
             hint = path_hint(path, HINTS)
             if hint:
-                return Evidence(self.name, REFINED, f"{fmt} with path hint {hint!r}")
+                return Evidence(self.name, REFINED, f"{fmt} with path hint {hint!r}", fmt.lower())
             return None
         if fmt is None and path.suffix.lower() in self.extensions:
-            return Evidence(self.name, EXTENSION, f"extension {path.suffix.lower()} (no DICM preamble)")
+            return Evidence(self.name, EXTENSION, f"extension {path.suffix.lower()} (no DICM preamble)", "dicom")
         return None
 
+    # -- examples ----------------------------------------------------------------------------
+    def synth(self, d: Path, n: int, size: int = 256) -> list[Path]:
+        """``n`` 8-bit grey PNGs under ``xray/`` (the path hint)."""
+        from PIL import Image
+
+        d = d / "xray"
+        d.mkdir(exist_ok=True)
+        rng, out = np.random.default_rng(2), []
+        for i in range(n):
+            a = rng.integers(0, 256, (size // 8, size // 8), dtype=np.uint8)
+            p = d / f"cxr{i:05d}.png"
+            Image.fromarray(a).resize((size, size), Image.BILINEAR).save(p)
+            out.append(p)
+        return out
+
     def load(self, path: Path, cfg: XrayConfig, sniffed: Sniffed | None = None) -> Iterator[Sample]:
-        with open(path, "rb") as f:
-            head = f.read(132)
-        fmt = image_format(head)
-        if is_dicom(head) or (fmt is None and path.suffix.lower() in self.extensions):
+        known = sniffed_or_read(path, sniffed)
+        fid = known.format or xray_format(known.head, path)
+        if fid == "dicom":
             a, meta = read_dicom(path)
-        elif fmt is not None:
-            a, meta = read_gray(path, fmt)
+        elif fid is not None:
+            a, meta = read_gray(path, image_format_name(fid))
             meta["invert"] = False
         else:
             raise DecodeError("neither DICOM nor an image container (PNG, JPEG, TIFF)")
