@@ -65,8 +65,7 @@ class GeneratedData:
         return self._facts[modality]
 
     def path(self, rel: str) -> Path:
-        modality, _, name = rel.partition("/")
-        self._build(modality)
+        self._build(rel.partition("/")[0])
         p = self.root / rel
         assert p.exists(), f"samplegen did not write {rel}"
         return p
@@ -88,9 +87,9 @@ def generated_data(tmp_path_factory) -> GeneratedData:
 
 
 @pytest.fixture(scope="session")
-def samples(real_data, generated_data) -> dict[str, RealData | GeneratedData]:
-    """``samples[source].path("graph/karate.gml")`` for source in :data:`SOURCES`: tests that
-    run on the real files run on their generated look-alikes too."""
+def sample_files(real_data, generated_data) -> dict[str, RealData | GeneratedData]:
+    """``sample_files[source].path("graph/karate.gml")`` for source in :data:`SOURCES`: tests
+    that run on the real files run on their generated look-alikes too."""
     return {"real": real_data, "generated": generated_data}
 
 

@@ -181,15 +181,15 @@ def flir_segments(fff: bytes, nseg: int) -> list[bytes]:
 
 def flir_jpeg(path: Path, fff: bytes, nseg: int = 1, rgb: np.ndarray | None = None, *,
               make: str | None = "FLIR Systems AB", model: str | None = None,
-              xmp: bytes | None = None, swap_first: bool = False) -> Path:
+              xmp: bytes | None = None, swap_first: bool = False, after_soi: bool = False) -> Path:
     """A radiometric JPEG laid out as FLIR cameras write it: SOI, APP0 JFIF, APP1 Exif (Make,
     Model), [APP1 XMP], the FLIR APP1 segments, then the visible picture's tables and scan.
     ``swap_first`` writes the first two FLIR segments out of order (chunk order is in the
-    segment header, not the file order)."""
+    segment header, not the file order); ``after_soi`` puts them before APP0 instead."""
     if rgb is None:
         rgb = gradient_rgb(48, 64)
     jpg = jpeg_bytes(rgb, make, model)
-    at = _after_app_segments(jpg)
+    at = 2 if after_soi else _after_app_segments(jpg)
     segs = flir_segments(fff, nseg)
     if swap_first and nseg > 1:
         segs[0], segs[1] = segs[1], segs[0]

@@ -67,8 +67,8 @@ def karate_edges(path: Path) -> list[tuple[int, int]]:
     ("miserables_nodelink.json", REFINED),
 ])
 @pytest.mark.parametrize("source", SOURCES)
-def test_sniff_sample_files(samples, source, name, strength):
-    dec = sniff(samples[source].path(f"graph/{name}"))
+def test_sniff_sample_files(sample_files, source, name, strength):
+    dec = sniff(sample_files[source].path(f"graph/{name}"))
     assert dec.modality == "graph" and dec.candidates[0].strength == strength
 
 
@@ -86,8 +86,8 @@ def test_sniff_lists_and_pickles(tmp_path):
 
 @pytest.mark.parametrize("name", sorted(GRAPH_COUNTS))
 @pytest.mark.parametrize("source", SOURCES)
-def test_every_sample_graph_embeds(samples, tiny_model, source, name):
-    path = samples[source].path(f"graph/{name}")
+def test_every_sample_graph_embeds(sample_files, tiny_model, source, name):
+    path = sample_files[source].path(f"graph/{name}")
     dec, got, tokens, hidden = run_modality(tiny_model, path)
     (s,) = got
     meta = s.meta
@@ -98,8 +98,8 @@ def test_every_sample_graph_embeds(samples, tiny_model, source, name):
 
 
 @pytest.mark.parametrize("source", SOURCES)
-def test_karate_is_113_tokens_at_b16(samples, b16_model, source):
-    dec, got, tokens, hidden = run_modality(b16_model, samples[source].path("graph/karate.gml"))
+def test_karate_is_113_tokens_at_b16(sample_files, b16_model, source):
+    dec, got, tokens, hidden = run_modality(b16_model, sample_files[source].path("graph/karate.gml"))
     assert tokens.x.shape == (1, 113, 768) and hidden.shape == (1, 113, 768)
     assert got[0].meta["nodes"] == 34 and got[0].meta["edges"] == 78
     assert tokens.pool_mask.sum() == 34 and not tokens.pool_mask[0, 0]  # nodes only, not the graph token
@@ -108,10 +108,10 @@ def test_karate_is_113_tokens_at_b16(samples, b16_model, source):
 
 
 @pytest.mark.parametrize("source", SOURCES)
-def test_pajek_without_vertex_lines(samples, source):
+def test_pajek_without_vertex_lines(sample_files, source):
     import networkx as nx
 
-    path = samples[source].path("graph/karate.net")
+    path = sample_files[source].path("graph/karate.net")
     with pytest.raises(Exception):  # noqa: B017 - why the tolerant reader exists
         nx.read_pajek(path)
     (s,) = load(path)
@@ -124,8 +124,8 @@ def test_pajek_without_vertex_lines(samples, source):
 
 
 @pytest.mark.parametrize("source", SOURCES)
-def test_les_miserables_same_vector_in_three_formats(samples, b16_model, source):
-    graphs = [load(samples[source].path(f"graph/{name}"))[0] for name in MISERABLES]
+def test_les_miserables_same_vector_in_three_formats(sample_files, b16_model, source):
+    graphs = [load(sample_files[source].path(f"graph/{name}"))[0] for name in MISERABLES]
     assert graphs[0].meta["directed_input"] is True and "ignored" in graphs[0].meta["direction"]
     for s in graphs[1:]:
         for key in ("ids", "type", "attr"):
@@ -140,8 +140,8 @@ def test_les_miserables_same_vector_in_three_formats(samples, b16_model, source)
 
 
 @pytest.mark.parametrize("source", SOURCES)
-def test_node_order_and_direction_do_not_matter(samples, source, tmp_path):
-    edges = karate_edges(samples[source].path("graph/karate.gml"))
+def test_node_order_and_direction_do_not_matter(sample_files, source, tmp_path):
+    edges = karate_edges(sample_files[source].path("graph/karate.gml"))
     ref = None
     for seed in range(4):
         rng = random.Random(seed)
@@ -189,8 +189,8 @@ def test_laplacian_ids_sign_and_padding():
 
 
 @pytest.mark.parametrize("source", SOURCES)
-def test_edge_subsample_keeps_all_nodes(samples, source):
-    karate = samples[source].path("graph/karate.gml")
+def test_edge_subsample_keeps_all_nodes(sample_files, source):
+    karate = sample_files[source].path("graph/karate.gml")
     (s,) = load(karate, max_tokens=64)
     assert s.meta["nodes_used"] == 34 and s.meta["edges_used"] == 29 and s.meta["tokens"] == 64
     assert "kept 29 of 78 edges" in s.meta["edge_subsample"]
@@ -211,8 +211,8 @@ def test_node_subsample_above_the_cap(tmp_path):
 
 
 @pytest.mark.parametrize("source", SOURCES)
-def test_padded_batch_equals_alone(samples, tiny_model, source):
-    g = samples[source]
+def test_padded_batch_equals_alone(sample_files, tiny_model, source):
+    g = sample_files[source]
     graphs = [load(g.path(f"graph/{n}"))[0] for n in ("karate.gml", "dolphins.gml", "karate.net")]
     tokens, hidden = encode(tiny_model, graphs)
     assert tokens.pad_mask.shape == (3, 1 + 62 + 159) and tokens.pad_mask[0].sum() == 221 - 112
@@ -226,8 +226,8 @@ def test_padded_batch_equals_alone(samples, tiny_model, source):
 @pytest.mark.xfail(not NODE_POOL_SUPPORTED, strict=True,
                    reason="needs Tokens.pool_mask + encoder.pool support (diff in the helper report)")
 @pytest.mark.parametrize("source", SOURCES)
-def test_encoder_mean_pool_is_over_node_tokens(samples, tiny_model, source):
-    (s,) = load(samples[source].path("graph/karate.gml"))
+def test_encoder_mean_pool_is_over_node_tokens(sample_files, tiny_model, source):
+    (s,) = load(sample_files[source].path("graph/karate.gml"))
     tokens, hidden = encode(tiny_model, [s])
     torch.testing.assert_close(pool(hidden, tokens, "mean"), node_mean(hidden, tokens))
 

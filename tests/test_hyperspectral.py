@@ -48,8 +48,8 @@ MAT_CASES = [(s, n) for s in SOURCES for n in sorted(HSI_MAT)] + [("generated", 
 
 
 @pytest.mark.parametrize("source,name", HSI_CASES)
-def test_every_hyperspectral_sample_sniffs_and_embeds(samples, tiny_model, b16_model, source, name):
-    p = samples[source].path(f"hyperspectral/{name}")
+def test_every_hyperspectral_sample_sniffs_and_embeds(sample_files, tiny_model, b16_model, source, name):
+    p = sample_files[source].path(f"hyperspectral/{name}")
     # B/16 for the 580-band ENVI cube (the acceptance shape), the tiny encoder for the rest.
     model = b16_model if p.suffix == ".hdr" else tiny_model
     dec, got, tokens, hidden = run_modality(model, p)
@@ -60,9 +60,9 @@ def test_every_hyperspectral_sample_sniffs_and_embeds(samples, tiny_model, b16_m
 
 
 @pytest.mark.parametrize("source", SOURCES)
-def test_envi_data_file_is_consumed_with_its_header(samples, source):
-    data = samples[source].path("hyperspectral/corn-kernel-hyperspectral.raw")
-    samples[source].path("hyperspectral/corn-kernel-hyperspectral.hdr")
+def test_envi_data_file_is_consumed_with_its_header(sample_files, source):
+    data = sample_files[source].path("hyperspectral/corn-kernel-hyperspectral.raw")
+    sample_files[source].path("hyperspectral/corn-kernel-hyperspectral.hdr")
     folder = data.parent
     mod = get_modality("hyperspectral")
     companions = {c for p in folder.iterdir() for c in mod.companions(p)}
@@ -75,8 +75,8 @@ def test_envi_data_file_is_consumed_with_its_header(samples, source):
 
 
 @pytest.mark.parametrize("source,name", MAT_CASES)
-def test_mat_cubes_variables_and_wavelengths(samples, source, name):
-    p = samples[source].path(f"hyperspectral/{name}")
+def test_mat_cubes_variables_and_wavelengths(sample_files, source, name):
+    p = sample_files[source].path(f"hyperspectral/{name}")
     variable, dtype, (lo, hi) = HSI_MAT[name.replace("_v73", "")]
     s = _load(p)
     assert s.meta["format"] == ("MATLAB v7.3 (HDF5)" if name == V73 else "MATLAB v5")
@@ -85,20 +85,20 @@ def test_mat_cubes_variables_and_wavelengths(samples, source, name):
     assert s.meta["wavelength_range_nm"] == pytest.approx([lo, hi], abs=0.1)
     assert s.arrays["bands"].shape == (1, TOKENS[name] - 1, 16, 16)
     if source == "generated":
-        want = samples[source].facts(f"hyperspectral/{name}")
+        want = sample_files[source].facts(f"hyperspectral/{name}")
         assert s.meta["shape_hwb"] == list(want["cube"].shape)
         np.testing.assert_allclose(s.arrays["band_pos"][0], want["wavelengths"], rtol=1e-6)
         if name == V73:  # the HDF5 layout reads to the same maps as its v5 twin
-            twin = _load(samples[source].path(f"hyperspectral/{name.replace('_v73', '')}"))
+            twin = _load(sample_files[source].path(f"hyperspectral/{name.replace('_v73', '')}"))
             np.testing.assert_array_equal(s.arrays["bands"], twin.arrays["bands"])
             assert sniff(p).modality == "hyperspectral"
 
 
 @pytest.mark.parametrize("source", SOURCES)
-def test_corn_envi_cube_matches_the_documented_layout_and_regotto_512(samples, source, tmp_path):
-    hdr = samples[source].path("hyperspectral/corn-kernel-hyperspectral.hdr")
-    raw = samples[source].path("hyperspectral/corn-kernel-hyperspectral.raw")
-    h, w = (31, 43) if source == "real" else samples[source].facts("hyperspectral/corn-kernel-hyperspectral.hdr")[
+def test_corn_envi_cube_matches_the_documented_layout_and_regotto_512(sample_files, source, tmp_path):
+    hdr = sample_files[source].path("hyperspectral/corn-kernel-hyperspectral.hdr")
+    raw = sample_files[source].path("hyperspectral/corn-kernel-hyperspectral.raw")
+    h, w = (31, 43) if source == "real" else sample_files[source].facts("hyperspectral/corn-kernel-hyperspectral.hdr")[
         "cube"].shape[:2]
     s = _load(hdr)
     assert s.meta["shape_hwb"] == [h, w, 580] and s.meta["interleave"] == "bil"
@@ -112,7 +112,7 @@ def test_corn_envi_cube_matches_the_documented_layout_and_regotto_512(samples, s
     if source == "real":
         assert int(ref.max()) == 2887
     else:
-        np.testing.assert_array_equal(ref, samples[source].facts("hyperspectral/corn-kernel-hyperspectral.hdr")["cube"])
+        np.testing.assert_array_equal(ref, sample_files[source].facts("hyperspectral/corn-kernel-hyperspectral.hdr")["cube"])
     npy = tmp_path / "hsi" / "corn.npy"
     npy.parent.mkdir()
     np.save(npy, ref)

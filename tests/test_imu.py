@@ -73,11 +73,11 @@ def test_classify_rejects_non_imu_names():
 
 
 @pytest.mark.parametrize("source", SOURCES)
-def test_xio_recording(samples, tiny_model, source):
+def test_xio_recording(sample_files, tiny_model, source):
     """x-io Fusion's export: Time (s), then gyroscope before accelerometer, then magnetometer, at
     ~99.2 Hz (135 s in the real file: 14 windows; 12 s in the look-alike: 2)."""
-    p = samples[source].path("imu/xio_fusion_sensor_data.csv")
-    windows = 14 if source == "real" else samples[source].facts("imu/xio_fusion_sensor_data.csv")["windows"]
+    p = sample_files[source].path("imu/xio_fusion_sensor_data.csv")
+    windows = 14 if source == "real" else sample_files[source].facts("imu/xio_fusion_sensor_data.csv")["windows"]
     dec, got, tokens, hidden = run_modality(tiny_model, p)
     assert dec.modality == "imu"
     assert "Accelerometer X (g), Accelerometer Y (g), Accelerometer Z (g) and gyroscope" in dec.reason

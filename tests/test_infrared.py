@@ -28,9 +28,9 @@ REAL_TIFF = {"shape": (512, 640), "lo": 6743, "hi": 7077}
 INFRARED_FILES = [*sorted(REAL_FLIR), "flir_duo_pro_r_radiometric.tiff"]
 
 
-def flir_case(samples, source: str, name: str) -> tuple[Path, dict]:
+def flir_case(sample_files, source: str, name: str) -> tuple[Path, dict]:
     """A FLIR JPEG of ``source`` and what it holds (``raw``: the exact frame, generated only)."""
-    data = samples[source]
+    data = sample_files[source]
     path = data.path(f"infrared/{name}")
     if source == "generated":
         return path, data.facts(f"infrared/{name}")
@@ -51,9 +51,9 @@ def _raw_record(a: np.ndarray, as_png: bool, order: str = "<") -> bytes:
 
 
 def _flir_jpeg(path: Path, fff: bytes, nseg: int = 1, rgb: np.ndarray | None = None) -> Path:
-    """``fff`` in ``nseg`` FLIR APP1 segments (the first two written out of order when nseg > 2:
-    chunk order comes from the segment header, not from file order)."""
-    return flir_jpeg(path, fff, nseg, rgb, swap_first=nseg > 2)
+    """``fff`` in ``nseg`` FLIR APP1 segments right after SOI (the first two written out of order
+    when nseg > 2: chunk order comes from the segment header, not from file order)."""
+    return flir_jpeg(path, fff, nseg, rgb, swap_first=nseg > 2, after_soi=True)
 
 
 def _thermal(h: int = 40, w: int = 56, seed: int = 0) -> np.ndarray:
@@ -67,8 +67,8 @@ def _thermal(h: int = 40, w: int = 56, seed: int = 0) -> np.ndarray:
 
 @pytest.mark.parametrize("name", sorted(REAL_FLIR))
 @pytest.mark.parametrize("source", SOURCES)
-def test_flir_raw_thermal_frame(samples, source, name):
-    path, want = flir_case(samples, source, name)
+def test_flir_raw_thermal_frame(sample_files, source, name):
+    path, want = flir_case(sample_files, source, name)
     raw, meta = flir_raw(path.read_bytes())
     assert raw is not None and raw.dtype == np.uint16
     assert raw.shape == tuple(want["shape"])
@@ -84,9 +84,9 @@ def test_flir_raw_thermal_frame(samples, source, name):
 
 @pytest.mark.parametrize("name", sorted(REAL_FLIR))
 @pytest.mark.parametrize("source", SOURCES)
-def test_flir_segments_and_fff_byte_order(samples, source, name):
+def test_flir_segments_and_fff_byte_order(sample_files, source, name):
     """DJI writes a little-endian FFF (creator ATAU_RBFO) in 11 segments; FLIR big-endian."""
-    path, want = flir_case(samples, source, name)
+    path, want = flir_case(sample_files, source, name)
     _, meta = flir_raw(path.read_bytes())
     assert meta["fff_byte_order"] == want["byte_order"]
     assert meta["flir_app1_segments"] == want["segments"]
@@ -96,11 +96,11 @@ def test_flir_segments_and_fff_byte_order(samples, source, name):
 
 @pytest.mark.parametrize("name", sorted(REAL_FLIR))
 @pytest.mark.parametrize("source", SOURCES)
-def test_flir_raw_range_is_radiometric(samples, source, name):
+def test_flir_raw_range_is_radiometric(sample_files, source, name):
     """The raw range the loader reports is in sensor counts: through the Planck constants of the
     file's camera-info record (type 32) it gives the scene's temperatures (a byteswapped or
     rescaled frame would not)."""
-    path, want = flir_case(samples, source, name)
+    path, want = flir_case(sample_files, source, name)
     fff, _ = flir_blob(path.read_bytes())
     _, _, recs = fff_records(fff)
     off, length = next((o, n) for t, o, n in recs if t == 32)
@@ -111,10 +111,10 @@ def test_flir_raw_range_is_radiometric(samples, source, name):
 
 
 @pytest.mark.parametrize("source", SOURCES)
-def test_radiometric_lzw_tiff(samples, source):
+def test_radiometric_lzw_tiff(sample_files, source):
     rel = "infrared/flir_duo_pro_r_radiometric.tiff"
-    p = samples[source].path(rel)
-    want = REAL_TIFF if source == "real" else samples[source].facts(rel)
+    p = sample_files[source].path(rel)
+    want = REAL_TIFF if source == "real" else sample_files[source].facts(rel)
     mod = get_modality("infrared")
     s = next(mod.load(p, mod.config()))
     assert s.meta["value_range"] == [float(want["lo"]), float(want["hi"])]
@@ -129,8 +129,8 @@ def test_radiometric_lzw_tiff(samples, source):
 
 @pytest.mark.parametrize("name", INFRARED_FILES)
 @pytest.mark.parametrize("source", SOURCES)
-def test_every_infrared_sample_sniffs_and_embeds(samples, tiny_model, source, name):
-    p = samples[source].path(f"infrared/{name}")
+def test_every_infrared_sample_sniffs_and_embeds(sample_files, tiny_model, source, name):
+    p = sample_files[source].path(f"infrared/{name}")
     dec, got, tokens, hidden = run_modality(tiny_model, p)
     assert dec.modality == "infrared", (p.name, dec.reason)
     px = got[0].arrays["pixels"]
@@ -141,9 +141,9 @@ def test_every_infrared_sample_sniffs_and_embeds(samples, tiny_model, source, na
 
 
 @pytest.mark.parametrize("source", SOURCES)
-def test_flir_jpeg_at_b16(samples, b16_model, source):
+def test_flir_jpeg_at_b16(sample_files, b16_model, source):
     """The shape contract at the real B/16 geometry (one file: the encoder cost is the same for all)."""
-    _, _, tokens, hidden = run_modality(b16_model, samples[source].path("infrared/flir_ax8.jpg"))
+    _, _, tokens, hidden = run_modality(b16_model, sample_files[source].path("infrared/flir_ax8.jpg"))
     assert tokens.x.shape == (1, 197, 768) and hidden.shape == (1, 197, 768)
 
 

@@ -72,8 +72,8 @@ def test_sniff_tables(tmp_path):
 
 
 @pytest.mark.parametrize("source", SOURCES)
-def test_sniff_leaves_graph_json_and_time_series_alone(tmp_path, samples, source):
-    assert sniff(samples[source].path("graph/miserables_nodelink.json")).modality == "graph"
+def test_sniff_leaves_graph_json_and_time_series_alone(tmp_path, sample_files, source):
+    assert sniff(sample_files[source].path("graph/miserables_nodelink.json")).modality == "graph"
     obj = write(tmp_path / "config.json", '{"a": 1}')
     assert get_modality("tabular").sniff(obj.read_bytes(), obj) is None
     # A time column: time_series (REFINED) beats tabular's STRUCTURE reading.

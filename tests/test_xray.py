@@ -81,9 +81,9 @@ def _load(path: Path, **cfg):
 
 
 @pytest.mark.parametrize("source", SOURCES)
-def test_chest_png_sniffs_by_path_hint_and_embeds(samples, b16_model, source):
+def test_chest_png_sniffs_by_path_hint_and_embeds(sample_files, b16_model, source):
     """An 8-bit greyscale PNG (NIH ChestX-ray14, 512x512; the look-alike 256x256) in an xray/ folder."""
-    p = samples[source].path("xray/nih_cxr14_00000001_000.png")
+    p = sample_files[source].path("xray/nih_cxr14_00000001_000.png")
     with Image.open(p) as im:
         assert im.format == "PNG" and im.mode == "L" and min(im.size) > 224
     dec, got, tokens, hidden = run_modality(b16_model, p)
