@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny seeded encoder, sample-data paths, hermetic environment."""
+"""Shared fixtures: a tiny seeded encoder, the real sample files (``MTX_TEST_DATA``, skipped when
+absent) and their generated look-alikes, hermetic environment."""
 from __future__ import annotations
 
 import os
@@ -17,14 +18,87 @@ os.environ.pop("MTX_MODEL", None)
 os.environ["MTX_DTYPE"] = "float32"
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
+SOURCES = ("real", "generated")
+
+
+def real_data_root() -> Path:
+    """Where the real third-party sample files are: ``$MTX_TEST_DATA`` (a relative path is taken
+    from the repository root), by default ``../shared/data`` beside the checkout."""
+    env = os.environ.get("MTX_TEST_DATA", "").strip()
+    p = Path(env).expanduser() if env else Path("..") / "shared" / "data"
+    return (p if p.is_absolute() else ROOT / p).resolve()
+
+
+class RealData:
+    """The real sample files (see their SOURCES.md). A test asks for each file it needs; an absent
+    folder or file skips that test with a one-line reason, nothing else."""
+
+    source = "real"
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def path(self, rel: str) -> Path:
+        if not self.root.is_dir():
+            pytest.skip(f"real sample data not found at {self.root}; set MTX_TEST_DATA")
+        p = self.root / rel
+        if not p.exists():
+            pytest.skip(f"real sample file {rel} not found in {self.root}; set MTX_TEST_DATA")
+        return p
+
+
+class GeneratedData:
+    """Small look-alikes of the real files written by tests/samplegen.py under the same relative
+    names, one modality folder at a time, on first use (once per session)."""
+
+    source = "generated"
+
+    def __init__(self, root: Path):
+        self.root = root
+        self._facts: dict[str, dict[str, dict]] = {}
+
+    def _build(self, modality: str) -> dict[str, dict]:
+        if modality not in self._facts:
+            from samplegen import BUILDERS
+
+            self._facts[modality] = BUILDERS[modality](self.root / modality)
+        return self._facts[modality]
+
+    def path(self, rel: str) -> Path:
+        self._build(rel.partition("/")[0])
+        p = self.root / rel
+        assert p.exists(), f"samplegen did not write {rel}"
+        return p
+
+    def facts(self, rel: str) -> dict:
+        """What the builder put in the file (shapes, ranges, counts)."""
+        modality, _, name = rel.partition("/")
+        return self._build(modality)[name]
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.fail(f"sample data not found at {SHARED_DATA} (../shared/data beside the checkout)")
-    return SHARED_DATA
+def real_data() -> RealData:
+    return RealData(real_data_root())
+
+
+@pytest.fixture(scope="session")
+def generated_data(tmp_path_factory) -> GeneratedData:
+    return GeneratedData(tmp_path_factory.mktemp("generated-samples"))
+
+
+@pytest.fixture(scope="session")
+def sample_files(real_data, generated_data) -> dict[str, RealData | GeneratedData]:
+    """``sample_files[source].path("graph/karate.gml")`` for source in :data:`SOURCES`: tests
+    that run on the real files run on their generated look-alikes too."""
+    return {"real": real_data, "generated": generated_data}
+
+
+@pytest.fixture(scope="session")
+def shared_data(real_data) -> Path:
+    """The real sample folder as a whole (skips when it is absent); prefer ``real_data.path``."""
+    if not real_data.root.is_dir():
+        pytest.skip(f"real sample data not found at {real_data.root}; set MTX_TEST_DATA")
+    return real_data.root
 
 
 @pytest.fixture(scope="session")

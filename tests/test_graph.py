@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_modality
+from conftest import SOURCES, run_modality
 
 from mtx.encoder import pool
 from mtx.errors import DecodeError
@@ -20,6 +20,11 @@ from mtx.modalities.graph import canonical_order, laplacian_ids, read_graph
 from mtx.sniff import sniff
 
 MISERABLES = ["les_miserables.gexf", "miserables.graphml", "miserables_nodelink.json"]
+# Nodes and distinct undirected edges of each real file (SOURCES.md); the generated look-alikes
+# (tests/samplegen.py) have the same counts in the same formats.
+GRAPH_COUNTS = {"karate.gml": (34, 78), "dolphins.gml": (62, 159), "polbooks.gml": (105, 441),
+                "karate.net": (34, 77), "les_miserables.gexf": (77, 254), "quakers.gexf": (119, 174),
+                "miserables.graphml": (77, 254), "miserables_nodelink.json": (77, 254)}
 NODE_POOL_SUPPORTED = any(f.name == "pool_mask" for f in dataclasses.fields(Tokens))
 
 
@@ -47,10 +52,10 @@ def encode(model, samples, **cfg):
     return tokens, model.encode_tokens(tokens)
 
 
-def karate_edges(shared_data: Path) -> list[tuple[int, int]]:
+def karate_edges(path: Path) -> list[tuple[int, int]]:
     import networkx as nx
 
-    return list(nx.read_gml(shared_data / "graph" / "karate.gml", label=None).edges)
+    return list(nx.read_gml(path, label=None).edges)
 
 
 # -- sniffing ----------------------------------------------------------------------------------
@@ -61,8 +66,9 @@ def karate_edges(shared_data: Path) -> list[tuple[int, int]]:
     ("les_miserables.gexf", CLAIM), ("quakers.gexf", CLAIM), ("miserables.graphml", CLAIM),
     ("miserables_nodelink.json", REFINED),
 ])
-def test_sniff_shared_files(shared_data, name, strength):
-    dec = sniff(shared_data / "graph" / name)
+@pytest.mark.parametrize("source", SOURCES)
+def test_sniff_sample_files(sample_files, source, name, strength):
+    dec = sniff(sample_files[source].path(f"graph/{name}"))
     assert dec.modality == "graph" and dec.candidates[0].strength == strength
 
 
@@ -75,34 +81,37 @@ def test_sniff_lists_and_pickles(tmp_path):
     assert sniff(write(tmp_path / "r.json", '[{"nodes": 1}]')).modality == "tabular"
 
 
-# -- every shared file -------------------------------------------------------------------------
+# -- every sample file (real and generated) -----------------------------------------------------
 
 
-def test_every_shared_graph_embeds(shared_data, tiny_model):
-    files = sorted(p for p in (shared_data / "graph").iterdir() if p.suffix != ".md")
-    assert len(files) == 8
-    for path in files:
-        dec, samples, tokens, hidden = run_modality(tiny_model, path)
-        (s,) = samples
-        meta = s.meta
-        assert dec.modality == "graph"
-        assert tokens.x.shape[1] == meta["tokens"] == 1 + meta["nodes_used"] + meta["edges_used"], path.name
-        assert torch.isfinite(hidden).all()
+@pytest.mark.parametrize("name", sorted(GRAPH_COUNTS))
+@pytest.mark.parametrize("source", SOURCES)
+def test_every_sample_graph_embeds(sample_files, tiny_model, source, name):
+    path = sample_files[source].path(f"graph/{name}")
+    dec, got, tokens, hidden = run_modality(tiny_model, path)
+    (s,) = got
+    meta = s.meta
+    assert dec.modality == "graph"
+    assert (meta["nodes"], meta["edges"]) == GRAPH_COUNTS[name]
+    assert tokens.x.shape[1] == meta["tokens"] == 1 + meta["nodes_used"] + meta["edges_used"], path.name
+    assert torch.isfinite(hidden).all()
 
 
-def test_karate_is_113_tokens_at_b16(shared_data, b16_model):
-    dec, samples, tokens, hidden = run_modality(b16_model, shared_data / "graph" / "karate.gml")
+@pytest.mark.parametrize("source", SOURCES)
+def test_karate_is_113_tokens_at_b16(sample_files, b16_model, source):
+    dec, got, tokens, hidden = run_modality(b16_model, sample_files[source].path("graph/karate.gml"))
     assert tokens.x.shape == (1, 113, 768) and hidden.shape == (1, 113, 768)
-    assert samples[0].meta["nodes"] == 34 and samples[0].meta["edges"] == 78
+    assert got[0].meta["nodes"] == 34 and got[0].meta["edges"] == 78
     assert tokens.pool_mask.sum() == 34 and not tokens.pool_mask[0, 0]  # nodes only, not the graph token
     assert not tokens.pad_mask.any()
-    assert get_modality("graph").cost(samples[0]) == 113
+    assert get_modality("graph").cost(got[0]) == 113
 
 
-def test_pajek_without_vertex_lines(shared_data):
+@pytest.mark.parametrize("source", SOURCES)
+def test_pajek_without_vertex_lines(sample_files, source):
     import networkx as nx
 
-    path = shared_data / "graph" / "karate.net"
+    path = sample_files[source].path("graph/karate.net")
     with pytest.raises(Exception):  # noqa: B017 - why the tolerant reader exists
         nx.read_pajek(path)
     (s,) = load(path)
@@ -114,14 +123,15 @@ def test_pajek_without_vertex_lines(shared_data):
 # -- canonical form ----------------------------------------------------------------------------
 
 
-def test_les_miserables_same_vector_in_three_formats(shared_data, b16_model):
-    samples = [load(shared_data / "graph" / name)[0] for name in MISERABLES]
-    assert samples[0].meta["directed_input"] is True and "ignored" in samples[0].meta["direction"]
-    for s in samples[1:]:
+@pytest.mark.parametrize("source", SOURCES)
+def test_les_miserables_same_vector_in_three_formats(sample_files, b16_model, source):
+    graphs = [load(sample_files[source].path(f"graph/{name}"))[0] for name in MISERABLES]
+    assert graphs[0].meta["directed_input"] is True and "ignored" in graphs[0].meta["direction"]
+    for s in graphs[1:]:
         for key in ("ids", "type", "attr"):
-            np.testing.assert_array_equal(s.arrays[key], samples[0].arrays[key])
+            np.testing.assert_array_equal(s.arrays[key], graphs[0].arrays[key])
     vecs = []
-    for s in samples:
+    for s in graphs:
         tokens, hidden = encode(b16_model, [s])
         vecs.append(node_mean(hidden, tokens)[0])
     assert vecs[0].shape == (768,)
@@ -129,8 +139,9 @@ def test_les_miserables_same_vector_in_three_formats(shared_data, b16_model):
         assert (v - vecs[0]).abs().max() <= 1e-5
 
 
-def test_node_order_and_direction_do_not_matter(shared_data, tmp_path):
-    edges = karate_edges(shared_data)
+@pytest.mark.parametrize("source", SOURCES)
+def test_node_order_and_direction_do_not_matter(sample_files, source, tmp_path):
+    edges = karate_edges(sample_files[source].path("graph/karate.gml"))
     ref = None
     for seed in range(4):
         rng = random.Random(seed)
@@ -177,13 +188,15 @@ def test_laplacian_ids_sign_and_padding():
 # -- caps --------------------------------------------------------------------------------------
 
 
-def test_edge_subsample_keeps_all_nodes(shared_data):
-    (s,) = load(shared_data / "graph" / "karate.gml", max_tokens=64)
+@pytest.mark.parametrize("source", SOURCES)
+def test_edge_subsample_keeps_all_nodes(sample_files, source):
+    karate = sample_files[source].path("graph/karate.gml")
+    (s,) = load(karate, max_tokens=64)
     assert s.meta["nodes_used"] == 34 and s.meta["edges_used"] == 29 and s.meta["tokens"] == 64
     assert "kept 29 of 78 edges" in s.meta["edge_subsample"]
-    (again,) = load(shared_data / "graph" / "karate.gml", max_tokens=64)
+    (again,) = load(karate, max_tokens=64)
     np.testing.assert_array_equal(s.arrays["ids"], again.arrays["ids"])  # deterministic
-    full = load(shared_data / "graph" / "karate.gml")[0]
+    full = load(karate)[0]
     np.testing.assert_array_equal(s.arrays["ids"][0, :34], full.arrays["ids"][0, :34])  # same node ids
 
 
@@ -197,13 +210,14 @@ def test_node_subsample_above_the_cap(tmp_path):
 # -- padding and pooling -----------------------------------------------------------------------
 
 
-def test_padded_batch_equals_alone(shared_data, tiny_model):
-    g = shared_data / "graph"
-    samples = [load(g / "karate.gml")[0], load(g / "dolphins.gml")[0], load(g / "karate.net")[0]]
-    tokens, hidden = encode(tiny_model, samples)
+@pytest.mark.parametrize("source", SOURCES)
+def test_padded_batch_equals_alone(sample_files, tiny_model, source):
+    g = sample_files[source]
+    graphs = [load(g.path(f"graph/{n}"))[0] for n in ("karate.gml", "dolphins.gml", "karate.net")]
+    tokens, hidden = encode(tiny_model, graphs)
     assert tokens.pad_mask.shape == (3, 1 + 62 + 159) and tokens.pad_mask[0].sum() == 221 - 112
     batched_nodes, batched_mean = node_mean(hidden, tokens), pool(hidden, tokens, "mean")
-    for i, s in enumerate(samples):
+    for i, s in enumerate(graphs):
         t1, h1 = encode(tiny_model, [s])
         torch.testing.assert_close(node_mean(h1, t1)[0], batched_nodes[i], atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(pool(h1, t1, "mean")[0], batched_mean[i], atol=1e-5, rtol=1e-5)
@@ -211,8 +225,9 @@ def test_padded_batch_equals_alone(shared_data, tiny_model):
 
 @pytest.mark.xfail(not NODE_POOL_SUPPORTED, strict=True,
                    reason="needs Tokens.pool_mask + encoder.pool support (diff in the helper report)")
-def test_encoder_mean_pool_is_over_node_tokens(shared_data, tiny_model):
-    (s,) = load(shared_data / "graph" / "karate.gml")
+@pytest.mark.parametrize("source", SOURCES)
+def test_encoder_mean_pool_is_over_node_tokens(sample_files, tiny_model, source):
+    (s,) = load(sample_files[source].path("graph/karate.gml"))
     tokens, hidden = encode(tiny_model, [s])
     torch.testing.assert_close(pool(hidden, tokens, "mean"), node_mean(hidden, tokens))
 

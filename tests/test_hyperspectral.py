@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_modality
+from conftest import SOURCES, run_modality
+from samplegen import write_envi, write_mat73
 
 from mtx.errors import DecodeError, UnknownModality
 from mtx.modalities import get_modality, list_modalities
@@ -25,82 +26,93 @@ def cube(h: int = 12, w: int = 10, b: int = 20, seed: int = 0, dtype=np.uint16) 
     return a.astype(dtype)
 
 
-def write_envi(path: Path, a: np.ndarray, interleave: str = "bsq", big_endian: bool = False, offset: int = 0,
-               wavelengths=None, units: str | None = "Nanometers", data_ext: str = ".raw") -> Path:
-    """An ENVI header at ``path`` (.hdr) and its data file (same stem + ``data_ext``)."""
-    h, w, b = a.shape
-    code = {np.dtype("uint16"): 12, np.dtype("int16"): 2, np.dtype("float32"): 4, np.dtype("uint8"): 1}[a.dtype]
-    lay = {"bsq": a.transpose(2, 0, 1), "bil": a.transpose(0, 2, 1), "bip": a}[interleave]
-    dt = a.dtype.newbyteorder(">" if big_endian else "<")
-    lines = ["ENVI", "description = {test cube}", f"samples = {w}", f"lines   = {h}", f"bands = {b}",
-             f"header offset = {offset}", "file type = ENVI Standard", f"data type = {code}",
-             f"interleave = {interleave}", f"byte order = {int(big_endian)}"]
-    if wavelengths is not None:
-        if units:
-            lines.append(f"wavelength units = {units}")
-        lines.append("wavelength = {\n " + ",\n ".join(f"{v:.6f}" for v in wavelengths) + "}")
-    path.write_text("\n".join(lines) + "\n")
-    data = path.with_suffix(data_ext) if data_ext else path.with_suffix("")
-    data.write_bytes(b"\x00" * offset + np.ascontiguousarray(lay).astype(dt).tobytes())
-    return path
-
-
-def write_mat73(path: Path, variables: dict[str, np.ndarray]) -> Path:
-    """A MATLAB v7.3 file: HDF5 with a 512-byte user block, arrays stored transposed."""
-    import h5py
-
-    with h5py.File(path, "w", userblock_size=512) as f:
-        for k, v in variables.items():
-            f.create_dataset(k, data=np.ascontiguousarray(v.T))
-    with open(path, "r+b") as f:
-        f.write(b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: test HDF5 schema 1.00 .".ljust(116))
-    return path
-
-
 def _load(path: Path, **cfg):
     mod = get_modality("hyperspectral")
     return next(mod.load(path, mod.config(**cfg)))
 
 
-# -- shared samples -------------------------------------------------------------------------------
+# -- the real samples and their generated look-alikes ------------------------------------------
+
+# Tokens per file (bands + 1; the 580-band ENVI cube is averaged into 512 bands): the same for
+# the real files and the look-alikes, which keep the band counts and shrink the pixels.
+HSI_TOKENS = {"a_hsi_img_for_VI_demo.mat": 225, "an_hsi_image_sub_for_demo.mat": 73,
+              "an_hsi_img_for_tgt_det_demo.mat": 73, "corn-kernel-hyperspectral.hdr": 513}
+# MATLAB files: the cube variable, its dtype, and the wavelength range (nm) of `wavelengths`.
+HSI_MAT = {"a_hsi_img_for_VI_demo.mat": ("hsi_img", "int16", (365.9, 2496.2)),
+           "an_hsi_image_sub_for_demo.mat": ("hsi_img_sub", "float32", (367.7, 1043.4)),
+           "an_hsi_img_for_tgt_det_demo.mat": ("hsi_sub", "float32", (367.7, 1043.4))}
+V73 = "an_hsi_img_for_tgt_det_demo_v73.mat"  # generated only: no real v7.3 file is in the data
+TOKENS = {**HSI_TOKENS, V73: 73}
+HSI_CASES = [(s, n) for s in SOURCES for n in sorted(HSI_TOKENS)] + [("generated", V73)]
+MAT_CASES = [(s, n) for s in SOURCES for n in sorted(HSI_MAT)] + [("generated", V73)]
 
 
-def test_every_shared_hyperspectral_file_sniffs_and_embeds(shared_data, tiny_model, b16_model):
-    folder = shared_data / "hyperspectral"
+@pytest.mark.parametrize("source,name", HSI_CASES)
+def test_every_hyperspectral_sample_sniffs_and_embeds(sample_files, tiny_model, b16_model, source, name):
+    p = sample_files[source].path(f"hyperspectral/{name}")
+    # B/16 for the 580-band ENVI cube (the acceptance shape), the tiny encoder for the rest.
+    model = b16_model if p.suffix == ".hdr" else tiny_model
+    dec, got, tokens, hidden = run_modality(model, p)
+    assert dec.modality == "hyperspectral", (p.name, dec.reason)
+    assert tokens.x.shape == (1, TOKENS[name], model.spec.dim), p.name
+    assert hidden.shape == tokens.x.shape and bool(hidden.isfinite().all())
+    assert got[0].meta["band_positions"] == "wavelength_nm"
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_envi_data_file_is_consumed_with_its_header(sample_files, source):
+    data = sample_files[source].path("hyperspectral/corn-kernel-hyperspectral.raw")
+    sample_files[source].path("hyperspectral/corn-kernel-hyperspectral.hdr")
+    folder = data.parent
     mod = get_modality("hyperspectral")
     companions = {c for p in folder.iterdir() for c in mod.companions(p)}
-    assert companions == {folder / "corn-kernel-hyperspectral.raw"}
-    expected = {"a_hsi_img_for_VI_demo.mat": 225, "an_hsi_image_sub_for_demo.mat": 73,
-                "an_hsi_img_for_tgt_det_demo.mat": 73, "corn-kernel-hyperspectral.hdr": 513}
-    for p in sorted(folder.iterdir()):
-        if p in companions:
-            # The data file of the pair is consumed with its header; nobody claims it alone.
-            head = read_head(p)
-            assert all(m.sniff(head, p) is None for m in list_modalities())
-            with pytest.raises(UnknownModality):
-                sniff(p)
-            continue
-        # B/16 for the 580-band ENVI cube (the acceptance shape), the tiny encoder for the rest.
-        model = b16_model if p.suffix == ".hdr" else tiny_model
-        dec, samples, tokens, hidden = run_modality(model, p)
-        assert dec.modality == "hyperspectral", (p.name, dec.reason)
-        assert tokens.x.shape == (1, expected[p.name], model.spec.dim), p.name
-        assert hidden.shape == tokens.x.shape and bool(hidden.isfinite().all())
-        assert samples[0].meta["band_positions"] == "wavelength_nm"
+    assert companions == {data}
+    # The data file of the pair is consumed with its header; nobody claims it alone.
+    head = read_head(data)
+    assert all(m.sniff(head, data) is None for m in list_modalities())
+    with pytest.raises(UnknownModality):
+        sniff(data)
 
 
-def test_corn_envi_cube_matches_the_documented_layout_and_resamples_to_512(shared_data, tmp_path):
-    hdr = shared_data / "hyperspectral" / "corn-kernel-hyperspectral.hdr"
+@pytest.mark.parametrize("source,name", MAT_CASES)
+def test_mat_cubes_variables_and_wavelengths(sample_files, source, name):
+    p = sample_files[source].path(f"hyperspectral/{name}")
+    variable, dtype, (lo, hi) = HSI_MAT[name.replace("_v73", "")]
+    s = _load(p)
+    assert s.meta["format"] == ("MATLAB v7.3 (HDF5)" if name == V73 else "MATLAB v5")
+    assert s.meta["variable"] == variable and s.meta["dtype"] == dtype
+    assert s.meta["wavelengths_from"] == "wavelengths"
+    assert s.meta["wavelength_range_nm"] == pytest.approx([lo, hi], abs=0.1)
+    assert s.arrays["bands"].shape == (1, TOKENS[name] - 1, 16, 16)
+    if source == "generated":
+        want = sample_files[source].facts(f"hyperspectral/{name}")
+        assert s.meta["shape_hwb"] == list(want["cube"].shape)
+        np.testing.assert_allclose(s.arrays["band_pos"][0], want["wavelengths"], rtol=1e-6)
+        if name == V73:  # the HDF5 layout reads to the same maps as its v5 twin
+            twin = _load(sample_files[source].path(f"hyperspectral/{name.replace('_v73', '')}"))
+            np.testing.assert_array_equal(s.arrays["bands"], twin.arrays["bands"])
+            assert sniff(p).modality == "hyperspectral"
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_corn_envi_cube_matches_the_documented_layout_and_regotto_512(sample_files, source, tmp_path):
+    hdr = sample_files[source].path("hyperspectral/corn-kernel-hyperspectral.hdr")
+    raw = sample_files[source].path("hyperspectral/corn-kernel-hyperspectral.raw")
+    h, w = (31, 43) if source == "real" else sample_files[source].facts("hyperspectral/corn-kernel-hyperspectral.hdr")[
+        "cube"].shape[:2]
     s = _load(hdr)
-    assert s.meta["shape_hwb"] == [31, 43, 580] and s.meta["interleave"] == "bil"
-    assert s.meta["byte_order_from"] == "default (little)"
+    assert s.meta["shape_hwb"] == [h, w, 580] and s.meta["interleave"] == "bil"
+    assert s.meta["byte_order_from"] == "default (little)" and s.meta["header_offset"] == 0
     assert "580 bands averaged into 512" in s.meta["spectral_resampling"]
     assert s.arrays["bands"].shape == (1, 512, 16, 16)
     lo, hi = s.meta["wavelength_range_nm"]
     assert 366 < lo < 368 and 1047 < hi < 1049.5
     # The same cube read the way SOURCES.md documents it, through the NPY path: same band maps.
-    ref = np.fromfile(hdr.with_suffix(".raw"), dtype="<u2").reshape(31, 580, 43).transpose(0, 2, 1)
-    assert int(ref.max()) == 2887
+    ref = np.fromfile(raw, dtype="<u2").reshape(h, 580, w).transpose(0, 2, 1)
+    if source == "real":
+        assert int(ref.max()) == 2887
+    else:
+        np.testing.assert_array_equal(ref, sample_files[source].facts("hyperspectral/corn-kernel-hyperspectral.hdr")["cube"])
     npy = tmp_path / "hsi" / "corn.npy"
     npy.parent.mkdir()
     np.save(npy, ref)

@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_modality
+from conftest import SOURCES, run_modality
+from samplegen import SENSORLOG_HEADER, XIO_HEADER
 
 from mtx.encoder import pool
 from mtx.errors import DecodeError
@@ -71,17 +72,39 @@ def test_classify_rejects_non_imu_names():
     assert classify("userAccelerationZ") == ("acc", "z")
 
 
-def test_real_xio_recording(shared_data, tiny_model):
-    p = shared_data / "imu" / "xio_fusion_sensor_data.csv"
-    dec, samples, tokens, hidden = run_modality(tiny_model, p)
+@pytest.mark.parametrize("source", SOURCES)
+def test_xio_recording(sample_files, tiny_model, source):
+    """x-io Fusion's export: Time (s), then gyroscope before accelerometer, then magnetometer, at
+    ~99.2 Hz (135 s in the real file: 14 windows; 12 s in the look-alike: 2)."""
+    p = sample_files[source].path("imu/xio_fusion_sensor_data.csv")
+    windows = 14 if source == "real" else sample_files[source].facts("imu/xio_fusion_sensor_data.csv")["windows"]
+    dec, got, tokens, hidden = run_modality(tiny_model, p)
     assert dec.modality == "imu"
     assert "Accelerometer X (g), Accelerometer Y (g), Accelerometer Z (g) and gyroscope" in dec.reason
     assert any(c.modality == "time_series" for c in dec.candidates)  # beaten, not absent
-    s = samples[0]
+    s = got[0]
+    assert s.meta["channels"] == XIO_HEADER[4:7] + XIO_HEADER[1:4] and s.meta["time_column"] == "Time (s)"
     assert s.meta["time_unit"].startswith("s") and abs(s.meta["measured_rate_hz"] - 99.2) < 0.5
-    assert s.arrays["imu"].shape == (14, 6, 2000) and "magnetometer" in s.meta
+    assert s.arrays["imu"].shape == (windows, 6, 2000) and "magnetometer" in s.meta
     v = pool(hidden, tokens, "mean").mean(0)
     assert v.shape == (64,) and torch.isfinite(v).all()
+
+
+def test_sensorlog_phone_export(generated_data, tiny_model):
+    """An iOS SensorLog export (generated; no real phone recording is in the shared data): a text
+    logging time that is no datetime format, per-sensor 'since reboot' stamps, G and rad/s units,
+    magnetometer and label columns."""
+    p = generated_data.path("imu/sensorlog_iphone.csv")
+    want = generated_data.facts("imu/sensorlog_iphone.csv")
+    dec, got, tokens, hidden = run_modality(tiny_model, p)
+    assert dec.modality == "imu" and "accelerometerAccelerationX(G)" in dec.reason and "gyroscope" in dec.reason
+    s = got[0]
+    assert s.meta["channels"] == SENSORLOG_HEADER[4:7] + SENSORLOG_HEADER[8:11]
+    assert s.meta["time_column"] == "accelerometerTimestamp_sinceReboot(s)"
+    assert abs(s.meta["measured_rate_hz"] - want["rate"]) < 0.1 and "repairs" not in s.meta
+    n = want["windows"]
+    assert s.arrays["imu"].shape == (n, 6, 2000) and tokens.x.shape == (n, 251, 64)
+    assert torch.isfinite(hidden).all()
 
 
 def test_window_is_251_tokens_at_b16(tmp_path, b16_model):

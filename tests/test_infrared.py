@@ -1,78 +1,59 @@
 """infrared: FLIR radiometric JPEGs (raw thermal records), 16-bit thermal frames, sniffing."""
 from __future__ import annotations
 
-import io
 import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_modality
+from conftest import SOURCES, run_modality
 from PIL import Image
+from samplegen import fff_blob, flir_jpeg, planck_celsius, raw_record, read_planck
 
 from mtx.errors import DecodeError
 from mtx.modalities import get_modality
-from mtx.modalities.infrared import flir_raw, path_hint
+from mtx.modalities.infrared import fff_records, flir_blob, flir_raw, path_hint
 from mtx.sniff import sniff
 
-# Raw thermal frames of the shared FLIR JPEGs: (rows, cols), min, max, storage (SOURCES.md).
-FLIR_SAMPLES = {
-    "flir_ax8.jpg": ((60, 80), 16711, 16876, "png"),
-    "flir_example.jpg": ((320, 240), 12501, 20042, "png"),
-    "dji_zenmuse_xtr.jpg": ((512, 640), 3051, 4630, "raw"),
-    "flir_t630sc.jpg": ((480, 640), 13084, 13783, "png"),
+# The real FLIR JPEGs (SOURCES.md): raw frame (rows, cols), min, max, storage, FLIR APP1 segments,
+# FFF byte order, and the black-body temperatures (deg C) of min and max through the file's own
+# Planck constants. The generated look-alikes (tests/samplegen.py) report the same facts.
+REAL_FLIR = {
+    "flir_ax8.jpg": ((60, 80), 16711, 16876, "png", 1, "big", (24.11, 25.16)),
+    "flir_example.jpg": ((320, 240), 12501, 20042, "png", 2, "big", (25.61, 60.22)),
+    "dji_zenmuse_xtr.jpg": ((512, 640), 3051, 4630, "raw", 11, "little", (18.58, 48.74)),
+    "flir_t630sc.jpg": ((480, 640), 13084, 13783, "png", 13, "big", (19.41, 24.03)),
 }
+REAL_TIFF = {"shape": (512, 640), "lo": 6743, "hi": 7077}
+INFRARED_FILES = [*sorted(REAL_FLIR), "flir_duo_pro_r_radiometric.tiff"]
+
+
+def flir_case(sample_files, source: str, name: str) -> tuple[Path, dict]:
+    """A FLIR JPEG of ``source`` and what it holds (``raw``: the exact frame, generated only)."""
+    data = sample_files[source]
+    path = data.path(f"infrared/{name}")
+    if source == "generated":
+        return path, data.facts(f"infrared/{name}")
+    shape, lo, hi, storage, nseg, order, temps = REAL_FLIR[name]
+    return path, dict(shape=shape, lo=lo, hi=hi, storage=storage, segments=nseg, byte_order=order,
+                      temp_range=temps, raw=None)
 
 
 # -- fixture builders ---------------------------------------------------------------------------
 
 
-def _jpeg_bytes(rgb: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, "JPEG", quality=90)
-    return buf.getvalue()
-
-
 def _fff(records: list[tuple[int, bytes]], order: str = ">") -> bytes:
-    """An FFF blob: 64-byte header, a 32-byte-entry directory, then the records."""
-    dir_off, n = 64, len(records)
-    body_off = dir_off + 32 * n
-    entries, bodies, off = b"", b"", body_off
-    for idx, (rtype, data) in enumerate(records, 1):
-        entries += struct.pack(order + "HHIIII", rtype, 1, 100, idx, off, len(data)) + b"\x00" * 12
-        bodies += data
-        off += len(data)
-    header = b"FFF\x00" + b"mtxtest".ljust(16, b"\x00") + struct.pack(order + "III", 100, dir_off, n)
-    return header.ljust(64, b"\x00") + entries + bodies
+    return fff_blob([(rtype, 1, data) for rtype, data in records], order)
 
 
-def _raw_record(a: np.ndarray, as_png: bool) -> bytes:
-    h, w = a.shape
-    head = struct.pack("<HHH", 2, w, h).ljust(32, b"\x00")
-    if as_png:
-        buf = io.BytesIO()
-        # FLIR stores the PNG's 16-bit samples little-endian: byteswap before a standard encoder.
-        Image.fromarray(a.astype(np.uint16).byteswap()).save(buf, "PNG")
-        return head + buf.getvalue()
-    return head + a.astype("<u2").tobytes()
+def _raw_record(a: np.ndarray, as_png: bool, order: str = "<") -> bytes:
+    return raw_record(a, "png" if as_png else "raw", order)
 
 
 def _flir_jpeg(path: Path, fff: bytes, nseg: int = 1, rgb: np.ndarray | None = None) -> Path:
-    """A JPEG carrying ``fff`` in ``nseg`` FLIR APP1 segments right after SOI (written shuffled:
-    chunk order comes from the segment header, not from file order)."""
-    if rgb is None:
-        rgb = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
-    jpg = _jpeg_bytes(rgb)
-    size = -(-len(fff) // nseg)
-    parts = [fff[i * size:(i + 1) * size] for i in range(nseg)]
-    segs = []
-    for i, p in enumerate(parts):
-        payload = b"FLIR\x00\x01" + bytes([i, nseg - 1]) + p
-        segs.append(b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload)
-    if nseg > 2:
-        segs[0], segs[1] = segs[1], segs[0]
-    path.write_bytes(jpg[:2] + b"".join(segs) + jpg[2:])
-    return path
+    """``fff`` in ``nseg`` FLIR APP1 segments right after SOI (the first two written out of order
+    when nseg > 2: chunk order comes from the segment header, not from file order)."""
+    return flir_jpeg(path, fff, nseg, rgb, swap_first=nseg > 2, after_soi=True)
 
 
 def _thermal(h: int = 40, w: int = 56, seed: int = 0) -> np.ndarray:
@@ -81,67 +62,109 @@ def _thermal(h: int = 40, w: int = 56, seed: int = 0) -> np.ndarray:
     return (7000 + 300 * np.sin(xx / 7.0) + 200 * np.cos(yy / 5.0) + rng.integers(0, 20, (h, w))).astype(np.uint16)
 
 
-# -- the shared FLIR samples --------------------------------------------------------------------
+# -- the real FLIR samples and their generated look-alikes -------------------------------------
 
 
-@pytest.mark.parametrize("name", sorted(FLIR_SAMPLES))
-def test_flir_raw_thermal_matches_sources(shared_data, name):
-    shape, lo, hi, storage = FLIR_SAMPLES[name]
-    raw, meta = flir_raw((shared_data / "infrared" / name).read_bytes())
+@pytest.mark.parametrize("name", sorted(REAL_FLIR))
+@pytest.mark.parametrize("source", SOURCES)
+def test_flir_raw_thermal_frame(sample_files, source, name):
+    path, want = flir_case(sample_files, source, name)
+    raw, meta = flir_raw(path.read_bytes())
     assert raw is not None and raw.dtype == np.uint16
-    assert raw.shape == shape
-    assert (int(raw.min()), int(raw.max())) == (lo, hi)
-    assert meta["raw_encoding"].startswith(storage)
-    sample = next(get_modality("infrared").load(shared_data / "infrared" / name, get_modality("infrared").config()))
+    assert raw.shape == tuple(want["shape"])
+    assert (int(raw.min()), int(raw.max())) == (want["lo"], want["hi"])
+    assert meta["raw_encoding"].startswith(want["storage"])
+    if want["raw"] is not None:
+        np.testing.assert_array_equal(raw, want["raw"])
+    mod = get_modality("infrared")
+    sample = next(mod.load(path, mod.config()))
     assert sample.meta["thermal_source"] == "raw"
-    assert sample.meta["raw_range"] == [lo, hi]
+    assert sample.meta["raw_range"] == [want["lo"], want["hi"]]
 
 
-def test_dji_fff_is_little_endian(shared_data):
-    _, meta = flir_raw((shared_data / "infrared" / "dji_zenmuse_xtr.jpg").read_bytes())
-    assert meta["fff_byte_order"] == "little" and meta["flir_app1_segments"] == 11
-    _, meta = flir_raw((shared_data / "infrared" / "flir_ax8.jpg").read_bytes())
-    assert meta["fff_byte_order"] == "big"
+@pytest.mark.parametrize("name", sorted(REAL_FLIR))
+@pytest.mark.parametrize("source", SOURCES)
+def test_flir_segments_and_fff_byte_order(sample_files, source, name):
+    """DJI writes a little-endian FFF (creator ATAU_RBFO) in 11 segments; FLIR big-endian."""
+    path, want = flir_case(sample_files, source, name)
+    _, meta = flir_raw(path.read_bytes())
+    assert meta["fff_byte_order"] == want["byte_order"]
+    assert meta["flir_app1_segments"] == want["segments"]
+    assert (meta["fff_creator"] == "ATAU_RBFO") == name.startswith("dji")
+    assert 1 in meta["fff_records"] and 32 in meta["fff_records"]
 
 
-def test_radiometric_lzw_tiff(shared_data):
-    p = shared_data / "infrared" / "flir_duo_pro_r_radiometric.tiff"
+@pytest.mark.parametrize("name", sorted(REAL_FLIR))
+@pytest.mark.parametrize("source", SOURCES)
+def test_flir_raw_range_is_radiometric(sample_files, source, name):
+    """The raw range the loader reports is in sensor counts: through the Planck constants of the
+    file's camera-info record (type 32) it gives the scene's temperatures (a byteswapped or
+    rescaled frame would not)."""
+    path, want = flir_case(sample_files, source, name)
+    fff, _ = flir_blob(path.read_bytes())
+    _, _, recs = fff_records(fff)
+    off, length = next((o, n) for t, o, n in recs if t == 32)
+    planck = read_planck(fff[off:off + length])
+    mod = get_modality("infrared")
+    lo, hi = next(mod.load(path, mod.config())).meta["raw_range"]
+    np.testing.assert_allclose(planck_celsius([lo, hi], planck), want["temp_range"], atol=0.02)
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_radiometric_lzw_tiff(sample_files, source):
+    rel = "infrared/flir_duo_pro_r_radiometric.tiff"
+    p = sample_files[source].path(rel)
+    want = REAL_TIFF if source == "real" else sample_files[source].facts(rel)
     mod = get_modality("infrared")
     s = next(mod.load(p, mod.config()))
-    assert s.meta["value_range"] == [6743.0, 7077.0]
-    assert s.meta["shape"] == [512, 640] and s.meta["compression"] == "LZW"
+    assert s.meta["value_range"] == [float(want["lo"]), float(want["hi"])]
+    assert s.meta["shape"] == list(want["shape"]) and s.meta["compression"] == "LZW"
     assert s.meta["thermal_source"] == "frame"
+    import tifffile
+
+    with tifffile.TiffFile(p) as tf:  # the format facts that make it the hard case
+        page = tf.pages[0]
+        assert page.predictor == 2 and page.bitspersample == 16 and page.dtype == np.uint16
 
 
-def test_every_shared_infrared_file_sniffs_and_embeds(shared_data, tiny_model, b16_model):
-    files = sorted((shared_data / "infrared").iterdir())
-    assert len(files) == 5
-    for p in files:
-        dec, samples, tokens, hidden = run_modality(tiny_model, p)
-        assert dec.modality == "infrared", (p.name, dec.reason)
-        px = samples[0].arrays["pixels"]
-        assert px.shape == (1, 3, 224, 224) and px.dtype == np.float32
-        assert 0.0 <= px.min() and px.max() <= 1.0 and px.max() > 0.5
-        assert tokens.x.shape == (1, 197, 64) and tokens.pad_mask is None
-        assert bool(hidden.isfinite().all())
-    # The shape contract at the real B/16 geometry (one file: the encoder cost is the same for all).
-    _, _, tokens, hidden = run_modality(b16_model, shared_data / "infrared" / "flir_ax8.jpg")
+@pytest.mark.parametrize("name", INFRARED_FILES)
+@pytest.mark.parametrize("source", SOURCES)
+def test_every_infrared_sample_sniffs_and_embeds(sample_files, tiny_model, source, name):
+    p = sample_files[source].path(f"infrared/{name}")
+    dec, got, tokens, hidden = run_modality(tiny_model, p)
+    assert dec.modality == "infrared", (p.name, dec.reason)
+    px = got[0].arrays["pixels"]
+    assert px.shape == (1, 3, 224, 224) and px.dtype == np.float32
+    assert 0.0 <= px.min() and px.max() <= 1.0 and px.max() > 0.5
+    assert tokens.x.shape == (1, 197, 64) and tokens.pad_mask is None
+    assert bool(hidden.isfinite().all())
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_flir_jpeg_at_b16(sample_files, b16_model, source):
+    """The shape contract at the real B/16 geometry (one file: the encoder cost is the same for all)."""
+    _, _, tokens, hidden = run_modality(b16_model, sample_files[source].path("infrared/flir_ax8.jpg"))
     assert tokens.x.shape == (1, 197, 768) and hidden.shape == (1, 197, 768)
 
 
 # -- synthetic FLIR files -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("order,as_png,nseg", [(">", True, 1), ("<", False, 3), (">", False, 2), ("<", True, 4)])
-def test_synthetic_flir_record_layouts(tmp_path, order, as_png, nseg):
+@pytest.mark.parametrize("order,as_png,nseg,rec_order", [(">", True, 1, "<"), ("<", False, 3, "<"), (">", False, 2, "<"),
+                                                     ("<", True, 4, "<"), (">", False, 2, ">"), ("<", False, 3, ">")])
+def test_synthetic_flir_record_layouts(tmp_path, order, as_png, nseg, rec_order):
+    """FFF directory in either byte order; the raw record's own byte-order word decides how bare
+    uint16 samples are read (both orders), PNG samples are byteswapped."""
     a = _thermal()
-    fff = _fff([(32, b"\x00" * 100), (1, _raw_record(a, as_png)), (14, b"visual")], order)
+    fff = _fff([(32, b"\x00" * 100), (1, _raw_record(a, as_png, rec_order)), (14, b"visual")], order)
     p = _flir_jpeg(tmp_path / "cam.jpg", fff, nseg)
     assert sniff(p).modality == "infrared"
     raw, meta = flir_raw(p.read_bytes())
     np.testing.assert_array_equal(raw, a)
     assert meta["flir_app1_segments"] == nseg
     assert meta["fff_byte_order"] == ("big" if order == ">" else "little")
+    if not as_png:
+        assert meta["raw_encoding"] == f"raw uint16 {'big' if rec_order == '>' else 'little'}-endian"
 
 
 def test_flir_without_raw_record_falls_back_to_rendered(tmp_path):

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_modality
+from conftest import SOURCES, run_modality
 
 from mtx.encoder import pool
 from mtx.errors import DecodeError
@@ -71,8 +71,9 @@ def test_sniff_tables(tmp_path):
         assert why in dec.reason
 
 
-def test_sniff_leaves_graph_json_and_time_series_alone(tmp_path, shared_data):
-    assert sniff(shared_data / "graph" / "miserables_nodelink.json").modality == "graph"
+@pytest.mark.parametrize("source", SOURCES)
+def test_sniff_leaves_graph_json_and_time_series_alone(tmp_path, sample_files, source):
+    assert sniff(sample_files[source].path("graph/miserables_nodelink.json")).modality == "graph"
     obj = write(tmp_path / "config.json", '{"a": 1}')
     assert get_modality("tabular").sniff(obj.read_bytes(), obj) is None
     # A time column: time_series (REFINED) beats tabular's STRUCTURE reading.

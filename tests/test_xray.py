@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_modality
+from conftest import SOURCES, run_modality
 from PIL import Image
 
 from mtx.errors import DecodeError
@@ -77,19 +77,21 @@ def _load(path: Path, **cfg):
     return next(mod.load(path, mod.config(**cfg)))
 
 
-# -- the shared sample ------------------------------------------------------------------------
+# -- the real sample and its generated look-alike ----------------------------------------------
 
 
-def test_every_shared_xray_file_sniffs_and_embeds(shared_data, b16_model):
-    files = sorted((shared_data / "xray").iterdir())
-    assert files
-    for p in files:
-        dec, samples, tokens, hidden = run_modality(b16_model, p)
-        assert dec.modality == "xray", dec.reason
-        assert "path hint" in dec.reason
-        assert samples[0].arrays["pixels"].shape == (1, 3, 224, 224)
-        assert tokens.x.shape == (1, 197, 768)
-        assert hidden.shape == (1, 197, 768) and bool(hidden.isfinite().all())
+@pytest.mark.parametrize("source", SOURCES)
+def test_chest_png_sniffs_by_path_hint_and_embeds(sample_files, b16_model, source):
+    """An 8-bit greyscale PNG (NIH ChestX-ray14, 512x512; the look-alike 256x256) in an xray/ folder."""
+    p = sample_files[source].path("xray/nih_cxr14_00000001_000.png")
+    with Image.open(p) as im:
+        assert im.format == "PNG" and im.mode == "L" and min(im.size) > 224
+    dec, got, tokens, hidden = run_modality(b16_model, p)
+    assert dec.modality == "xray", dec.reason
+    assert "path hint" in dec.reason
+    assert got[0].arrays["pixels"].shape == (1, 3, 224, 224)
+    assert tokens.x.shape == (1, 197, 768)
+    assert hidden.shape == (1, 197, 768) and bool(hidden.isfinite().all())
 
 
 # -- DICOM --------------------------------------------------------------------------------------
