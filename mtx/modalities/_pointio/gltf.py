@@ -13,7 +13,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from ...errors import DecodeError
-from .base import MAX_MESH_TRIANGLES, MAX_MESH_VERTICES
+from . import base
 
 MAX_JSON = 64 << 20
 _COMPONENT = {5120: 1, 5121: 1, 5122: 2, 5123: 2, 5125: 4, 5126: 4}
@@ -99,9 +99,9 @@ def check_document(doc: dict, path: Path, bin_len: int) -> dict:
             n = _int(pos, "count") if pos else 0
             verts += n
             tris += (_int(ind, "count") if ind else n) // 3
-    if verts > MAX_MESH_VERTICES or tris > MAX_MESH_TRIANGLES:
+    if verts > base.MAX_MESH_VERTICES or tris > base.MAX_MESH_TRIANGLES:
         raise DecodeError(f"glTF mesh with {verts:,} vertices / {tris:,} triangles is above the "
-                          f"{MAX_MESH_VERTICES:,} / {MAX_MESH_TRIANGLES:,} read into memory")
+                          f"{base.MAX_MESH_VERTICES:,} / {base.MAX_MESH_TRIANGLES:,} read into memory")
     return {"declared_vertices": verts, "declared_triangles": tris}
 
 

@@ -14,8 +14,8 @@ import numpy as np
 from ...errors import DecodeError
 from .base import (
     CHUNK,
-    MAX_MESH_TRIANGLES,
     Mesh,
+    MeshTooLarge,
     Reader,
     TextView,
     Triangles,
@@ -84,6 +84,9 @@ class OffReader(Reader):
         yield from self._vertices(self._body()[2], chunk)
 
     def mesh(self) -> Mesh:
+        if self.size < 6 * self.n_vertices + 2 * self.n_faces:  # "0\n" per face at least
+            raise DecodeError(f"truncated OFF: the header declares {self.n_faces:,} faces, the file has "
+                              f"{self.size:,} bytes")
         check_vertices(self.n_vertices, "OFF mesh")
         check_triangles(self.n_faces, "OFF mesh")
         lines = self._body()[2]
@@ -218,16 +221,19 @@ class StlReader(Reader):
         return _merge(np.concatenate(blocks) if blocks else np.empty((0, 3, 3)))
 
     def points(self) -> Iterator[np.ndarray]:
-        blocks, n = [], 0
+        blocks, n, whole = [], 0, True
         for b in self._blocks():
             n += len(b)
-            if n <= MAX_MESH_TRIANGLES:
-                blocks.append(b)
-                continue
-            if blocks:  # beyond the limit: corners merged per chunk only, recorded
-                self.meta["stl_corners"] = "merged per chunk (mesh above the in-memory limit)"
-                yield from (np.unique(x.reshape(-1, 3), axis=0) for x in blocks)
-                blocks = []
+            if whole:
+                try:
+                    check_triangles(n, "STL mesh")
+                    blocks.append(b)
+                    continue
+                except MeshTooLarge:  # beyond the limit: corners merged per chunk only, recorded
+                    whole = False
+                    self.meta["stl_corners"] = "merged per chunk (mesh above the in-memory limit)"
+                    yield from (np.unique(x.reshape(-1, 3), axis=0) for x in blocks)
+                    blocks = []
             yield np.unique(b.reshape(-1, 3), axis=0)
         self.n_faces = n
         if blocks or not n:

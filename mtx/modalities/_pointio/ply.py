@@ -205,36 +205,53 @@ class PlyReader(Reader):
     # -- faces ---------------------------------------------------------------------------------
     def mesh(self) -> Mesh:
         """All vertices and the triangulated faces."""
+        start = self._face_start()
         check_vertices(self.n, "PLY mesh")
         check_triangles(self.n_faces, "PLY mesh")
         fi = self.h.elements.index(self.face) if self.face else -1
-        li = [i for i, p in enumerate(self.face.props) if p[2] is not None and p[0] in _INDEX_NAMES] \
-            if self.face else []
+        listed = self.face is not None and any(p[2] is not None and p[0] in _INDEX_NAMES for p in self.face.props)
         if self.binary:
             v = np.concatenate(list(self.points())) if self.n else np.empty((0, 3))
-            if not li or any(e.has_list for e in self.h.elements[self.vi + 1: fi]):
+            if not listed or start is None:
                 return Mesh(v, None, self.n_faces)
-            start = self.vstart + sum(e.count * e.dtype(self.endian).itemsize
-                                      for e in self.h.elements[self.vi: fi])
             faces = self._binary_faces(start)
         else:
             t = self._text()
             v = np.concatenate(list(self._ascii_vertices(t))) if self.n else np.empty((0, 3))
-            if not li:
+            if not listed:
                 return Mesh(v, None, self.n_faces)
-            faces = self._ascii_faces(t, fi, li[0])
+            li = next(i for i, p in enumerate(self.face.props) if p[2] is not None and p[0] in _INDEX_NAMES)
+            faces = self._ascii_faces(t, fi, li)
         check_triangles(len(faces), "PLY mesh")
         return Mesh(v, faces, self.n_faces).check("PLY")
 
-    def _binary_faces(self, start: int):
-        e, en = self.face, self.endian
+    def _face_start(self) -> int | None:
+        """Where binary faces start (None: after a list element); refuses face counts that the
+        rest of the file cannot hold, before anything is read or allocated."""
+        e = self.face
+        if e is None:
+            return None
+        if not self.binary:
+            need = self.n * 2 * len(self.vertex.props) + e.count * 2  # "0\n" per face at least
+            if self.size - self.h.offset < need:
+                raise DecodeError(f"truncated ASCII PLY: the header declares {e.count:,} faces, the file "
+                                  f"has {self.size - self.h.offset:,} bytes of data")
+            return None
+        fi = self.h.elements.index(e)
+        between = self.h.elements[self.vi: fi]
+        if any(x.has_list for x in between):
+            return None
+        start = self.vstart + sum(x.count * x.dtype(self.endian).itemsize for x in between)
         have = self.size - start
         if e.count * e.min_record() > have:
             raise DecodeError(f"truncated binary PLY: the header declares {e.count:,} faces but only "
                               f"{max(have, 0):,} bytes follow the vertices")
+        return start
+
+    def _binary_faces(self, start: int) -> np.ndarray:
         data = self.rewind(start).read()
-        fast = _uniform_faces(data, e, en)
-        return triangulate(fast) if fast is not None else _walk_faces(data, e, en)
+        fast = _uniform_faces(data, self.face, self.endian)
+        return triangulate(fast) if fast is not None else _walk_faces(data, self.face, self.endian)
 
     def _ascii_faces(self, f, fi: int, li: int):
         for e in self.h.elements[self.vi + 1: fi]:
