@@ -1,9 +1,10 @@
 """The optional open3d extra (``pip install 'mtx[mesh]'``): glTF/GLB/FBX meshes, Poisson-disk sampling.
 
 open3d is imported here only, on first use. Guards, each from a measured behaviour:
-- its logger prints to **stdout** (where mtx writes data): verbosity is set to errors only, and
-  every call runs with file descriptor 1 redirected to a temporary file (C-level buffers
-  flushed before it is restored); what it said becomes the reason of a failure;
+- its logger prints to **stdout** (where mtx writes data), through Python's ``sys.stdout``
+  and, from C++/assimp, straight to file descriptor 1: verbosity is set to errors only, and
+  every call runs with both redirected (C buffers flushed before fd 1 is restored); what it
+  said becomes the reason of a failure;
 - on a corrupt or unreadable file it returns an empty mesh, no exception: counts and
   finiteness are validated after reading (and glTF/GLB structure before, see :mod:`.gltf`);
 - its shared library needs libusb-1.0 at import: an OSError, turned into a one-line error
@@ -13,9 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import io
 import os
 import re
-import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -71,26 +72,26 @@ class _Captured:
 
 @contextlib.contextmanager
 def captured_stdout() -> Iterator[_Captured]:
-    """Send what C code writes to file descriptor 1 into a temporary file for the duration."""
+    """Capture stdout for the duration: ``sys.stdout`` (open3d's Python bindings print through
+    it) and file descriptor 1 (what its C++ code and assimp write directly)."""
     cap = _Captured()
-    with _LOCK, tempfile.TemporaryFile() as tmp:
-        with contextlib.suppress(AttributeError, ValueError, OSError):
-            sys.stdout.flush()
+    with _LOCK, tempfile.TemporaryFile() as tmp, contextlib.redirect_stdout(io.StringIO()) as py:
         try:
             saved = os.dup(1)
-        except OSError:  # no stdout at all: nothing to protect
-            yield cap
-            return
-        os.dup2(tmp.fileno(), 1)
+        except OSError:  # no stdout at all: nothing to protect at the descriptor level
+            saved = None
+        if saved is not None:
+            os.dup2(tmp.fileno(), 1)
         try:
             yield cap
         finally:
-            with contextlib.suppress(Exception):
-                ctypes.CDLL(None).fflush(None)  # C stdio buffers, before fd 1 is given back
-            os.dup2(saved, 1)
-            os.close(saved)
+            if saved is not None:
+                with contextlib.suppress(Exception):
+                    ctypes.CDLL(None).fflush(None)  # C stdio buffers, before fd 1 is given back
+                os.dup2(saved, 1)
+                os.close(saved)
             tmp.seek(0)
-            cap.text = tmp.read(1 << 16).decode("utf-8", errors="replace")
+            cap.text = py.getvalue() + tmp.read(1 << 16).decode("utf-8", errors="replace")
 
 
 class Open3dReader(Reader):
@@ -106,7 +107,7 @@ class Open3dReader(Reader):
             self.meta.update(check_document(doc, path, bin_len))
 
     def mesh(self) -> Mesh:
-        o3d = require_open3d(f"{self.name} meshes")
+        o3d = require_open3d(f"reading {self.name} meshes")
         with captured_stdout() as cap, o3d.utility.VerbosityContextManager(o3d.utility.VerbosityLevel.Warning):
             m = o3d.io.read_triangle_mesh(str(self.path), enable_post_processing=False, print_progress=False)
         v = np.asarray(m.vertices, dtype=np.float64).reshape(-1, 3)
