@@ -291,7 +291,8 @@ class point_cloud(Modality):  # noqa: N801 - class name == registry key == modul
         else:
             pts, facts = pio.sample_surface(mesh, cfg.surface_samples, cfg.seed)
             used = "surface samples"
-            facts["method"] = "area-weighted triangle sampling"
+            if pts is not None:
+                facts["method"] = "area-weighted triangle sampling"
         info.update(facts)
         if pts is None:
             info.update(used="vertices", note="faces have no area; vertices used")
