@@ -19,7 +19,7 @@ from test_point_cloud_io import face_shares, gridded_cube, original
 from mtx.errors import DecodeError, MissingDependency
 from mtx.modalities import _pointio as pio
 from mtx.modalities import get_modality
-from mtx.modalities._base import CLAIM, REFINED
+from mtx.modalities._base import CLAIM, REFINED, Sniffed
 from mtx.sniff import sniff
 
 MOD = get_modality("point_cloud")
@@ -185,6 +185,8 @@ def test_gltf_glb_fbx_give_the_same_points_as_obj(exchange, o3d):
         assert np.array_equal(pts, ref), fmt
     _, meta = load_points(exchange["glb"], mesh_sampling="vertices")
     assert meta["mesh"]["used"] == "vertices" and meta["points_in_file"] == 288
+    (s,) = MOD.load(exchange["glb"], MOD.config(), Sniffed(b"", "glb"))  # a format without its head
+    assert np.array_equal(s.arrays["points"], ref)
 
 
 def test_poisson_disk_sampling(tmp_path, o3d):

@@ -23,6 +23,7 @@ _WIDTH = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4, "MAT2": 4, "MAT3": 9, "M
 def read_document(path: Path, head: bytes, size: int, fmt: str) -> tuple[dict, int]:
     """The glTF JSON and the length of a GLB's binary chunk (0 for ``.gltf``)."""
     if fmt == "glb":
+        head = _bytes(path, head, 20)
         if len(head) < 20:
             raise DecodeError("truncated GLB: no JSON chunk header")
         length, (jlen, jtype) = struct.unpack_from("<I", head, 8)[0], struct.unpack_from("<I4s", head, 12)
