@@ -11,6 +11,7 @@ from conftest import run_modality
 
 from mtx.encoder import pool
 from mtx.errors import DecodeError
+from mtx.modalities import _pointio as pio
 from mtx.modalities import _points as P
 from mtx.modalities import get_modality
 from mtx.modalities._base import CLAIM, HINT, REFINED, STRUCTURE
@@ -347,11 +348,13 @@ def test_las_and_laz_chunked(tmp_path):
     assert np.array_equal(a, b) and mb["compressed"] and not ma["compressed"]
     assert ma["points_in_file"] == 40000 and ma["subsample"]["to"] == 16384
     # Streaming in small chunks keeps the same subsample as one big read.
-    one, small = P.Reservoir(16384, 0), P.Reservoir(16384, 0)
-    for c in P.las_chunks(las, {}):
-        one.add(c)
-    for c in P.las_chunks(laz, {}, chunk=3001):
-        small.add(c)
+    one, small = pio.Reservoir(16384, 0), pio.Reservoir(16384, 0)
+    with pio.open_reader(las) as r:
+        for c in r.points():
+            one.add(c)
+    with pio.open_reader(laz) as r:
+        for c in r.points(chunk=3001):
+            small.add(c)
     assert np.array_equal(one.points(), small.points())
     # LAS keeps double precision: the 1e-4 scale survives the 5e6 offset.
     assert np.abs(one.points()[:, :1] - np.round(one.points()[:, :1], 4)).max() < 1e-6
@@ -361,7 +364,7 @@ def test_reservoir_is_bounded_and_order_independent():
     r = np.random.default_rng(0)
     x = r.normal(size=(50000, 3))
     x[::97] = np.nan
-    a, b = P.Reservoir(1000, 7), P.Reservoir(1000, 7)
+    a, b = pio.Reservoir(1000, 7), pio.Reservoir(1000, 7)
     for i in range(0, len(x), 4096):
         a.add(x[i: i + 4096])
         assert len(a.xyz) <= 1000
@@ -370,7 +373,7 @@ def test_reservoir_is_bounded_and_order_independent():
         b.add(x[perm][i: i + 9999])
     assert np.array_equal(a.points(), b.points())
     assert a.nonfinite == len(x[::97]) and a.read == 50000
-    c = P.Reservoir(1000, 8)
+    c = pio.Reservoir(1000, 8)
     c.add(x)
     assert not np.array_equal(a.points(), c.points())  # the seed matters
 
@@ -391,11 +394,12 @@ def test_meshes_same_samples_in_every_container(tmp_path):
         pts, m = load_points(p)
         assert np.array_equal(pts, ref), p.name
     # Samples lie on the surface: compare with the vertex-only reading of a dense torus.
-    big_v, big_f = torus_mesh(64, 32)  # 2048 vertices: used as they are
+    big_v, big_f = torus_mesh(64, 32)  # 2048 vertices: used as they are on request (or by "auto")
     dense = write_ply(tmp_path / "dense.ply", big_v, "binary_little_endian", faces=big_f)
-    pts, m = load_points(dense)
+    pts, m = load_points(dense, mesh_sampling="vertices")
     assert m["mesh"]["used"] == "vertices"
-    forced, m2 = load_points(dense, mesh_sampling="surface")
+    assert load_points(dense, mesh_sampling="auto")[1]["mesh"]["used"] == "vertices"
+    forced, m2 = load_points(dense)
     assert m2["mesh"]["used"] == "surface samples" and not np.array_equal(forced, pts)
     verts_only, m3 = load_points(paths[3], mesh_sampling="vertices")
     assert m3["mesh"]["used"] == "vertices"
@@ -511,13 +515,15 @@ def test_sniff_still_claims_broken_files(tmp_path):
 
 
 def test_lzf_known_vector():
+    from mtx.modalities._pointio.pcd import lzf_decompress
+
     # literal "abc", then a 3-byte back reference at distance 3, then an overlapping run of 'c'.
     data = bytes([2]) + b"abc" + bytes([0x20, 0x02]) + bytes([0xE0, 0x00, 0x00])
-    assert P.lzf_decompress(data, 6 + 9) == b"abcabc" + b"c" * 9
+    assert lzf_decompress(data, 6 + 9) == b"abcabc" + b"c" * 9
     blob = (np.arange(5000) % 37).astype(np.uint8).tobytes() + bytes(3000)
-    assert P.lzf_decompress(lzf_compress(blob), len(blob)) == blob
+    assert lzf_decompress(lzf_compress(blob), len(blob)) == blob
     with pytest.raises(DecodeError):
-        P.lzf_decompress(data, 14)
+        lzf_decompress(data, 14)
 
 
 # ---------------------------------------------------------------------------------------------

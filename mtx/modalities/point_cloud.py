@@ -1,4 +1,4 @@
-"""point_cloud: PLY, PCD, XYZ/PTS, OFF/OBJ/STL meshes, LAS/LAZ, NPY/NPZ, KITTI .bin -> 257 tokens.
+"""point_cloud: PLY, PCD, XYZ/PTS, OFF/OBJ/STL (+ glTF/GLB/FBX) meshes, LAS/LAZ, NPY/NPZ, KITTI .bin -> 257 tokens.
 
 Data2Seq for points as in the paper's official point-cloud code (Point-MAE/Point-BERT
 grouping): farthest-point sampling picks 256 centres, each centre's 32 nearest neighbours form
@@ -12,9 +12,14 @@ the centroid, scale to the unit sphere, farthest-point sampling down to ``points
 Clouds with fewer points repeat their FPS order to fill the 1024 slots (duplicates do not
 change a max-pooled group). The output array ``points`` [1, 1024, 3] float32 is in FPS order.
 
-Meshes: vertices when the mesh has at least ``min_mesh_vertices`` (1024) vertices, otherwise
-``surface_samples`` area-uniform surface samples. The rule is the same for PLY, OFF, OBJ and STL,
-so one mesh gives one vector whatever the container.
+Meshes (``mesh_sampling``): ``surface`` (default) draws ``surface_samples`` (8192) area-weighted
+points on the triangles, seeded and independent of the face order, so one mesh gives one vector
+whatever the container and however finely it is tessellated; ``poisson`` draws Poisson-disk
+samples through open3d (``mtx[mesh]``); ``vertices`` uses the vertices as the points;
+``auto`` is the rule of mtx <= 0.1 (vertices when there are at least ``min_mesh_vertices``,
+else surface samples). What was done is recorded in ``meta["mesh"]``. glTF/GLB/FBX are read
+through open3d (``pip install 'mtx[mesh]'``); the other formats need no extra. File I/O lives in
+:mod:`mtx.modalities._pointio`, the FPS/kNN arithmetic in :mod:`mtx.modalities._points`.
 
 Tokenizer deviations from the trained original, all deliberate and recorded: the mini-PointNet
 uses LayerNorm where Point-MAE has BatchNorm (a BatchNorm without trained running statistics
@@ -29,6 +34,7 @@ batched; on CUDA the FPS loop is replayed as a CUDA graph.
 """
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,9 +44,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mtx.errors import DecodeError, UsageError
-from mtx.modalities import _points as P
-from mtx.modalities._base import (
+from ..errors import DecodeError, UsageError
+from . import _pointio as pio
+from . import _points as P
+from ._base import (
     CLAIM,
     EXTENSION,
     HINT,
@@ -55,9 +62,10 @@ from mtx.modalities._base import (
     Tokens,
     seeded,
 )
-from mtx.modalities._registry import register_modality
+from ._pointio.detect import XYZ_EXTS, cloud_shape, file_size, npy_header, path_hint, velodyne_hint
+from ._registry import register_modality
 
-MESH_MODES = ("auto", "vertices", "surface")
+MESH_MODES = ("surface", "poisson", "vertices", "auto")
 
 
 @dataclass
@@ -67,9 +75,9 @@ class PointCloudConfig(ModalityConfig):
     groups: int = 256  # FPS centres = group tokens
     group_size: int = 32  # kNN neighbours per centre
     seed: int = 0  # subsample and surface-sampling seed
-    mesh_sampling: str = "auto"  # auto | vertices | surface
-    min_mesh_vertices: int = 1024  # auto: fewer vertices -> surface samples
-    surface_samples: int = 8192
+    mesh_sampling: str = "surface"  # surface | poisson (mtx[mesh]) | vertices | auto (<= 0.1 rule)
+    min_mesh_vertices: int = 1024  # auto: vertices when the mesh has at least this many
+    surface_samples: int = 8192  # points drawn on a mesh's surface (surface, poisson)
     npz_key: str | None = None  # array inside an .npz (default: points/xyz/pos/... or the only fit)
     bin_fields: int = 4  # float32 values per point in a KITTI velodyne .bin
 
@@ -160,81 +168,155 @@ class PointGroupTokenizer(Tokenizer):
 
 @register_modality
 class point_cloud(Modality):  # noqa: N801 - class name == registry key == module name
+    """A point cloud becomes **257 tokens**: a CLS token + 256 group tokens, the Data2Seq of the
+    paper's official point-cloud code (Point-MAE / Point-BERT grouping).
+
+    ## Which files
+
+    PLY (ASCII/binary), PCD, XYZ/XYZN/XYZRGB/PTS, OFF/OBJ/STL meshes, LAS/LAZ, NPY/NPZ arrays of
+    shape (N, 3..12), KITTI velodyne `.bin` (float32 × 4, only with a `velodyne` path hint or
+    `--modality point_cloud`). Format headers (`ply`, PCD, LAS `LASF`, GLB `glTF`, FBX
+    `Kaydara FBX Binary`, a glTF JSON `"asset"` object) are claims; NPY/NPZ are shared with time
+    series, IMU and hyperspectral, so a float (N, 3..12) array reads as points and a path hint
+    (`lidar`, `pointcloud`, `velodyne`, `modelnet`, ...) strengthens it.
+
+    **glTF/GLB/FBX meshes** are read through open3d, the optional `mesh` extra
+    (`pip install 'mtx[mesh]'`; open3d needs the system library libusb-1.0, e.g.
+    `apt-get install libusb-1.0-0`). Without it they are still recognised and fail with one line
+    naming the extra; every other format needs no extra. A `.gltf` file's external buffers are
+    read with it and not embedded on their own.
+
+    ## From file to 1024 points
+
+    1. xyz only; non-finite points dropped (counted).
+    2. Clouds larger than 16,384 points are first reduced to a **seeded, order-independent random
+       subsample while streaming in**, so a 10⁸-point LiDAR tile costs memory for 16k points, and
+       the same cloud in another point order gives the same subsample.
+    3. Centre on the centroid and scale to the unit sphere (scale and position invariance, as in
+       the training data of point-cloud encoders).
+    4. **Farthest-point sampling** down to 1024 points — even coverage of the shape, unlike random
+       sampling that follows point density. Smaller clouds repeat their FPS order to fill the slots
+       (duplicates do not change a max-pooled group).
+    5. Meshes are **sampled on their surface**: 8192 points, each on a triangle picked with
+       probability proportional to its area, seeded by `seed`. The triangles are put in a canonical
+       order first, so the same mesh gives the same points in PLY, OFF, OBJ, STL, glTF, GLB or FBX
+       and whatever its face order — and however it is tessellated: a cube with one finely gridded
+       face (99.8 % of its vertices) is sampled ~1/6 per face. `mesh_sampling` chooses:
+       `surface` (default); `poisson` — Poisson-disk samples (open3d's sample elimination, more
+       even spacing; needs `mtx[mesh]`); `vertices` — the vertices as points (streamed, faces not
+       read); `auto` — the rule of mtx ≤ 0.1 (vertices when there are at least
+       `min_mesh_vertices`, else surface samples). `meta["mesh"]` records what was done: `used`,
+       `method`, `samples`, `seed`, `vertices`, `faces`, `triangles`, `surface_area`, and what was
+       skipped: `zero_area_triangles` (never picked), `nonfinite_triangles` (a NaN/inf corner).
+       A face naming a vertex that does not exist is an error; a mesh without area gives its
+       vertices (noted). Face and vertex counts are checked against the file size before anything
+       is allocated; a mesh above 2,000,000 triangles gives its vertices (noted) instead of being
+       held in memory.
+
+    Reading (`mtx/modalities/_pointio/`, one module per format family behind `open_reader`): the
+    file is opened once per load, and the format that sniffing found is used as it is, not
+    detected again. Large PLY/PCD/LAS/XYZ/NPY files stream in chunks of 10⁶ points.
+
+    ## Tokens
+
+    `PointGroupTokenizer` (on the device, batched): FPS picks 256 centres, each centre's 32 nearest
+    neighbours form a group expressed relative to its centre; a mini-PointNet (shared MLP 3→128→256,
+    max over the group, concatenated back to each point, 512→512→D, max) embeds each group; an MLP
+    of the centre (3→128→D) gives its position; CLS prepended; pre-LayerNorm.
+
+    Deliberate deviations from the trained original, recorded: **LayerNorm instead of BatchNorm**
+    in the mini-PointNet (a BatchNorm without trained running statistics is an arbitrary affine map
+    at inference; LayerNorm is defined per point), variance-preserving init with zero biases (with
+    PyTorch's default init the biases dominate the small relative coordinates and every group
+    embeds alike), and a pre-LayerNorm so the frozen blocks see tokens at the scale they were
+    trained on.
+
+    ## Weights and pooling
+
+    `init=seeded` (the Meta-Transformer release has no point tokenizer); **mean** pooling.
+    """
     name = "point_cloud"
     extensions = (".ply", ".pcd", ".xyz", ".xyzn", ".xyzrgb", ".pts", ".off", ".obj", ".stl", ".las",
-                  ".laz", ".npy", ".npz", ".bin")
-    summary = "PLY, PCD, XYZ/PTS, OFF/OBJ/STL meshes, LAS/LAZ, NPY/NPZ (N, >=3), KITTI velodyne .bin"
+                  ".laz", ".npy", ".npz", ".bin", ".gltf", ".glb", ".fbx")
+    summary = ("PLY, PCD, XYZ/PTS, OFF/OBJ/STL meshes, LAS/LAZ, NPY/NPZ (N, >=3), KITTI velodyne .bin; "
+               "glTF/GLB/FBX with mtx[mesh]")
     tokens = "257 = 1 + 256 groups (FPS + kNN 32)"
     clip_init = False
     Config = PointCloudConfig
 
+    def synth(self, d: Path, n: int, points: int = 2048) -> list[Path]:
+        """``n`` binary PLY clouds of anisotropic Gaussian points."""
+        rng, out = np.random.default_rng(5), []
+        for i in range(n):
+            v = rng.normal(size=(points, 3)).astype("<f4") * np.array([1, 0.5 + i % 3, 0.3], "<f4")
+            header = (f"ply\nformat binary_little_endian 1.0\nelement vertex {points}\nproperty float x\n"
+                      "property float y\nproperty float z\nend_header\n").encode()
+            p = d / f"cloud{i:05d}.ply"
+            p.write_bytes(header + v.tobytes())
+            out.append(p)
+        return out
+
     # -- discovery -------------------------------------------------------------------------
     def sniff(self, head: bytes, path: Path) -> Evidence | None:
         ext = path.suffix.lower()
-        fmt = P.detect_format(head, path)
-        hint = P.path_hint(path)
+        fmt = pio.detect_format(head, path)
         if fmt is None:
             if ext in (".npy", ".npz", ".bin", ".txt"):
                 return None
             return super().sniff(head, path)
         name, why = fmt
-        if name in ("ply", "pcd", "las", "stl-binary"):
-            return Evidence(self.name, CLAIM, why)
-        if name in ("off", "stl-ascii", "obj"):
-            own = {"off": ".off", "stl-ascii": ".stl", "obj": ".obj"}[name]
-            return Evidence(self.name, CLAIM if ext == own else REFINED, why)
+        hint = path_hint(path)
+        if name in ("ply", "pcd", "las", "stl-binary", "glb", "fbx"):
+            return Evidence(self.name, CLAIM, why, name)
+        if name in ("off", "stl-ascii", "obj", "gltf"):
+            own = {"off": ".off", "stl-ascii": ".stl", "obj": ".obj", "gltf": ".gltf"}[name]
+            return Evidence(self.name, CLAIM if ext == own else REFINED, why, name)
         if name == "xyz":
-            if ext in P.XYZ_EXTS:
-                return Evidence(self.name, REFINED, why)
-            return Evidence(self.name, REFINED, f"{why}, path hint {hint!r}") if hint else None
+            if ext in XYZ_EXTS:
+                return Evidence(self.name, REFINED, why, name)
+            return Evidence(self.name, REFINED, f"{why}, path hint {hint!r}", name) if hint else None
         if name in ("npy", "npz"):
             return self._sniff_array(name, head, path, hint)
-        if name == "kitti" and P.velodyne_hint(path) and P.file_size(path) % 16 == 0:
-            return Evidence(self.name, HINT, "KITTI velodyne .bin (float32 x 4, 'velodyne' in the path)")
+        if name == "kitti" and velodyne_hint(path) and file_size(path) % 16 == 0:
+            return Evidence(self.name, HINT, "KITTI velodyne .bin (float32 x 4, 'velodyne' in the path)", name)
         return None
 
     def _sniff_array(self, kind: str, head: bytes, path: Path, hint: str | None) -> Evidence | None:
         # NPY/NPZ are shared with time_series, imu and hyperspectral. A float (N, 3..12) array
         # reads as points (STRUCTURE); a point-cloud path hint refines it. Other shapes: not ours.
-        import io
-
         if kind == "npy":
-            h = P.npy_header(io.BytesIO(head))
+            h = npy_header(io.BytesIO(head))
             if h is None:
                 return None
             shape, _, dtype = h
         else:
             try:
-                _, shape, dtype = P.npz_member(path, None)
+                _, shape, dtype = pio.npz_member(path, None)
             except DecodeError:
                 return None
-        if not P.cloud_shape(tuple(shape)) or dtype.kind not in "fiu" or dtype.names:
+        if not cloud_shape(tuple(shape)) or dtype.kind not in "fiu" or dtype.names:
             return None
         what = f"{kind.upper()} array {tuple(shape)} {dtype}"
         if hint:
-            return Evidence(self.name, REFINED, f"{what}, path hint {hint!r}")
+            return Evidence(self.name, REFINED, f"{what}, path hint {hint!r}", kind)
         if dtype.kind == "f":
-            return Evidence(self.name, STRUCTURE, f"{what} read as (N, xyz...) points")
-        return Evidence(self.name, EXTENSION, f"{what} (integer; pass --modality point_cloud)")
+            return Evidence(self.name, STRUCTURE, f"{what} read as (N, xyz...) points", kind)
+        return Evidence(self.name, EXTENSION, f"{what} (integer; pass --modality point_cloud)", kind)
+
+    def companions(self, path: Path) -> list[Path]:
+        return pio.gltf_companions(path)
 
     # -- CPU side --------------------------------------------------------------------------
     def load(self, path: Path, cfg: PointCloudConfig, sniffed: Sniffed | None = None) -> Iterator[Sample]:
-        path = Path(path)
-        with open(path, "rb") as f:
-            head = f.read(8192)
-        if not head:
-            raise DecodeError("empty file (0 bytes)")
-        fmt = P.detect_format(head, path)
-        name = fmt[0] if fmt else P.format_from_extension(head, path)
-        if name is None:
-            raise DecodeError("not a point-cloud format mtx reads (PLY, PCD, XYZ/PTS, OFF, OBJ, STL, "
-                              "LAS/LAZ, NPY/NPZ, KITTI .bin)")
-        meta: dict = {"format": name}
-        res = P.Reservoir(cfg.presample, cfg.seed)
-        for chunk in P.describe_chunks(self._chunks(name, path, cfg, meta)):
-            res.add(chunk)
+        res = pio.Reservoir(cfg.presample, cfg.seed)
+        with pio.open_reader(path, sniffed, npz_key=cfg.npz_key, bin_fields=cfg.bin_fields) as r:
+            meta: dict = {"format": r.format, **r.meta}
+            chunks = self._mesh_chunks(r, cfg, meta) if r.is_mesh else r.points()
+            for chunk in pio.describe_chunks(chunks):
+                res.add(chunk)
+            meta.update(r.meta)
         if res.read == 0:
-            raise DecodeError(f"no points: the {name.upper()} file holds 0 points/vertices")
+            raise DecodeError(f"no points: the {r.format.upper()} file holds 0 points/vertices")
         if res.finite == 0:
             raise DecodeError(f"no finite points: all {res.read:,} points have NaN/inf coordinates")
         meta["points_in_file"] = res.read
@@ -250,59 +332,52 @@ class point_cloud(Modality):  # noqa: N801 - class name == registry key == modul
         meta["group_size"] = cfg.group_size
         yield Sample("", {"points": pts[None]}, meta)
 
-    def _chunks(self, name: str, path: Path, cfg: PointCloudConfig, meta: dict) -> Iterator[np.ndarray]:
-        if name == "ply":
-            r = P.PlyReader(path)
-            meta.update(r.meta)
-            if r.face is not None and r.face.count and self._surface(cfg, r.n):
-                yield self._mesh_points(r.mesh(), cfg, meta)
-            else:
-                if r.face is not None and r.face.count:
-                    meta["mesh"] = {"vertices": r.n, "faces": r.face.count, "used": "vertices"}
-                yield from r.chunks()
-        elif name == "pcd":
-            r = P.PcdReader(path)
-            meta.update(r.meta)
-            yield from r.chunks()
-        elif name == "las":
-            yield from P.las_chunks(path, meta)
-        elif name == "xyz":
-            yield from P.xyz_chunks(path, meta)
-        elif name == "off":
-            yield self._mesh_points(P.read_off(path, lambda nv: self._surface(cfg, nv)), cfg, meta)
-        elif name == "obj":
-            yield self._mesh_points(P.read_obj(path, lambda nv: self._surface(cfg, nv)), cfg, meta)
-        elif name in ("stl-ascii", "stl-binary"):
-            yield self._mesh_points(P.read_stl(path, name == "stl-binary"), cfg, meta)
-        elif name == "npy":
-            a = P.npy_array(path)
-            meta.update(array_shape=list(a.shape), array_dtype=str(a.dtype))
-            yield from P.array_chunks(a, "NPY array")
-        elif name == "npz":
-            key, a = P.npz_array(path, cfg.npz_key)
-            meta.update(npz_key=key, array_shape=list(a.shape), array_dtype=str(a.dtype))
-            yield from P.array_chunks(a, f"NPZ array {key!r}")
-        elif name == "kitti":
-            meta["bin_fields"] = cfg.bin_fields
-            yield from P.kitti_chunks(path, cfg.bin_fields)
+    def _mesh_chunks(self, r: pio.Reader, cfg: PointCloudConfig, meta: dict) -> Iterator[np.ndarray]:
+        """A mesh's points as ``mesh_sampling`` asks; what was done goes to ``meta["mesh"]``."""
+        info: dict = {}
+        meta["mesh"] = info
+        mode = cfg.mesh_sampling
+        if mode == "vertices" or (mode == "auto" and (r.n_vertices or 0) >= cfg.min_mesh_vertices):
+            yield from self._vertices(r, info)
+            return
+        try:
+            mesh = r.mesh()
+        except pio.MeshTooLarge as e:
+            info["note"] = f"{e}; vertices used"
+            yield from self._vertices(r, info)
+            return
+        info.update(vertices=len(mesh.vertices), faces=int(mesh.n_faces), **mesh.facts)
+        if mesh.faces is None or not len(mesh.faces):
+            info.update(used="vertices", note="no faces")
+            yield mesh.vertices
+            return
+        if mode == "auto" and len(mesh.vertices) >= cfg.min_mesh_vertices:
+            info["used"] = "vertices"
+            yield mesh.vertices
+            return
+        yield self._surface_points(mesh, cfg, info)
 
     @staticmethod
-    def _surface(cfg: PointCloudConfig, n_vertices: int) -> bool:
-        return cfg.mesh_sampling == "surface" or (
-            cfg.mesh_sampling == "auto" and n_vertices < cfg.min_mesh_vertices)
+    def _vertices(r: pio.Reader, info: dict) -> Iterator[np.ndarray]:
+        yield from r.points()
+        info.update(vertices=r.n_vertices, faces=int(r.n_faces), used="vertices")
 
-    def _mesh_points(self, mesh: P.Mesh, cfg: PointCloudConfig, meta: dict) -> np.ndarray:
-        nv = len(mesh.vertices)
-        info = {"vertices": nv, "faces": int(mesh.n_faces)}
-        meta["mesh"] = info
-        if mesh.faces is not None and len(mesh.faces) and self._surface(cfg, nv):
-            s = P.sample_surface(mesh.vertices, mesh.faces, cfg.surface_samples, cfg.seed)
-            if s is not None:
-                info.update(used="surface samples", samples=cfg.surface_samples, seed=cfg.seed)
-                return s
-            info["note"] = "faces have no area; vertices used"
-        info["used"] = "vertices"
-        return mesh.vertices
+    @staticmethod
+    def _surface_points(mesh: pio.Mesh, cfg: PointCloudConfig, info: dict) -> np.ndarray:
+        if cfg.mesh_sampling == "poisson":
+            pts, facts = pio.poisson_disk(mesh, cfg.surface_samples, cfg.seed)
+            used = "poisson disk samples"
+        else:
+            pts, facts = pio.sample_surface(mesh, cfg.surface_samples, cfg.seed)
+            used = "surface samples"
+            if pts is not None:
+                facts["method"] = "area-weighted triangle sampling"
+        info.update(facts)
+        if pts is None:
+            info.update(used="vertices", note="faces have no area; vertices used")
+            return mesh.vertices
+        info.update(used=used, samples=len(pts), seed=cfg.seed)
+        return pts
 
     def cost(self, sample: Sample) -> int:
         return int(sample.meta.get("groups", 256)) + 1
