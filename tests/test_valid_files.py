@@ -139,3 +139,74 @@ def test_video_duration_is_the_pictures(files, name, tags, monkeypatch):
     assert ("DURATION tag" in m["duration_from"]) == tags
     times = [t for clip in m["frame_times_s"] for t in clip]
     assert max(times) < 2.0 and len(set(times)) == 16
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. UTF-16/32 without a byte-order mark, GML with UTF-8 labels, XYZ headers, NPY records
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["utf16le_nobom.txt", "utf16be_nobom", "utf32le_nobom.txt"])
+def test_bomless_utf16_32_reads_as_the_same_text(files, tmp_path, name):
+    _, samples, _ = load(files / name)
+    utf8 = vg.utf_text(tmp_path / "same.txt", "utf-8")
+    _, ref, _ = load(utf8)
+    assert samples[0].meta["encoding"].startswith(("utf-16", "utf-32"))
+    assert "without a byte-order mark" in samples[0].meta["encoding_reason"]
+    np.testing.assert_array_equal(samples[0].arrays["ids"], ref[0].arrays["ids"])
+
+
+def test_bomless_utf16_with_accents_and_binary_stays_binary(files, tmp_path):
+    dec, samples, _ = load(files / "utf16le_accents_nobom")
+    assert dec.modality == "text" and "UTF-16 LE" in dec.reason
+    assert samples[0].meta["bpe_tokens"] > 100
+    # Little-endian int16 samples / uint8 images with NULs are not text.
+    for i, data in enumerate((np.arange(0, 3000, 7, dtype="<i2").tobytes(),
+                              np.random.default_rng(0).integers(0, 4, 4000, dtype=np.uint8).tobytes(),
+                              (np.arange(2000) % 20).astype("<u2").tobytes())):
+        p = tmp_path / f"blob{i}"
+        p.write_bytes(data)
+        assert get_modality("text").sniff(data[:8192], p) is None
+
+
+def test_gml_with_utf8_labels_and_entities(files, tmp_path):
+    from mtx.modalities.graph import read_graph
+
+    g = read_graph(files / "labels_utf8.gml")
+    labels = [a.get("label") for a in g.node_attrs]
+    assert labels[:2] == ["Zürich", "Genève"] and labels[-1] == "Züg & Baar"
+    assert len(g.nodes) == 7 and len(g.edges) == 8
+    latin = tmp_path / "latin1.gml"  # the GML spec's character set, ISO-8859-1
+    latin.write_bytes((files / "labels_utf8.gml").read_text("utf-8").encode("latin-1"))
+    assert [a.get("label") for a in read_graph(latin).node_attrs] == labels
+
+
+@pytest.mark.parametrize("name,columns", [("header_xyz.xyz", ["x", "y", "z"]),
+                                          ("header_XYZRGB.xyz", ["X", "Y", "Z"]),
+                                          ("header_rgb_first.xyz", ["X", "Y", "Z"])])
+def test_xyz_header_names_the_coordinates(files, name, columns):
+    from mtx.modalities import _pointio as pio
+
+    with pio.open_reader(files / name) as r:
+        pts = np.concatenate(list(r.points()))
+        assert r.meta["xyz_columns"] == columns
+    np.testing.assert_allclose(pts, vg.cloud(), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["fields_xyzi.npy", "fields_XYZ.npy"])
+def test_npy_records_with_xyz_fields(files, tmp_path, name):
+    from mtx.modalities import _pointio as pio
+
+    dec, samples, tokens = load(files / name)
+    assert dec.modality == "point_cloud" and "records" in dec.reason and tokens == [257]
+    with pio.open_reader(files / name) as r:
+        np.testing.assert_allclose(np.concatenate(list(r.points())), vg.cloud(), atol=1e-6)
+    # the same records inside an .npz
+    z = tmp_path / "cloud.npz"
+    np.savez(z, scan=np.load(files / name))
+    dec, _, tokens = load(z)
+    assert dec.modality == "point_cloud" and tokens == [257]
+    # records without x/y/z are not points
+    other = tmp_path / "other.npy"
+    np.save(other, np.zeros(10, dtype=[("a", "<f4"), ("b", "<f4"), ("c", "<f4")]))
+    assert get_modality("point_cloud").sniff(other.read_bytes()[:8192], other) is None

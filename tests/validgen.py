@@ -332,7 +332,7 @@ CASES: dict[str, tuple[Builder, str]] = {
     "header_xyz.xyz": (lambda p: xyz_with_header(p, "x y z"), "point_cloud"),
     "header_XYZRGB.xyz": (lambda p: xyz_with_header(p, "X,Y,Z,R,G,B", ",", rgb=True, order="xyzrgb"),
                           "point_cloud"),
-    "header_rgb_first.txt": (lambda p: xyz_with_header(p, "//R G B X Y Z", rgb=True, order="rgbxyz"),
+    "header_rgb_first.xyz": (lambda p: xyz_with_header(p, "//R G B X Y Z", rgb=True, order="rgbxyz"),
                              "point_cloud"),
     "fields_xyzi.npy": (npy_fields, "point_cloud"),
     "fields_XYZ.npy": (lambda p: npy_fields(p, ("X", "Y", "Z"), "<f8"), "point_cloud"),

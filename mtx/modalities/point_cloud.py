@@ -62,7 +62,15 @@ from ._base import (
     Tokens,
     seeded,
 )
-from ._pointio.detect import XYZ_EXTS, cloud_shape, file_size, npy_header, path_hint, velodyne_hint
+from ._pointio.detect import (
+    XYZ_EXTS,
+    cloud_array,
+    cloud_shape,
+    file_size,
+    npy_header,
+    path_hint,
+    velodyne_hint,
+)
 from ._registry import register_modality
 
 MESH_MODES = ("surface", "poisson", "vertices", "auto")
@@ -294,7 +302,13 @@ class point_cloud(Modality):  # noqa: N801 - class name == registry key == modul
                 _, shape, dtype = pio.npz_member(path, None)
             except DecodeError:
                 return None
-        if not cloud_shape(tuple(shape)) or dtype.kind not in "fiu" or dtype.names:
+        if dtype.names:
+            if not cloud_array(tuple(shape), dtype):
+                return None
+            what = f"{kind.upper()} array of {shape[0]} records with fields {', '.join(dtype.names)}"
+            return Evidence(self.name, REFINED, f"{what}, x/y/z read as points"
+                            + (f", path hint {hint!r}" if hint else ""), kind)
+        if not cloud_shape(tuple(shape)) or dtype.kind not in "fiu":
             return None
         what = f"{kind.upper()} array {tuple(shape)} {dtype}"
         if hint:

@@ -64,7 +64,7 @@ from ._base import (
 )
 from ._columns import unique_names
 from ._registry import register_modality
-from .text import bom_encoding, check_codec
+from .text import bom_encoding, bomless_utf, check_codec
 
 FORMATS = ("auto", "csv", "parquet", "jsonl", "json")
 DELIMITERS = (",", "\t", ";", "|")
@@ -246,7 +246,7 @@ def _table_encoding(head: bytes, forced: str) -> tuple[str, str]:
     """(codec, how it was decided) for a delimited/JSON text table."""
     if forced:
         return forced, "forced by config"
-    bom = bom_encoding(head)
+    bom = bom_encoding(head) or bomless_utf(head[:8192])
     if bom:
         return bom[0], bom[1]
     if b"\x00" in head[:8192]:
