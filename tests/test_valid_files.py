@@ -210,3 +210,108 @@ def test_npy_records_with_xyz_fields(files, tmp_path, name):
     other = tmp_path / "other.npy"
     np.save(other, np.zeros(10, dtype=[("a", "<f4"), ("b", "<f4"), ("c", "<f4")]))
     assert get_modality("point_cloud").sniff(other.read_bytes()[:8192], other) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# 8. CSVs: a header over 64 KiB, a 50 MB cell, decimal commas, month names, newest first
+# ---------------------------------------------------------------------------------------------
+
+
+def test_header_over_64kib_is_read_whole(files):
+    dec, samples, tokens = load(files / "wide_5000_columns.csv")
+    table = samples[0].meta["table"]
+    assert dec.modality == "tabular" and len(samples) == 4 and "note" not in samples[0].meta
+    assert "5000 columns" in table["column_selection"] and tokens == [2048] * 4
+    assert table["columns"][-1]["name"] == "measurement_04999" and table["columns"][-1]["type"] == "numeric"
+
+
+def test_header_longer_than_the_limit_fails_clearly(files):
+    mod = get_modality("tabular")
+    with pytest.raises(DecodeError, match=r"first line is longer than 65,536 .*max_record_bytes"):
+        list(mod.load(files / "wide_5000_columns.csv", mod.config(max_record_bytes=1 << 16)))
+
+
+def test_50mb_cell_loads_or_fails_in_one_line(tmp_path):
+    p = vg.big_cell_csv(tmp_path / "cell_50mb.csv")
+    dec, samples, tokens = load(p)
+    assert dec.modality == "tabular" and len(samples) == 3 and tokens == [4, 4, 4]
+    table = samples[0].meta["table"]
+    assert [c["type"] for c in table["columns"]] == ["numeric", "numeric", "categorical"]
+    assert "a record longer than" in table["block_bytes"]
+    mod = get_modality("tabular")
+    with pytest.raises(DecodeError) as e:
+        list(mod.load(p, mod.config(max_record_bytes=4 << 20)))
+    assert "longer than 4,194,304 bytes (max_record_bytes)" in e.value.message
+    assert "straddl" not in e.value.message and "\n" not in e.value.message
+
+
+def test_european_numbers_are_numbers(files):
+    dec, samples, _ = load(files / "european.csv")
+    table = samples[0].meta["table"]
+    assert table["decimal"] == ","
+    types = {c["name"]: c["type"] for c in table["columns"]}
+    assert types == {"Stadt": "categorical", "Einwohner": "numeric", "Fläche_km2": "numeric",
+                     "Dichte": "numeric", "Anteil": "numeric"}
+    first = (files / "european.csv").read_text().splitlines()[1].split(";")
+    pop = float(first[1].replace(".", ""))
+    assert samples[0].arrays["cat"][0, 1] == -1  # a number, not a category
+    std = table["columns"][1]
+    assert samples[0].arrays["num"][0, 1] == pytest.approx((pop - std["mean"]) / std["std"], rel=1e-5)
+
+
+def test_european_series_and_ambiguous_dots():
+    from mtx.modalities import _columns as cols
+
+    t = cols.sniff_table(b"Datum;Wert\n01.02.2023;3,5\n02.02.2023;1.234,5\n")
+    assert t.decimal == "," and t.numeric == [False, True] and t.rows[1][1] == "1234.5"
+    assert cols.sniff_table(b"a;b\n1;3.14\n2;2,5\n").decimal == "."  # 3.14 says dots are decimals
+    assert cols.sniff_table(b"a,b\n1,3\n2,4\n").decimal == "."
+
+
+@pytest.mark.parametrize("name,fmt", [("stock_dd-Mon-yy.csv", "%d-%b-%y"), ("stock_Mon_dd_yyyy.csv", "%b %d %Y"),
+                                      ("stock_dd_Month_yyyy.csv", "%d %B %Y"), ("stock_iso_newest_first.csv", "iso")])
+def test_stock_prices_are_a_time_series(files, name, fmt):
+    dec, samples, tokens = load(files / name)
+    m = samples[0].meta
+    assert dec.modality == "time_series" and m["time_format"] == fmt
+    assert m["time_reversed"].startswith("rows run newest first") and "sorted_by_time" not in m
+    assert m["channels"] == ["Open", "High", "Low", "Close", "Volume"] and tokens == [1 + 5 * 14]
+    # oldest first for the model: the first step is the file's last row
+    close = [float(r.split(",")[4]) for r in (files / name).read_text().splitlines()[1:]]
+    z = m["zscore"]
+    assert samples[0].arrays["series"][0, 3, 0] * z["std"][3] + z["mean"][3] == pytest.approx(close[-1], abs=1e-3)
+
+
+def test_descending_numeric_time(files):
+    dec, samples, _ = load(files / "epoch_newest_first.csv")
+    assert dec.modality == "time_series" and "monotonic" in dec.reason
+    assert "time_reversed" in samples[0].meta
+
+
+@pytest.mark.parametrize("text,fmt", [("19-Sep-03", "%d-%b-%y"), ("Sep 19 2003", "%b %d %Y"),
+                                      ("19 September 2003", "%d %B %Y"), ("September 19, 2003", "%B %d, %Y"),
+                                      ("9/19/2003 2:30 PM", "%m/%d/%Y %I:%M %p"),
+                                      ("19.09.2003 14:30", "%d.%m.%Y %H:%M"),
+                                      ("Fri, 19 Sep 2003", "%a, %d %b %Y"),
+                                      ("2003/09/19 10:00:00.25", "%Y/%m/%d %H:%M:%S.%f"),
+                                      ("10:30", None), ("2003", None), ("12 kg", None), ("Q1 2003", None),
+                                      ("A12", None), ("2-3", None)])
+def test_datetime_format_inference(text, fmt):
+    from mtx.modalities._columns import datetime_format, infer_datetime_format, parse_datetimes
+
+    assert infer_datetime_format(text) == fmt
+    if fmt:
+        assert datetime_format([text]) == fmt
+        got = parse_datetimes([text], fmt)[0]
+        from dateutil import parser
+
+        assert got == pytest.approx(parser.parse(text).replace(tzinfo=None).timestamp()
+                                    - parser.parse("1970-01-01").timestamp(), abs=1e-3)
+
+
+def test_day_first_is_decided_by_the_whole_column():
+    from mtx.modalities._columns import datetime_format
+
+    assert datetime_format(["01/02/2003", "05/02/2003", "13/02/2003"]) == "%d/%m/%Y"
+    assert datetime_format(["01/02/2003", "05/02/2003", "02/13/2003"]) == "%m/%d/%Y"
+    assert datetime_format(["Berlin", "Lagos"]) is None
