@@ -315,3 +315,50 @@ def test_day_first_is_decided_by_the_whole_column():
     assert datetime_format(["01/02/2003", "05/02/2003", "13/02/2003"]) == "%d/%m/%Y"
     assert datetime_format(["01/02/2003", "05/02/2003", "02/13/2003"]) == "%m/%d/%Y"
     assert datetime_format(["Berlin", "Lagos"]) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# 9. A float64 planar multi-page TIFF; a PNG with megabytes of text metadata
+# ---------------------------------------------------------------------------------------------
+
+
+def test_float64_planar_multipage_tiff(files):
+    dec, samples, tokens = load(files / "float64_planar_2page.tif")
+    m = samples[0].meta
+    assert dec.modality == "image" and tokens == [197]
+    assert m["reader"] == "tifffile" and m["page_used"] == "the first of 2 pages" and "planar" in m
+    assert m["value_scale"].startswith("scaled from [0, 979.167]")
+    px = samples[0].arrays["pixels"][0]
+    assert px.dtype == np.float32 and 0 <= px.min() and px.max() <= 1
+    # the planes are the channels: red rises left to right, green top to bottom
+    assert px[0, 100, -10] > px[0, 100, 10] + 0.5 and px[1, -10, 100] > px[1, 10, 100] + 0.5
+
+
+def test_float_images_in_unit_range_are_kept(tmp_path):
+    import tifffile
+
+    a = np.linspace(0.2, 0.6, 64 * 64).reshape(64, 64).astype(np.float32)
+    tifffile.imwrite(tmp_path / "unit.tif", np.stack([a, a, a]), photometric="rgb", planarconfig="separate")
+    _, samples, _ = load(tmp_path / "unit.tif")
+    px = samples[0].arrays["pixels"][0]
+    assert "used as they are" in samples[0].meta["value_scale"]
+    assert 0.19 < px.min() < 0.25 and 0.55 < px.max() < 0.61
+
+
+@pytest.mark.parametrize("mb,compressed,after", [(2.0, True, False), (2.0, True, True), (70.0, False, False)])
+def test_png_with_megabytes_of_text(tmp_path, mb, compressed, after):
+    from PIL import Image
+
+    p = vg.png_with_text(tmp_path / "meta.png", text_mb=mb, compressed=compressed, after_pixels=after)
+    dec, samples, tokens = load(p)
+    assert dec.modality == "image" and tokens == [197]
+    assert "left out" in samples[0].meta["png_text_ignored"]
+    clean = tmp_path / "clean.png"  # the same picture without the text
+    Image.fromarray(np.random.default_rng(8).integers(0, 256, (40, 60, 3), dtype=np.uint8)).save(clean)
+    np.testing.assert_array_equal(samples[0].arrays["pixels"], load(clean)[1][0].arrays["pixels"])
+
+
+def test_png_text_limits_keep_guarding_memory():
+    from PIL import PngImagePlugin
+
+    assert PngImagePlugin.MAX_TEXT_CHUNK <= 1 << 20 and PngImagePlugin.MAX_TEXT_MEMORY <= 64 << 20

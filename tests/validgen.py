@@ -281,8 +281,9 @@ def float_planar_tiff(path: Path, pages: int = 2, h: int = 40, w: int = 48) -> P
     return path
 
 
-def png_with_text(path: Path, text_mb: float = 2.0, compressed: bool = True) -> Path:
-    """An ordinary PNG with ``text_mb`` MB of text metadata (zTXt when ``compressed``, else tEXt)."""
+def png_with_text(path: Path, text_mb: float = 2.0, compressed: bool = True, after_pixels: bool = False) -> Path:
+    """An ordinary PNG with ``text_mb`` MB of text metadata (zTXt when ``compressed``, else tEXt),
+    before the pixel data (or after it)."""
     from PIL import Image
 
     b = io.BytesIO()
@@ -293,7 +294,7 @@ def png_with_text(path: Path, text_mb: float = 2.0, compressed: bool = True) -> 
     kind, data = (b"zTXt", b"Comment\x00\x00" + zlib.compress(payload)) if compressed else \
         (b"tEXt", b"Comment\x00" + payload)
     chunk = struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    at = 8 + 25  # after the signature and IHDR
+    at = len(png) - 12 if after_pixels else 8 + 25  # before IEND, or after the signature and IHDR
     path.write_bytes(png[:at] + chunk + png[at:])
     return path
 
