@@ -32,6 +32,7 @@ Pickles (``.gpickle``) are refused: never unpickle user data.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import re
@@ -119,9 +120,14 @@ def _from_networkx(g, fmt: str) -> RawGraph:
                     [dict(g.nodes[v]) for v in nodes], eattrs)
 
 
-def _gml_lines(path: Path, codec: str):
-    with open(path, encoding=codec, newline=None) as f:
-        yield from f
+def _gml_lines(raw, codec: str):
+    """The lines of an open binary file decoded as ``codec`` (the handle stays open)."""
+    raw.seek(0)
+    text = io.TextIOWrapper(raw, encoding=codec, newline=None)
+    try:
+        yield from text
+    finally:
+        text.detach()
 
 
 def _read_gml(path: Path) -> RawGraph:
@@ -131,26 +137,26 @@ def _read_gml(path: Path) -> RawGraph:
     and parsed as lines, so entities still work and the file is not held twice."""
     from .text import bom_encoding
 
-    with open(path, "rb") as f:
-        bom = bom_encoding(f.read(4))
-    if bom:
-        return _parse_gml(path, bom[0])
-    try:
-        return _parse_gml(path, "utf-8")
-    except UnicodeDecodeError:
-        return _parse_gml(path, "latin-1")
+    with open(path, "rb") as raw:
+        bom = bom_encoding(raw.read(4))
+        if bom:
+            return _parse_gml(raw, bom[0])
+        try:
+            return _parse_gml(raw, "utf-8")
+        except UnicodeDecodeError:
+            return _parse_gml(raw, "latin-1")
 
 
-def _parse_gml(path: Path, codec: str) -> RawGraph:
+def _parse_gml(raw, codec: str) -> RawGraph:
     import networkx as nx
 
     try:
-        g = nx.parse_gml(_gml_lines(path, codec), label=None)
+        g = nx.parse_gml(_gml_lines(raw, codec), label=None)
     except nx.NetworkXError as e:
         if "duplicated" not in str(e):
             raise
         # Parallel edges in a file that does not declare ``multigraph 1``: read it as one.
-        text = path.read_text(encoding=codec, errors="replace")
+        text = "".join(_gml_lines(raw, codec))
         g = nx.parse_gml(_GML.sub(lambda m: m.group(0) + "\n  multigraph 1", text, count=1), label=None)
     return _from_networkx(g, "gml")
 
