@@ -362,3 +362,25 @@ def test_png_text_limits_keep_guarding_memory():
     from PIL import PngImagePlugin
 
     assert PngImagePlugin.MAX_TEXT_CHUNK <= 1 << 20 and PngImagePlugin.MAX_TEXT_MEMORY <= 64 << 20
+
+
+# ---------------------------------------------------------------------------------------------
+# End to end: `mtx embed` over all of them embeds every file, no failure
+# ---------------------------------------------------------------------------------------------
+
+
+def test_embed_all_valid_files(files, tmp_path, capsys):
+    """Through the pipeline (worker processes): every file embedded as its modality, no failure."""
+    import h5py
+
+    from mtx.cli import main
+    from mtx.store import _modality_list, read_files
+
+    out = tmp_path / "valid.h5"
+    code = main(["embed", str(files), "-o", str(out), "-m", "tiny", "-w", "seeded", "--workers", "1", "-q"])
+    assert code == 0, capsys.readouterr().err
+    with h5py.File(out) as f:
+        assert len(f["failures/path"]) == 0
+        by_file = {Path(r.path).name: r.modality for r in read_files(f)}
+        assert len(_modality_list(f)) == len(f["embeddings"])
+    assert by_file == {n: vg.CASES[n][1] for n in CASES if n != "cell_50mb.csv"}
