@@ -227,6 +227,16 @@ def european_series_csv(path: Path) -> Path:
     return path
 
 
+def european_imu_csv(path: Path, n: int = 2000) -> Path:
+    """A phone logger in a German locale: ``;``, decimal commas, 200 Hz accelerometer + gyroscope."""
+    rng = np.random.default_rng(3)
+    lines = ["time;acc_x;acc_y;acc_z;gyr_x;gyr_y;gyr_z"]
+    for i in range(n):
+        lines.append(";".join([_comma(i * 0.005, 3), *(_comma(v, 4) for v in rng.standard_normal(6))]))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 _MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September",
            "October", "November", "December")
 
@@ -342,6 +352,7 @@ CASES: dict[str, tuple[Builder, str]] = {
     "cell_50mb.csv": (big_cell_csv, "tabular"),
     "european.csv": (european_csv, "tabular"),
     "european_series.csv": (european_series_csv, "time_series"),
+    "european_imu.csv": (european_imu_csv, "imu"),
     "stock_dd-Mon-yy.csv": (lambda p: stock_csv(p, "dd-Mon-yy"), "time_series"),
     "stock_Mon_dd_yyyy.csv": (lambda p: stock_csv(p, "Mon dd yyyy"), "time_series"),
     "stock_dd_Month_yyyy.csv": (lambda p: stock_csv(p, "dd Month yyyy"), "time_series"),

@@ -9,8 +9,8 @@ Reading (all decisions are recorded in the ``table`` meta of the file's first sa
   Delimiter = the one of ``, TAB ; |`` that splits the first lines into the most consistent
   number of fields (>= 2); the first lines are read whole (a 5,000-column header), up to
   ``max_record_bytes``. Decimal commas (``3,14``, ``1.234,5``) are detected when the delimiter
-  is not ``,`` and no cell reads ``3.14``; those cells become numbers. Leading lines whose field count differs from the table's, or that
-  are neither a header nor a data row (e.g. sklearn's iris.csv ``150,4,setosa,versicolor,
+  is not ``,`` and no cell reads ``3.14``; those cells become numbers. Leading lines whose
+  field count differs from the table's, or that are neither a header nor a data row (e.g. sklearn's iris.csv ``150,4,setosa,versicolor,
   virginica`` above numeric rows: numbers where a header has names, text where the rows have
   numbers), are skipped. A header is a first line of non-numeric names that does not fit the
   column types of the rows below. Without a header, columns are named ``col0, col1, ...``.
@@ -957,10 +957,13 @@ class tabular(Modality):  # noqa: N801 - class name == registry key == module na
                 return Evidence(self.name, EXTENSION, f"extension {path.suffix.lower()} (binary content)", fmt)
             text = head.decode("utf-8", "replace").lstrip("\ufeff")
             lines = text.splitlines(keepends=True)
-            if len(head) >= 8192 and len(lines) > 1:
+            cut = len(head) >= 8192
+            if cut and len(lines) > 1:
                 lines = lines[:-1]
             d, width, _ = _sniff_delimiter(lines, "\t" if path.suffix.lower() in (".tsv", ".tab") else None)
             what = f"{width} columns, delimiter {d!r}" if width >= 2 else "one column"
+            if cut and len(lines) == 1 and width >= 2:  # the header alone fills the head
+                what = f"over {width - 1} columns (the header runs past the first 8 KiB), delimiter {d!r}"
             return Evidence(self.name, STRUCTURE, f"delimited table ({what})", fmt)
         ext = path.suffix.lower()
         if ext in self.extensions and ext != ".json":  # a JSON object is not a table
