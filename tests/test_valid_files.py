@@ -84,6 +84,13 @@ def test_forced_audio_reads_m4a_and_the_soundtrack_of_a_video(files):
     assert dec.modality == "audio" and abs(samples[0].meta["duration_s"] - 2.0) < 0.1
 
 
+def test_forced_audio_never_follows_a_playlist(tmp_path):
+    p = tmp_path / "list.m3u8"  # FFmpeg's HLS demuxer would open what it lists
+    p.write_text("#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\nhttp://127.0.0.1:9/a.ts\n#EXT-X-ENDLIST\n")
+    with pytest.raises(DecodeError, match="cannot decode audio"):
+        load(p, modality="audio")
+
+
 def test_cover_art_is_not_a_video(tmp_path):
     import av
 

@@ -123,6 +123,13 @@ _PRETTY = {"mov,mp4,m4a,3gp,3g2,mj2": "MP4/M4A", "matroska,webm": "Matroska/WebM
            "mpeg": "MPEG-PS", "ogg": "Ogg", "wav": "WAV", "caf": "CAF"}
 
 
+# The demuxers an audio file may be read with: no playlist, concat or network demuxer (an HLS
+# playlist handed over as audio would make FFmpeg open the files and URLs it lists).
+AUDIO_DEMUXERS = ("mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,asf,aac,ac3,eac3,amr,amrnb,amrwb,mpegts,mpeg,caf,"
+                  "wav,w64,flac,ogg,mp3,aiff,au,wv,ape,tak,dts,truehd,mlp,xwma,rm,voc,dsf,mpc,mpc8,loas,"
+                  "oma,tta,shn,alac,mp2")
+
+
 class AvAudioFile:
     """The first audio stream of a file, decoded by FFmpeg, read like a ``soundfile.SoundFile``.
 
@@ -132,14 +139,15 @@ class AvAudioFile:
     decoded frame beyond the requested block.
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, demuxer: str | None = None):
         av = _av()
+        opts = {"format_whitelist": AUDIO_DEMUXERS}
         try:
             try:
-                self._c = av.open(str(path), "r", metadata_errors="ignore")
+                self._c = av.open(str(path), "r", format=demuxer, options=opts, metadata_errors="ignore")
             except TypeError:  # PyAV >= 19 dropped the argument
-                self._c = av.open(str(path), "r")
-        except av.error.FFmpegError as e:
+                self._c = av.open(str(path), "r", format=demuxer, options=opts)
+        except (av.error.FFmpegError, ValueError) as e:
             raise DecodeError(f"cannot decode audio: FFmpeg cannot open it ({_why(e)})") from None
         try:
             streams = list(self._c.streams.audio)

@@ -401,6 +401,10 @@ FFMPEG_FORMATS = {"aac-adts", "ac-3", "e-ac-3", "amr", "amr-wb", "isobmff", "mat
                   "mpeg-ts", "mpeg-ps"}
 
 
+_DEMUXERS = {"aac-adts": "aac", "ac-3": "ac3", "e-ac-3": "eac3", "amr": "amr", "amr-wb": "amr", "isobmff": "mov",
+             "matroska": "matroska", "asf": "asf", "mpeg-ts": "mpegts", "mpeg-ps": "mpeg"}
+
+
 def open_audio(path: Path, head: bytes = b"", fmt: str = ""):
     """An open audio file: ``soundfile.SoundFile`` for what libsndfile reads, else
     :class:`~mtx.modalities._media.AvAudioFile` (FFmpeg through PyAV) with the same interface.
@@ -416,7 +420,7 @@ def open_audio(path: Path, head: bytes = b"", fmt: str = ""):
         name = audio_format(head)
         fmt = format_id(name) if name else ""
     if fmt in FFMPEG_FORMATS:
-        return _checked(AvAudioFile(path))
+        return _checked(AvAudioFile(path, _DEMUXERS.get(fmt)))
     sf = _soundfile()
     try:
         f = sf.SoundFile(path)
