@@ -163,7 +163,7 @@ class AvAudioFile:
                                   f"{self.channels} channels: a corrupt header")
             self.format = _PRETTY.get(self._c.format.name, self._c.format.name)
             self.subtype = cc.name
-            self.frames = self._estimate_frames(s)
+            self.frames = self._estimate_frames(s, path)
             self.streams = len(streams)
         except BaseException:
             self._c.close()
@@ -182,11 +182,19 @@ class AvAudioFile:
         layout = s.codec_context.layout
         return layout.name if layout is not None and layout.nb_channels else None
 
-    def _estimate_frames(self, s) -> int:
+    def _estimate_frames(self, s, path: Path) -> int:
+        """Frames from the stream or container duration, else from the file size and bit rate
+        (the long-file segment selection needs an estimate)."""
         if s.duration and s.time_base:
             return int(round(float(s.duration * s.time_base) * self.samplerate))
         if self._c.duration:
             return int(round(self._c.duration / 1_000_000 * self.samplerate))
+        rate = s.codec_context.bit_rate or self._c.bit_rate
+        if rate:
+            try:
+                return int(os.path.getsize(path) * 8 / rate * self.samplerate)
+            except OSError:
+                return 0
         return 0
 
     def _pull(self) -> bool:
