@@ -3,7 +3,10 @@
 Precedence (DESIGN.md §4):
 1. ``--modality M`` for every input, or ``--map GLOB=M`` rules (first match wins).
 2. Exclusive content claims (``CLAIM``): magic bytes and headers — DICOM ``DICM``, ENVI header,
-   FLIR APP1, RIFF WAVE/AVI, ftyp, EBML, OggS, fLaC, PLY, PCD, LAS, GML/GraphML/GEXF roots...
+   FLIR APP1, RIFF WAVE/AVI, OggS, fLaC, ADTS/AC-3 frames, H.264/H.265 start codes, PLY, PCD, LAS,
+   GML/GraphML/GEXF roots... Containers that hold sound or pictures alike (``ftyp`` MP4/M4A,
+   EBML Matroska/WebM, ASF, MPEG-TS/PS) are claimed by audio or video according to their stream
+   list: the container header read by FFmpeg (bounded, nothing decoded, once per file).
 3. Shared containers (CSV/Parquet/NPY/PNG/TIFF/MAT) decided by cheap structure checks
    (``STRUCTURE``), then by path hints (``HINT``), then by the extension alone (``EXTENSION``).
 4. Nothing matched, or two modalities tie at the top strength: an error that lists every

@@ -6,16 +6,20 @@ A CSV/TSV-like file is claimed, strongest first, by:
 1. ``imu`` at ``REFINED + 2`` (37): at least three accelerometer-named columns (``acc_x``,
    ``ax``, ``Accelerometer X (g)``, ``accelerometerAccelerationX(G)``...). Reason e.g.
    "CSV with accelerometer columns acc_x, acc_y, acc_z".
-2. ``time_series`` at ``REFINED`` (35): a time-like column (datetime strings in a common format,
-   or a monotonic numeric column named like ``t``, ``time``, ``timestamp``, ``date``, ``year``)
+2. ``time_series`` at ``REFINED`` (35): a time-like column (datetime strings in any layout
+   dateutil reads — ``2003-09-19``, ``19-Sep-03``, ``Sep 19 2003``, ``19.09.2003 14:30`` —, or a
+   numeric column named like ``t``, ``time``, ``timestamp``, ``date``, ``year`` that rises or
+   falls monotonically: newest-first files are common)
    and at least one other numeric column. Reason e.g. "CSV with time column 'date' (datetime
    %Y-%m-%d %H:%M:%S) and 7 numeric channels".
 3. ``tabular`` at ``STRUCTURE`` (30): any delimited table (one sample per row).
 
 The same order holds for Parquet (schema instead of the first lines) and NPY (with path hints).
 Only the first 8 KiB are looked at: the delimiter (``,`` ``\\t`` ``;`` ``|``, the one that splits
-the lines into the same number of fields), the header (a first row that is not numeric where the
-rows below are), and the cell values of the first rows. Whitespace-aligned text is not a table.
+the lines into the same number of fields), decimal commas (a delimiter other than ``,``, cells
+like ``3,14`` or ``1.234,5`` and no plain ``3.14``: those cells are read as numbers), the header
+(a first row that is not numeric where the rows below are), and the cell values of the first
+rows. Whitespace-aligned text is not a table.
 """
 from __future__ import annotations
 
@@ -46,6 +50,7 @@ class TableHead:
     skip: int = 0  # leading comment lines
     encoding: str = "utf8"
     numeric: list[bool] = field(default_factory=list)  # per column: >= 95 % of cells are numbers
+    decimal: str = "."  # "," when the numbers are written with decimal commas (the cells are converted)
 
     @property
     def numeric_columns(self) -> list[int]:
@@ -53,6 +58,52 @@ class TableHead:
 
     def column(self, i: int) -> list[str]:
         return [r[i] for r in self.rows if i < len(r)]
+
+
+# ----------------------------------------------------------------------------------------------
+# Decimal commas (European locales: ``3,14``, ``1.234,5``, ``1 234,5``)
+# ----------------------------------------------------------------------------------------------
+
+_THOUSANDS = "[.\u00a0\u202f ]"  # dot, no-break space, narrow no-break space, space
+# A number written with a decimal comma, or with thousands separators (groups of three digits).
+COMMA_NUMBER = (r"^\s*[+-]?(\d{1,3}(" + _THOUSANDS + r"\d{3})+|\d+)(,\d+)?([eE][+-]?\d+)?\s*$")
+_COMMA_NUMBER = re.compile(COMMA_NUMBER)
+_HAS_COMMA = re.compile(r"^\s*[+-]?(\d{1,3}(" + _THOUSANDS + r"\d{3})+|\d+),\d+([eE][+-]?\d+)?\s*$")
+_GROUPS = re.compile(r"^\s*[+-]?\d{1,3}(\.\d{3}){2,}\s*$")  # 1.234.567: dots can only be thousands
+# A dot decimal that cannot be a thousands group (not exactly three digits after the dot).
+_DOT_DECIMAL = re.compile(r"^\s*[+-]?\d*\.(\d{1,2}|\d{4,})([eE][+-]?\d+)?\s*$")
+
+
+def decimal_comma(cells, delimiter: str) -> bool:
+    """Whether the cells of a table whose delimiter is not ``,`` write numbers with a decimal comma:
+    some cells are such numbers (``3,14``, ``1.234,5``, ``1.234.567``) and none is a plain dot
+    decimal (``3.14``)."""
+    if delimiter == ",":
+        return False
+    comma = dot = 0
+    for c in cells:
+        if _HAS_COMMA.match(c) or _GROUPS.match(c):
+            comma += 1
+        elif _DOT_DECIMAL.match(c):
+            dot += 1
+    return comma >= 1 and dot == 0
+
+
+def comma_to_dot(s: str) -> str:
+    """``'1.234,5'`` -> ``'1234.5'`` for a decimal-comma number; other text unchanged."""
+    if _COMMA_NUMBER.match(s):
+        return re.sub(_THOUSANDS, "", s.strip()).replace(",", ".")
+    return s
+
+
+def comma_to_dot_arrow(arr):
+    """:func:`comma_to_dot` over a pyarrow string array, vectorised."""
+    import pyarrow.compute as pc
+
+    ok = pc.match_substring_regex(arr, COMMA_NUMBER)
+    fixed = pc.replace_substring(pc.replace_substring_regex(pc.utf8_trim_whitespace(arr), _THOUSANDS, ""),
+                                 ",", ".")
+    return pc.if_else(ok, fixed, arr)
 
 
 def is_null(s: str) -> bool:
@@ -131,13 +182,16 @@ def sniff_table(head: bytes, min_columns: int = 2) -> TableHead | None:
         return None
     width, delim, rows = best
     rows = [r for r in rows if len(r) == width]
+    decimal = "," if decimal_comma((c for r in rows[1:] for c in r), delim) else "."
+    if decimal == ",":
+        rows = [[comma_to_dot(c) for c in r] for r in rows]
     first, body = rows[0], rows[1:]
     header = not all(to_number(c) is not None or is_null(c) for c in first)
     if header:
         names = unique_names(first)
     else:
         names, body = [f"col{i}" for i in range(width)], rows
-    t = TableHead(delim, header, names, body, skip, enc)
+    t = TableHead(delim, header, names, body, skip, enc, decimal=decimal)
     t.numeric = [_numeric(t.column(i)) for i in range(width)]
     return t
 
@@ -157,21 +211,13 @@ _UNIT_IN_NAME = (
 )
 UNIT_SECONDS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
 
-# (regex on a cell, pyarrow strptime format or "iso"), tried in order.
-DATETIME_FORMATS = (
-    (re.compile(r"^\d{4}-\d{2}-\d{2}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?$"), "iso"),
-    (re.compile(r"^\d{4}/\d{1,2}/\d{1,2} \d{1,2}:\d{2}:\d{2}$"), "%Y/%m/%d %H:%M:%S"),
-    (re.compile(r"^\d{4}/\d{1,2}/\d{1,2} \d{1,2}:\d{2}$"), "%Y/%m/%d %H:%M"),
-    (re.compile(r"^\d{4}/\d{1,2}/\d{1,2}$"), "%Y/%m/%d"),
-    (re.compile(r"^\d{1,2}/\d{1,2}/\d{4} \d{1,2}:\d{2}:\d{2}$"), "%m/%d/%Y %H:%M:%S"),
-    (re.compile(r"^\d{1,2}/\d{1,2}/\d{4} \d{1,2}:\d{2}:\d{2}$"), "%d/%m/%Y %H:%M:%S"),
-    (re.compile(r"^\d{1,2}/\d{1,2}/\d{4} \d{1,2}:\d{2}$"), "%m/%d/%Y %H:%M"),
-    (re.compile(r"^\d{1,2}/\d{1,2}/\d{4} \d{1,2}:\d{2}$"), "%d/%m/%Y %H:%M"),
-    (re.compile(r"^\d{1,2}/\d{1,2}/\d{4}$"), "%m/%d/%Y"),
-    (re.compile(r"^\d{1,2}/\d{1,2}/\d{4}$"), "%d/%m/%Y"),
-    (re.compile(r"^\d{1,2}\.\d{1,2}\.\d{4} \d{1,2}:\d{2}(:\d{2})?$"), "%d.%m.%Y %H:%M:%S"),
-    (re.compile(r"^\d{1,2}\.\d{1,2}\.\d{4}$"), "%d.%m.%Y"),
-)
+# ISO 8601 dates and datetimes are read by pyarrow's ISO parser directly (``"iso"``).
+_ISO = re.compile(r"^\d{4}-\d{2}-\d{2}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?$")
+# Worth asking dateutil about: short, with a digit, and only characters dates are written with.
+_DATE_LIKE = re.compile(r"^(?=.*\d)[\w ,./:-]{4,40}$")
+_SUFFIXES = ("st", "nd", "rd", "th")
+_SAMPLES = 8  # values whose format is inferred (spread over the cells)
+_VALIDATE = 50  # values every candidate format must parse
 
 
 @dataclass(frozen=True)
@@ -180,7 +226,7 @@ class TimeColumn:
     name: str
     kind: str  # "datetime" | "numeric"
     unit: str | None = None  # numeric: s/ms/us/ns from the name, None when the name says nothing
-    format: str | None = None  # datetime: "iso" or a strptime format
+    format: str | None = None  # datetime: "iso" or a strptime format (inferred by dateutil)
 
 
 def norm_name(name: str) -> str:
@@ -203,25 +249,124 @@ def is_time_name(name: str) -> bool:
 
 
 def datetime_format(cells: list[str]) -> str | None:
-    """The first format in :data:`DATETIME_FORMATS` that parses every non-missing cell."""
+    """The format of a column of datetime strings, or None when it is not one.
+
+    ISO 8601 cells give ``"iso"``. Any other layout (``19-Sep-03``, ``Sep 19 2003``,
+    ``19 September 2003``, ``19.09.2003 14:30``, ``9/19/2003 2:30 PM``...) is inferred by
+    **dateutil**, the parser pandas and matplotlib rely on: a few cells are parsed (month-first
+    and day-first), each parse is mapped back to a strptime format (which token is the day, the
+    month name, the two-digit year...), and the first candidate that parses *every* sampled
+    cell wins — the column is then parsed vectorised by pyarrow with that one format. A format
+    must name a year and a month: times of day alone and bare numbers are not dates.
+    """
     vals = [c.strip() for c in cells if not is_null(c)]
     if not vals:
         return None
-    for rx, fmt in DATETIME_FORMATS:
-        if not all(rx.match(v) for v in vals):
-            continue
-        if fmt == "iso":
+    if all(_ISO.match(v) for v in vals):
+        return "iso"
+    if not all(_DATE_LIKE.match(v) for v in vals):
+        return None
+    if infer_datetime_format(vals[0]) is None and infer_datetime_format(vals[0], True) is None:
+        return None  # the first cell is no date: not a datetime column (keeps sniffing cheap)
+    check = vals[:_VALIDATE]
+    picks = sorted({0, len(vals) - 1, *np.linspace(0, len(vals) - 1, _SAMPLES).round().astype(int).tolist()})
+    tried: set[str] = set()
+    for dayfirst in (False, True):
+        for i in picks:
+            fmt = infer_datetime_format(vals[i], dayfirst)
+            if fmt is None or fmt in tried:
+                continue
+            tried.add(fmt)
+            try:
+                parse_datetimes(np.array(check, dtype=object), fmt)
+            except DecodeError:
+                continue
             return fmt
-        try:
-            parse_datetimes(np.array(vals[:50], dtype=object), fmt)
-        except DecodeError:
-            continue
-        return fmt
     return None
 
 
+_DIRECTIVES = {"%Y", "%y", "%m", "%d", "%b", "%B", "%a", "%A", "%H", "%I", "%M", "%S", "%p", "%f"}
+
+
+def infer_datetime_format(text: str, dayfirst: bool = False) -> str | None:
+    """The strptime format of one datetime string as dateutil reads it, or None.
+
+    dateutil decides what each token is; this maps its answer back onto the tokens, so the
+    format reproduces the string (``'19-Sep-03'`` -> ``'%d-%b-%y'``). Fractional seconds
+    become ``%f`` after ``%S``. Returns None for what dateutil cannot parse, for tokens it
+    ignored (time-zone names, words) and for formats without a year and a month.
+    """
+    import datetime as _dt
+
+    try:
+        from dateutil import parser
+    except ImportError:  # pragma: no cover - dependency
+        from ..errors import MissingDependency
+
+        raise MissingDependency("python-dateutil is needed to read datetime columns; "
+                                "pip install python-dateutil") from None
+    try:
+        dt = parser.parse(text, dayfirst=dayfirst, default=_dt.datetime(1900, 1, 1))
+    except (ValueError, OverflowError, TypeError):
+        return None
+    tokens = re.findall(r"\d+|[A-Za-z]+|[^\dA-Za-z]+", text)
+    ampm = any(t.lower() in ("am", "pm") for t in tokens)
+    used: list[str] = []
+    out: list[str] = []
+    for tok in tokens:
+        low = tok.lower()
+        if tok.isdigit():
+            d = _digit_directive(tok, dt, used, ampm, dayfirst, out[-1] if out else "")
+        elif tok.isalpha():
+            names = {"%b": dt.strftime("%b"), "%B": dt.strftime("%B"), "%a": dt.strftime("%a"),
+                     "%A": dt.strftime("%A")}
+            d = next((k for k, v in names.items() if low == v.lower() and k not in used), None)
+            if low in ("am", "pm"):
+                d = "%p"
+            elif d is None and low in _SUFFIXES and used[-1:] == ["%d"]:
+                d = tok  # 19th: a literal after the day
+            elif d is None and low == "t" and used[-1:] in (["%d"], ["%m"]):
+                d = tok  # a date and a time joined by T
+        else:
+            d = tok.replace("%", "%%")
+        if d is None:
+            return None
+        out.append(d)
+        if d in _DIRECTIVES:
+            used.append(d)
+    have = set(used)
+    if not have & {"%Y", "%y"} or not have & {"%m", "%b", "%B"}:
+        return None
+    return "".join(out)
+
+
+def _digit_directive(tok: str, dt, used: list[str], ampm: bool, dayfirst: bool, after: str) -> str | None:
+    """Which field of ``dt`` the digits ``tok`` are, given the fields already placed."""
+    v, n = int(tok), len(tok)
+    if used[-1:] == ["%S"] and after in (".", ","):
+        return "%f" if "%f" not in used else None
+    if n == 4:
+        return "%Y" if v == dt.year and "%Y" not in used else None
+    if n > 2:
+        return None
+    hour = "%I" if ampm else "%H"
+    checks = {"%d": v == dt.day, "%m": v == dt.month, "%y": n == 2 and v == dt.year % 100,
+              hour: v == ((dt.hour % 12 or 12) if ampm else dt.hour), "%M": v == dt.minute,
+              "%S": v == dt.second}
+    if after == ":":
+        order = [hour, "%M", "%S"]
+    else:
+        date = ["%m", "%d"] if used[:1] in (["%Y"], ["%y"]) or not dayfirst else ["%d", "%m"]
+        order = [*date, "%y", hour, "%M", "%S"]
+    return next((d for d in order if d not in used and checks[d]), None)
+
+
 def _monotonic(values: list[float]) -> bool:
-    return len(values) >= 2 and all(b >= a for a, b in zip(values, values[1:], strict=False)) and values[-1] > values[0]
+    """Rising, or falling (newest first, as finance and logger exports often are), not constant."""
+    if len(values) < 2 or values[-1] == values[0]:
+        return False
+    pairs = list(zip(values, values[1:], strict=False))
+    return all(b >= a for a, b in pairs) or all(b <= a for a, b in pairs)
 
 
 def find_time_column(t: TableHead, require_monotonic: bool = True) -> TimeColumn | None:
@@ -240,23 +385,36 @@ def find_time_column(t: TableHead, require_monotonic: bool = True) -> TimeColumn
 
 
 def parse_datetimes(values, fmt: str) -> np.ndarray:
-    """Datetime strings -> float64 seconds since the epoch (NaN where missing)."""
+    """Datetime strings -> float64 seconds since the epoch (NaN where missing).
+
+    ``fmt`` is ``"iso"`` or a strptime format; a trailing ``%f`` (fractional seconds, which
+    pyarrow's strptime lacks) is split off and added back."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     arr = pa.array(values, type=pa.string()) if not isinstance(values, pa.Array) else values
     arr = pc.utf8_trim_whitespace(arr)
+    frac_us = None
     try:
         if fmt == "iso":
             arr = pc.replace_substring_regex(arr, r"(Z|[+-]\d{2}:?\d{2})$", "")  # local time kept
             arr = pc.replace_substring(arr, "T", " ")
             ts = pc.cast(arr, pa.timestamp("us"))
         else:
+            if fmt.endswith("%f") and fmt[-3:-2] in (".", ","):
+                parts = pc.extract_regex(arr, r"^(?P<base>.*?)[.,](?P<frac>\d+)$")
+                has = pc.is_valid(parts)
+                frac = pc.utf8_slice_codeunits(pc.utf8_rpad(pc.struct_field(parts, "frac"), 6, "0"), 0, 6)
+                frac_us = pc.fill_null(pc.cast(frac, pa.int64()), 0).to_numpy(zero_copy_only=False)
+                arr = pc.if_else(has, pc.struct_field(parts, "base"), arr)
+                fmt = fmt[:-3]
             ts = pc.strptime(arr, format=fmt, unit="us", error_is_null=False)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
         raise DecodeError(f"time values do not all parse as {fmt} datetimes: {str(e)[:120]}") from None
-    out = pc.cast(ts, pa.int64()).to_numpy(zero_copy_only=False).astype(np.float64) / 1e6
-    return out
+    out = pc.cast(ts, pa.int64()).to_numpy(zero_copy_only=False).astype(np.float64)
+    if frac_us is not None:
+        out = out + frac_us
+    return out / 1e6
 
 
 # ----------------------------------------------------------------------------------------------
@@ -313,12 +471,13 @@ def read_csv_columns(path: Path, t: TableHead, numeric: list[str], time: TimeCol
     tparts: list[np.ndarray] = []
     for chunk in iter_csv(path, t, cols):
         for c in numeric:
-            parts[c].append(to_float(chunk[c]))
+            parts[c].append(to_float(comma_to_dot_arrow(chunk[c]) if t.decimal == "," else chunk[c]))
         if time is not None:
             if time.kind == "datetime":
                 tparts.append(parse_datetimes(chunk[time.name], time.format or "iso"))
             else:
-                tparts.append(to_float(chunk[time.name]))
+                tc = chunk[time.name]
+                tparts.append(to_float(comma_to_dot_arrow(tc) if t.decimal == "," else tc))
     data = {c: (np.concatenate(parts[c]) if parts[c] else np.zeros(0)) for c in numeric}
     tv = (np.concatenate(tparts) if tparts else np.zeros(0)) if time is not None else None
     return data, tv

@@ -1,6 +1,7 @@
-"""audio: everything libsndfile reads -> Kaldi log-mel fbank -> AST patch tokens (1213 per 10.24 s).
+"""audio: what libsndfile or FFmpeg reads -> Kaldi log-mel fbank -> AST patch tokens (1213 per 10.24 s).
 
-Pipeline (MODALITIES.md "audio"): decode with soundfile in blocks, mix to mono, resample to
+Pipeline (MODALITIES.md "audio"): decode with soundfile (FFmpeg through PyAV for the formats
+libsndfile does not read: AAC/ALAC in M4A/MP4, MKA/WebM, WMA, AC-3, AMR) in blocks, mix to mono, resample to
 16 kHz with soxr's streaming band-limited resampler, cut the 16 kHz stream into segments of
 1024 fbank frames (10.24 s), compute a Kaldi-compatible log-mel filterbank per segment in torch,
 normalise with the AudioSet statistics used by AST. The whole file is never held in memory:
@@ -45,6 +46,7 @@ from ._base import (
     seeded,
     sniffed_or_read,
 )
+from ._media import probe_streams, shared_container
 from ._registry import register_modality
 
 RATE = 16000
@@ -153,6 +155,57 @@ def _mpeg_frame_len(h: bytes) -> int | None:
     return per * kbps // rate + padding
 
 
+def _adts_frame_len(h: bytes) -> int | None:
+    """Length of the AAC ADTS frame whose header starts ``h``, or None if not an ADTS header."""
+    if len(h) < 7 or h[0] != 0xFF or (h[1] & 0xF6) != 0xF0 or (h[2] >> 2) & 0xF > 12:
+        return None
+    n = ((h[3] & 3) << 11) | (h[4] << 3) | (h[5] >> 5)
+    return n if n >= 7 else None
+
+
+# AC-3 frame sizes in 16-bit words by frmsizecod, for 48, 44.1 and 32 kHz (ATSC A/52 table 5.18).
+_AC3_48 = (64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 896, 1024, 1152, 1280)
+_AC3_WORDS = {0: [w for w in _AC3_48 for _ in (0, 1)],
+              1: [69, 70, 87, 88, 104, 105, 121, 122, 139, 140, 174, 175, 208, 209, 243, 244, 278, 279,
+                  348, 349, 417, 418, 487, 488, 557, 558, 696, 697, 835, 836, 975, 976, 1114, 1115,
+                  1253, 1254, 1393, 1394],
+              2: [w * 3 // 2 for w in _AC3_48 for _ in (0, 1)]}
+
+
+def _ac3_frame_len(h: bytes) -> tuple[str, int] | None:
+    """('AC-3' | 'E-AC-3', frame length in bytes) for a sync frame starting ``h``, or None."""
+    if len(h) < 6 or h[:2] != b"\x0b\x77":
+        return None
+    bsid = h[5] >> 3
+    if bsid <= 10:
+        fscod, code = h[4] >> 6, h[4] & 0x3F
+        if fscod == 3 or code >= 38:
+            return None
+        return "AC-3", 2 * _AC3_WORDS[fscod][code]
+    if bsid <= 16:
+        return "E-AC-3", 2 * ((((h[2] & 7) << 8) | h[3]) + 1)
+    return None
+
+
+def _id3_end(head: bytes) -> int:
+    """Where the audio after a leading ID3v2 tag starts (0 without a tag)."""
+    if head[:3] != b"ID3" or len(head) < 10:
+        return 0
+    size = (head[6] & 0x7F) << 21 | (head[7] & 0x7F) << 14 | (head[8] & 0x7F) << 7 | (head[9] & 0x7F)
+    return 10 + size + (10 if head[5] & 0x10 else 0)
+
+
+def _frames_follow(head: bytes, at: int, frame_len) -> bool:
+    """Two consecutive frames (by ``frame_len``) at ``at`` of ``head``; one when the head ends first."""
+    n = frame_len(head[at:at + 8])
+    if not n:
+        return False
+    n = n[1] if isinstance(n, tuple) else n
+    if len(head) < at + n + 8:
+        return len(head) >= at + 8  # the second header lies past the head: one frame must do
+    return bool(frame_len(head[at + n:at + n + 8]))
+
+
 def audio_format(head: bytes) -> str | None:
     """The audio container named by exclusive magic bytes, or None (RIFF AVI and Ogg Theora too)."""
     if head[:4] in (b"RIFF", b"RIFX", b"RF64") and head[8:12] == b"WAVE":
@@ -175,8 +228,19 @@ def audio_format(head: bytes) -> str | None:
             if ident in head:
                 return name
         return None
+    if head.startswith(b"#!AMR\n"):
+        return "AMR"
+    if head.startswith(b"#!AMR-WB\n"):
+        return "AMR-WB"
     if head[:3] == b"ID3":
+        end = _id3_end(head)
+        if end + 7 <= len(head) and _frames_follow(head, end, _adts_frame_len):
+            return "AAC ADTS (ID3)"
         return "MP3 (ID3)"
+    if _frames_follow(head, 0, _adts_frame_len):
+        return "AAC ADTS"
+    if _frames_follow(head, 0, _ac3_frame_len):
+        return _ac3_frame_len(head[:8])[0]
     n = _mpeg_frame_len(head[:4])
     if n and len(head) >= n + 4 and _mpeg_frame_len(head[n:n + 4]):
         # Two consecutive valid MPEG frame headers. One alone is not evidence: a UTF-16 LE byte
@@ -219,6 +283,11 @@ def _wav_fmt(head: bytes) -> tuple[int, int] | None:
             return struct.unpack_from("<H", head, pos + 10)[0], struct.unpack_from("<I", head, pos + 12)[0]
         pos += 8 + size + (size & 1)
     return None
+
+
+_CONTAINERS = {"mov": "MP4/M4A container", "matroska": "Matroska/WebM container", "asf": "ASF container",
+               "mpegts": "MPEG transport stream", "mpeg": "MPEG program stream"}
+_FORMAT_OF = {"mov": "isobmff", "matroska": "matroska", "asf": "asf", "mpegts": "mpeg-ts", "mpeg": "mpeg-ps"}
 
 
 MAX_RATE = 1_000_000  # above any real recorder (ultrasonic bat detectors: 384-768 kHz)
@@ -325,7 +394,33 @@ def _segments(chunks: Iterator[np.ndarray], seg: int, want, meta: dict
         yield start, _normalise(kaldi_fbank(w - w.mean(dtype=np.float64))), seg
 
 
-def open_audio(path: Path, head: bytes = b""):
+# Formats libsndfile reads itself: their failures are reported as libsndfile sees them (FFmpeg
+# would decode a corrupt file of these leniently). Formats only FFmpeg reads skip libsndfile.
+_SNDFILE_FORMATS = {"w64", "flac", "aiff", "au", "ogg-vorbis", "ogg-opus", "ogg-flac", "ogg", "mp3"}
+FFMPEG_FORMATS = {"aac-adts", "ac-3", "e-ac-3", "amr", "amr-wb", "isobmff", "matroska", "asf",
+                  "mpeg-ts", "mpeg-ps"}
+
+
+_DEMUXERS = {"aac-adts": "aac", "ac-3": "ac3", "e-ac-3": "eac3", "amr": "amr", "amr-wb": "amr", "isobmff": "mov",
+             "matroska": "matroska", "asf": "asf", "mpeg-ts": "mpegts", "mpeg-ps": "mpeg"}
+
+
+def open_audio(path: Path, head: bytes = b"", fmt: str = ""):
+    """An open audio file: ``soundfile.SoundFile`` for what libsndfile reads, else
+    :class:`~mtx.modalities._media.AvAudioFile` (FFmpeg through PyAV) with the same interface.
+
+    ``fmt`` is the format sniffing named (``Evidence.format``): FFmpeg-only formats go straight
+    to PyAV; libsndfile's own formats never fall back (their errors are libsndfile's); anything
+    else (a CAF, a WAV with a codec libsndfile lacks, a forced ``--modality audio``) tries
+    libsndfile first, then FFmpeg.
+    """
+    from ._media import AvAudioFile
+
+    if not fmt and head:
+        name = audio_format(head)
+        fmt = format_id(name) if name else ""
+    if fmt in FFMPEG_FORMATS:
+        return _checked(AvAudioFile(path, _DEMUXERS.get(fmt)))
     sf = _soundfile()
     try:
         f = sf.SoundFile(path)
@@ -334,12 +429,21 @@ def open_audio(path: Path, head: bytes = b""):
         if "not a regular file" in why and path.is_file():
             # libsndfile's words when no decoder recognises the data of a regular file
             why = "no decoder recognises the data (corrupt, or not a format libsndfile reads)"
-        fmt = _wav_fmt(head)
-        if fmt is not None and fmt[0] == 0:
+        wav = _wav_fmt(head)
+        if wav is not None and wav[0] == 0:
             why = f"the WAV header declares 0 channels ({why})"
-        elif fmt is not None and not 1 <= fmt[1] <= MAX_RATE:
-            why = f"the WAV header declares a sample rate of {fmt[1]:,} Hz ({why})"
+        elif wav is not None and not 1 <= wav[1] <= MAX_RATE:
+            why = f"the WAV header declares a sample rate of {wav[1]:,} Hz ({why})"
+        elif fmt not in _SNDFILE_FORMATS and (fmt != "wav" or wav is not None):
+            try:  # a codec libsndfile lacks (AAC/ALAC in CAF, MP3 in WAV...), or a forced modality
+                return _checked(AvAudioFile(path))
+            except DecodeError as av_error:
+                why = f"{why}; FFmpeg: {av_error.message.removeprefix('cannot decode audio: ')}"
         raise DecodeError(f"cannot decode audio: {why}") from None
+    return _checked(f)
+
+
+def _checked(f):
     if not 1 <= f.samplerate <= MAX_RATE:
         f.close()
         raise DecodeError(f"the header declares a sample rate of {f.samplerate:,} Hz, outside 1 Hz to "
@@ -429,9 +533,18 @@ class audio(Modality):  # noqa: N801 - class name == registry key == module name
     **two consecutive** valid MPEG frame headers (one alone is not evidence: a UTF-16 byte-order mark
     also parses as one). Headerless raw PCM is not sniffed.
 
+    And what only FFmpeg reads, decoded through PyAV: AAC and ALAC in M4A/MP4, raw AAC (ADTS,
+    two consecutive frame headers), Opus/Vorbis/AAC/MP2... in MKA/WebM, WMA (ASF), AC-3/E-AC-3
+    (two consecutive sync frames), AMR, and CAF or WAV payloads libsndfile lacks. MP4, Matroska/WebM,
+    ASF and MPEG-TS/PS containers hold sound or pictures alike: their **stream list** decides (the
+    container header read by FFmpeg, nothing decoded) — audio streams and no video stream make a
+    claim for audio (cover art is not a video), a video stream makes it [video](video.md)'s.
+    `--modality audio` on a video embeds its (first) soundtrack. Decoding, mixing, resampling and
+    the filterbank are the same for both decoders (`decoder` in the sample meta says which ran).
+
     ## From file to filterbank
 
-    1. Decode with soundfile in blocks (4 s), mix to mono, **resample to 16 kHz** with soxr's
+    1. Decode with soundfile (or FFmpeg) in blocks (4 s), mix to mono, **resample to 16 kHz** with soxr's
        streaming band-limited resampler (quality `HQ`): naive decimation would alias high
        frequencies into the mel bins.
     2. Kaldi-compatible fbank, exactly as AST computed its training features
@@ -469,8 +582,9 @@ class audio(Modality):  # noqa: N801 - class name == registry key == module name
 
     name = "audio"
     extensions = (".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".aifc",
-                  ".au", ".snd", ".caf", ".w64", ".rf64")
-    summary = "WAV, FLAC, OGG/Vorbis/Opus, MP3, AIFF... -> 128-bin Kaldi fbank, AST patches"
+                  ".au", ".snd", ".caf", ".w64", ".rf64", ".m4a", ".m4b", ".aac", ".adts", ".mka", ".weba",
+                  ".wma", ".ac3", ".eac3", ".amr", ".awb", ".mp2")
+    summary = "WAV, FLAC, OGG/Opus, MP3, AIFF, M4A/AAC, MKA/WebM, WMA, AC-3... -> 128-bin Kaldi fbank, AST patches"
     tokens = "1 + 12 x floor((T-16)/10 + 1) per 10.24 s segment (1213; 1 s -> 109)"
     clip_init = True
     Config = AudioConfig
@@ -481,6 +595,19 @@ class audio(Modality):  # noqa: N801 - class name == registry key == module name
         fmt = audio_format(head)
         if fmt:
             return Evidence(self.name, CLAIM, f"{fmt} header", format_id(fmt))
+        demuxer = shared_container(head)
+        if demuxer:
+            # MP4/M4A, Matroska/WebM/MKA, ASF/WMA, MPEG-TS/PS hold sound or pictures: the
+            # container's stream list (header only, nothing decoded) decides.
+            streams = probe_streams(path, demuxer)
+            if streams is not None and streams.audio and not streams.video:
+                cover = f" and {streams.pictures} cover picture(s)" if streams.pictures else ""
+                return Evidence(self.name, CLAIM, f"{_CONTAINERS[demuxer]} with audio only "
+                                f"({', '.join(streams.audio)}{cover})", _FORMAT_OF[demuxer])
+            if streams is None and path.suffix.lower() in self.extensions:
+                return Evidence(self.name, EXTENSION, f"extension {path.suffix.lower()} (FFmpeg cannot "
+                                "open the container)", _FORMAT_OF[demuxer])
+            return None
         if head[:4] == b"OggS" and path.suffix.lower() in (".ogg", ".oga", ".opus"):
             return Evidence(self.name, HINT, f"Ogg container with extension {path.suffix.lower()}", "ogg")
         if head[:4] in (b"RIFF", b"OggS") or head[:4] == b"FORM":
@@ -511,11 +638,15 @@ class audio(Modality):  # noqa: N801 - class name == registry key == module name
     def load(self, path: Path, cfg: AudioConfig, sniffed: Sniffed | None = None) -> Iterator[Sample]:
         if cfg.segment_frames < PATCH:
             raise DecodeError(f"segment_frames must be >= {PATCH}")
-        head = sniffed_or_read(path, sniffed).head  # libsndfile finds the format itself
-        f = open_audio(path, head)
+        known = sniffed_or_read(path, sniffed)
+        head = known.head  # libsndfile and FFmpeg find the format themselves
+        f = open_audio(path, head, known.format)
         with f:
             meta = {"format": f.format, "subtype": f.subtype, "sample_rate": f.samplerate,
-                    "channels": f.channels, "frames": int(f.frames)}
+                    "channels": f.channels, "frames": int(f.frames),
+                    "decoder": getattr(f, "decoder", "libsndfile")}
+            if getattr(f, "streams", 1) > 1:
+                meta["audio_stream"] = f"the first of {f.streams} audio streams"
             if f.channels > 1:
                 meta["mixdown"] = f"mean of {f.channels} channels"
             declared = _wav_declared_frames(head)

@@ -32,6 +32,7 @@ Pickles (``.gpickle``) are refused: never unpickle user data.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import re
@@ -119,16 +120,43 @@ def _from_networkx(g, fmt: str) -> RawGraph:
                     [dict(g.nodes[v]) for v in nodes], eattrs)
 
 
+def _gml_lines(raw, codec: str):
+    """The lines of an open binary file decoded as ``codec`` (the handle stays open)."""
+    raw.seek(0)
+    text = io.TextIOWrapper(raw, encoding=codec, newline=None)
+    try:
+        yield from text
+    finally:
+        text.detach()
+
+
 def _read_gml(path: Path) -> RawGraph:
+    """GML as text: networkx's reader wants 7-bit ASCII bytes (the spec's ``&#...;`` entities for
+    anything else), but real files (networkx's own writer, Gephi, igraph) carry raw UTF-8 labels.
+    Decoded here — a byte-order mark, else UTF-8, else ISO-8859-1 (the spec's character set) —
+    and parsed as lines, so entities still work and the file is not held twice."""
+    from .text import bom_encoding
+
+    with open(path, "rb") as raw:
+        bom = bom_encoding(raw.read(4))
+        if bom:
+            return _parse_gml(raw, bom[0])
+        try:
+            return _parse_gml(raw, "utf-8")
+        except UnicodeDecodeError:
+            return _parse_gml(raw, "latin-1")
+
+
+def _parse_gml(raw, codec: str) -> RawGraph:
     import networkx as nx
 
     try:
-        g = nx.read_gml(path, label=None)
+        g = nx.parse_gml(_gml_lines(raw, codec), label=None)
     except nx.NetworkXError as e:
         if "duplicated" not in str(e):
             raise
         # Parallel edges in a file that does not declare ``multigraph 1``: read it as one.
-        text = path.read_text(encoding="utf-8", errors="replace")
+        text = "".join(_gml_lines(raw, codec))
         g = nx.parse_gml(_GML.sub(lambda m: m.group(0) + "\n  multigraph 1", text, count=1), label=None)
     return _from_networkx(g, "gml")
 
@@ -641,7 +669,8 @@ class graph(Modality):  # noqa: N801 - class name == registry key == module name
 
     ## Which files
 
-    GML (`graph [` block), GraphML and GEXF (their XML root elements), Pajek `.net` (`*vertices`),
+    GML (`graph [` block; UTF-8 labels as real files carry them, ISO-8859-1, `&#...;` entities),
+    GraphML and GEXF (their XML root elements), Pajek `.net` (`*vertices`),
     edge lists (`u v [weight | {attrs}]`), adjacency lists, node-link JSON (an object with `nodes`).
     Content decides before the extension. `.gpickle` is **refused**: mtx never unpickles user data.
 

@@ -1,6 +1,8 @@
 """image: photographs and other RGB/grey pictures -> 197 ViT patch tokens (B/16)."""
 from __future__ import annotations
 
+import io
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -8,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DecodeError
-from ._base import STRUCTURE, Evidence, ModalityConfig, PatchImageModality, Sample, Sniffed
+from ._base import STRUCTURE, Evidence, ModalityConfig, PatchImageModality, Sample, Sniffed, sniffed_or_read
 from ._imaging import MAX_PIXELS, check_pixels, resize_center_crop
 from ._registry import register_modality
 
@@ -50,8 +52,13 @@ def _frames_of(img) -> int:
     return int(getattr(img, "n_frames", 1) or 1)
 
 
-def open_image(path: Path):
-    """Open with Pillow (lazy header read), with the pixel cap applied before decoding."""
+def open_image(path: Path, meta: dict | None = None):
+    """Open with Pillow (lazy header read), with the pixel cap applied before decoding.
+
+    A PNG whose text metadata exceeds Pillow's limits (``PngImagePlugin.MAX_TEXT_CHUNK`` for one
+    compressed chunk, ``MAX_TEXT_MEMORY`` for all) is opened again with its text chunks left
+    out (:func:`open_png_without_text`; recorded in ``meta``): the limits guard memory, and
+    metadata is not what is embedded."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -62,7 +69,109 @@ def open_image(path: Path):
         raise DecodeError("not a decodable image (unknown or corrupt header)") from None
     except OSError as e:
         raise DecodeError(f"cannot open image: {e}") from None
+    except (ValueError, SyntaxError) as e:
+        if _text_limit(e):
+            return open_png_without_text(path, meta if meta is not None else {})
+        raise DecodeError(f"cannot open image: {' '.join(str(e).split())[:200]}") from None
     check_pixels(*img.size)
+    return img
+
+
+def _text_limit(e: BaseException) -> bool:
+    """Pillow refused a PNG text chunk (or all of them) as too large."""
+    return "MAX_TEXT" in str(e)
+
+
+_PNG_TEXT = (b"tEXt", b"zTXt", b"iTXt")
+
+
+class _PngWithoutText(io.RawIOBase):
+    """A read-only view of a PNG file without its text chunks (the other chunks byte for byte)."""
+
+    def __init__(self, f, segments: list[tuple[int, int]]):
+        self._f, self._segs = f, segments  # (offset in the file, length) of the kept runs
+        self._starts = np.cumsum([0] + [n for _, n in segments])
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._pos, 2: int(self._starts[-1])}[whence]
+        self._pos = max(0, base + pos)
+        return self._pos
+
+    def readinto(self, b) -> int:
+        out = memoryview(b).cast("B")
+        n = 0
+        while n < len(out) and self._pos < self._starts[-1]:
+            i = int(np.searchsorted(self._starts, self._pos, side="right")) - 1
+            off, length = self._segs[i]
+            inside = self._pos - int(self._starts[i])
+            k = min(len(out) - n, length - inside)
+            self._f.seek(off + inside)
+            got = self._f.readinto(out[n:n + k])
+            if not got:
+                break
+            n += got
+            self._pos += got
+        return n
+
+
+def open_png_without_text(path: Path, meta: dict):
+    """Decode a PNG with its tEXt/zTXt/iTXt chunks left out (never read): the chunk headers are
+    walked, the kept chunks handed to Pillow unchanged. Returns the loaded image."""
+    from PIL import Image
+
+    segments, skipped, chunks = [], 0, 0
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        pos, run = 8, 0  # the signature starts the first kept run
+        while pos + 12 <= size:
+            f.seek(pos)
+            hdr = f.read(8)
+            length, kind = int.from_bytes(hdr[:4], "big"), hdr[4:8]
+            end = pos + 12 + length
+            chunks += 1
+            if kind in _PNG_TEXT:
+                segments.append((run, pos - run))
+                skipped += length
+                run = end
+            pos = end
+            if kind == b"IEND" or chunks > 10_000_000:
+                break
+        segments.append((run, max(0, min(pos, size) - run)))
+        segments = [(o, n) for o, n in segments if n > 0]
+        view = io.BufferedReader(_PngWithoutText(f, segments), buffer_size=1 << 16)
+        try:
+            img = Image.open(view)
+            check_pixels(*img.size)
+            img.load()
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+            raise DecodeError(f"corrupt or truncated image data: {' '.join(str(e).split())[:200]}") from None
+    meta["png_text_ignored"] = (f"{skipped:,} bytes of text chunks (tEXt/zTXt/iTXt) left out: over Pillow's "
+                                "MAX_TEXT_CHUNK/MAX_TEXT_MEMORY limits, and metadata is not embedded")
+    return img
+
+
+def _decode(img, meta: dict):
+    """Decode the pixels (the first frame) and apply the EXIF orientation."""
+    from PIL import ImageOps
+
+    if _frames_of(img) > 1:
+        meta["frames"] = _frames_of(img)
+        img.seek(0)
+    img.load()
+    orientation = img.getexif().get(0x0112, 1)
+    if orientation not in (None, 1):
+        img = ImageOps.exif_transpose(img)
+        meta["exif_orientation"] = int(orientation)
     return img
 
 
@@ -70,28 +179,24 @@ def to_rgb_array(img, path: Path) -> tuple[np.ndarray, dict]:
     """Decode to an RGB float/uint8 array: EXIF orientation, palette/alpha/grey/16-bit/float handled.
 
     Returns ``(array [H, W, 3], meta)`` where the array is uint8 for 8-bit sources and float32 in
-    [0, 1] for 16-bit/float sources (scaled by their real range).
+    [0, 1] for 16-bit/float sources (scaled by their real range; floats already in [0, 1] as
+    they are).
     """
-    from PIL import Image, ImageOps
+    from PIL import Image
 
     meta = {"format": img.format, "mode": img.mode, "size": list(img.size)}
     try:
-        if _frames_of(img) > 1:
-            meta["frames"] = _frames_of(img)
-            img.seek(0)
-        img.load()
-        orientation = img.getexif().get(0x0112, 1)
-        if orientation not in (None, 1):
-            img = ImageOps.exif_transpose(img)
-            meta["exif_orientation"] = int(orientation)
+        img = _decode(img, meta)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         if img.format == "TIFF":
             return _tifffile_rgb(path, meta)
-        raise DecodeError(f"corrupt or truncated image data: {e}") from None
+        if img.format == "PNG" and _text_limit(e):
+            img = _decode(open_png_without_text(path, meta), meta)
+        else:
+            raise DecodeError(f"corrupt or truncated image data: {' '.join(str(e).split())[:200]}") from None
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        a = np.asarray(img, dtype=np.float64)
-        return _scale_float(a, meta), meta
+        return _scale_float(np.asarray(img), meta), meta  # integer or float32 samples
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
         img = img.convert("RGBA")
         white = Image.new("RGBA", img.size, (255, 255, 255, 255))
@@ -101,10 +206,17 @@ def to_rgb_array(img, path: Path) -> tuple[np.ndarray, dict]:
 
 
 def _scale_float(a: np.ndarray, meta: dict) -> np.ndarray:
+    """To [0, 1]: float samples already in [0, 1] as they are, anything else by its real range
+    (min to max; recorded as ``value_range``)."""
+    is_float = a.dtype.kind == "f"
     a = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     lo, hi = float(a.min()), float(a.max())
     meta["value_range"] = [lo, hi]
-    a = (a - lo) / ((hi - lo) or 1.0)
+    if is_float and 0.0 <= lo and hi <= 1.0:
+        meta["value_scale"] = "float samples already in [0, 1]: used as they are"
+    else:
+        a = (a - lo) / ((hi - lo) or 1.0)
+        meta["value_scale"] = f"scaled from [{lo:g}, {hi:g}] (the real range) to [0, 1]"
     if a.ndim == 2:
         a = np.repeat(a[..., None], 3, axis=-1)
     elif a.shape[-1] == 1:
@@ -117,16 +229,36 @@ def _scale_float(a: np.ndarray, meta: dict) -> np.ndarray:
 
 
 def _tifffile_rgb(path: Path, meta: dict) -> tuple[np.ndarray, dict]:
-    """TIFFs Pillow refuses (float, multi-sample, exotic compression): first page via tifffile."""
+    """TIFFs Pillow refuses (float, planar configuration 2, multi-sample, exotic compression):
+    the first page via tifffile, samples last."""
     from ._imaging import read_tiff_page
 
     a, facts = read_tiff_page(path)
     meta.update(reader="tifffile", pages=facts["pages"], dtype=str(a.dtype))
+    if facts["pages"] > 1:
+        meta["page_used"] = f"the first of {facts['pages']} pages"
+    if facts.get("planar_separate"):
+        meta["planar"] = "separate planes (planar configuration 2), interleaved"
     if a.ndim == 3 and a.shape[0] in (3, 4) and a.shape[-1] not in (3, 4):
         a = np.moveaxis(a, 0, -1)
     if a.dtype == np.uint8 and a.ndim == 3 and a.shape[-1] == 3:
         return a, meta
-    return _scale_float(a.astype(np.float64), meta), meta
+    return _scale_float(a, meta), meta
+
+
+def decode_rgb(path: Path, head: bytes = b"") -> tuple[np.ndarray, dict]:
+    """A picture file -> (RGB array, meta) through Pillow, or tifffile for the TIFFs Pillow
+    cannot even open (float64, planar configuration 2...)."""
+    meta: dict = {}
+    try:
+        img = open_image(path, meta)
+    except DecodeError:
+        if image_format(head) in ("TIFF", "BigTIFF"):
+            return _tifffile_rgb(path, {"format": "TIFF"})
+        raise
+    with img:
+        rgb, m = to_rgb_array(img, path)
+    return rgb, {**m, **meta}
 
 
 def pixels(rgb: np.ndarray, size: int) -> np.ndarray:
@@ -165,12 +297,17 @@ class image(PatchImageModality):  # noqa: N801 - class name == registry key == m
     ## From file to pixels
 
     1. Open with Pillow; images above 10⁸ pixels are refused before decoding (decompression-bomb guard).
-       TIFFs Pillow cannot decode go through tifffile.
+       TIFFs Pillow cannot open or decode (float64, planar configuration 2, exotic compression) go
+       through tifffile: the first page (`page_used` records how many there are), separate planes
+       interleaved. A PNG whose text metadata is over Pillow's limits (`MAX_TEXT_CHUNK` 1 MB per
+       compressed chunk, `MAX_TEXT_MEMORY` 64 MB in all — they stay, guarding memory) is decoded
+       with its text chunks left out, never read (recorded as `png_text_ignored`).
     2. Apply the EXIF orientation, so a portrait photo is not embedded sideways.
     3. Convert to RGB: grey is replicated, palette expanded, **alpha composited over white** (a
        transparent logo should look like it does on a page, not on black), 16-bit and float images
        scaled to [0, 1] by their *actual* range (a 12-bit sensor stored in 16 bits would otherwise
-       be almost black).
+       be almost black); float samples already in [0, 1] are used as they are (`value_scale`
+       records which).
     4. Resize the short side to 224 (bicubic) and centre-crop 224 × 224 — the CLIP / timm evaluation
        transform. Cropping rather than squashing keeps the aspect ratio the encoder was trained on.
     5. Pixels travel as uint8 (4× less inter-process traffic than float) and are normalised on the
@@ -227,9 +364,7 @@ class image(PatchImageModality):  # noqa: N801 - class name == registry key == m
         return out
 
     def load(self, path: Path, cfg: ImageConfig, sniffed: Sniffed | None = None) -> Iterator[Sample]:
-        img = open_image(path)
-        with img:
-            rgb, meta = to_rgb_array(img, path)
+        rgb, meta = decode_rgb(path, sniffed_or_read(path, sniffed).head)
         meta["preprocess"] = f"short side {cfg.size} bicubic, centre crop {cfg.size}"
         yield Sample("", {"pixels": pixels(rgb, cfg.size)[None]}, meta)
 

@@ -62,7 +62,15 @@ from ._base import (
     Tokens,
     seeded,
 )
-from ._pointio.detect import XYZ_EXTS, cloud_shape, file_size, npy_header, path_hint, velodyne_hint
+from ._pointio.detect import (
+    XYZ_EXTS,
+    cloud_array,
+    cloud_shape,
+    file_size,
+    npy_header,
+    path_hint,
+    velodyne_hint,
+)
 from ._registry import register_modality
 
 MESH_MODES = ("surface", "poisson", "vertices", "auto")
@@ -178,7 +186,11 @@ class point_cloud(Modality):  # noqa: N801 - class name == registry key == modul
     `--modality point_cloud`). Format headers (`ply`, PCD, LAS `LASF`, GLB `glTF`, FBX
     `Kaydara FBX Binary`, a glTF JSON `"asset"` object) are claims; NPY/NPZ are shared with time
     series, IMU and hyperspectral, so a float (N, 3..12) array reads as points and a path hint
-    (`lidar`, `pointcloud`, `velodyne`, `modelnet`, ...) strengthens it.
+    (`lidar`, `pointcloud`, `velodyne`, `modelnet`, ...) strengthens it; NPY/NPZ **records** with
+    numeric fields named `x`, `y`, `z` (any case; extra fields such as `intensity` ignored) are
+    points (`refined`). XYZ text may start with a **header line** of column names (`x y z`,
+    `X,Y,Z,R,G,B`, CloudCompare's `//X,Y,Z,...`): it is skipped and names the coordinate columns
+    wherever they are (`xyz_columns` in the meta).
 
     **glTF/GLB/FBX meshes** are read through open3d, the optional `mesh` extra
     (`pip install 'mtx[mesh]'`; open3d needs the system library libusb-1.0, e.g.
@@ -294,7 +306,13 @@ class point_cloud(Modality):  # noqa: N801 - class name == registry key == modul
                 _, shape, dtype = pio.npz_member(path, None)
             except DecodeError:
                 return None
-        if not cloud_shape(tuple(shape)) or dtype.kind not in "fiu" or dtype.names:
+        if dtype.names:
+            if not cloud_array(tuple(shape), dtype):
+                return None
+            what = f"{kind.upper()} array of {shape[0]} records with fields {', '.join(dtype.names)}"
+            return Evidence(self.name, REFINED, f"{what}, x/y/z read as points"
+                            + (f", path hint {hint!r}" if hint else ""), kind)
+        if not cloud_shape(tuple(shape)) or dtype.kind not in "fiu":
             return None
         what = f"{kind.upper()} array {tuple(shape)} {dtype}"
         if hint:

@@ -7,13 +7,17 @@ grow with the file (measured by ``benchmarks/tabular_memory.py``).
 Reading (all decisions are recorded in the ``table`` meta of the file's first sample):
 - CSV/TSV: encoding = BOM, else UTF-8 (bad bytes replaced), else a detected legacy encoding.
   Delimiter = the one of ``, TAB ; |`` that splits the first lines into the most consistent
-  number of fields (>= 2). Leading lines whose field count differs from the table's, or that
-  are neither a header nor a data row (e.g. sklearn's iris.csv ``150,4,setosa,versicolor,
+  number of fields (>= 2); the first lines are read whole (a 5,000-column header), up to
+  ``max_record_bytes``. Decimal commas (``3,14``, ``1.234,5``) are detected when the delimiter
+  is not ``,`` and no cell reads ``3.14``; those cells become numbers. Leading lines whose
+  field count differs from the table's, or that are neither a header nor a data row (e.g. sklearn's iris.csv ``150,4,setosa,versicolor,
   virginica`` above numeric rows: numbers where a header has names, text where the rows have
   numbers), are skipped. A header is a first line of non-numeric names that does not fit the
   column types of the rows below. Without a header, columns are named ``col0, col1, ...``.
   Rows are parsed by pyarrow's streaming CSV reader (quoting, embedded newlines) in 1 MiB
-  blocks (``block_bytes``; it reads about 32 blocks ahead, so memory stays ~tens of MB); rows with another field count are skipped and counted in a note on the first row of
+  blocks (``block_bytes``; it reads about 32 blocks ahead, so memory stays ~tens of MB; a record
+  longer than a block makes the blocks grow fourfold, up to ``max_record_bytes``, 64 MiB); rows
+  with another field count are skipped and counted in a note on the first row of
   their block. Keys: ``row=N``, N counting the data rows from 0.
 - Parquet: streamed by record batches (pyarrow); JSON Lines: one object per line; JSON arrays:
   parsed incrementally, one record at a time. Nested values are categorical (their JSON text).
@@ -62,9 +66,9 @@ from ._base import (
     seeded,
     sniffed_or_read,
 )
-from ._columns import unique_names
+from ._columns import comma_to_dot, comma_to_dot_arrow, decimal_comma, unique_names
 from ._registry import register_modality
-from .text import bom_encoding, check_codec
+from .text import bom_encoding, bomless_utf, check_codec
 
 FORMATS = ("auto", "csv", "parquet", "jsonl", "json")
 DELIMITERS = (",", "\t", ";", "|")
@@ -246,7 +250,7 @@ def _table_encoding(head: bytes, forced: str) -> tuple[str, str]:
     """(codec, how it was decided) for a delimited/JSON text table."""
     if forced:
         return forced, "forced by config"
-    bom = bom_encoding(head)
+    bom = bom_encoding(head) or bomless_utf(head[:8192])
     if bom:
         return bom[0], bom[1]
     if b"\x00" in head[:8192]:
@@ -268,10 +272,29 @@ def _open_text(path: Path, codec: str) -> io.TextIOWrapper:
     return io.TextIOWrapper(open(path, "rb"), encoding=codec, errors="replace", newline="")
 
 
-def _head_text(path: Path, codec: str) -> tuple[str, bool]:
+def _line_ends(text: str) -> int:
+    return text.count("\n") or text.count("\r")
+
+
+def _head_text(path: Path, codec: str, limit: int) -> tuple[str, bool]:
+    """The first 64 KiB of text, read on until it holds whole lines: at least the header and the
+    first data row (four lines when they are short), however long they are, up to ``limit``
+    characters. Returns (text, whether it reaches the end of the file)."""
     with _open_text(path, codec) as f:
         text = f.read(_HEAD)
-        at_eof = not f.read(1)
+        at_eof = len(text) < _HEAD
+        while not at_eof and len(text) < limit:
+            ends = _line_ends(text)
+            if ends >= 4 or (ends >= 2 and len(text) >= _HEAD):
+                break
+            more = f.read(min(max(len(text), _HEAD), limit - len(text)))
+            at_eof = not more
+            text += more
+        if not at_eof:
+            at_eof = not f.read(1)
+    if not at_eof and _line_ends(text) == 0:
+        raise DecodeError(f"the first line is longer than {limit:,} characters (max_record_bytes); "
+                          "raise it with -O tabular.max_record_bytes=N if the header is really this long")
     return text, at_eof
 
 
@@ -368,7 +391,10 @@ class _CsvSource(_Source):
             raise DecodeError("empty table: no rows")
         self.path = path
         self.codec, why = _table_encoding(head, cfg.encoding)
-        text, at_eof = _head_text(path, self.codec)
+        self.max_record = cfg.max_record_bytes
+        if csv.field_size_limit() < self.max_record:
+            csv.field_size_limit(self.max_record)  # sniffing parses whole lines of the head
+        text, at_eof = _head_text(path, self.codec, self.max_record)
         lines = list(io.StringIO(text, newline=""))
         if not at_eof and len(lines) > 1:
             lines = lines[:-1]  # the last line of the head may be cut
@@ -387,6 +413,7 @@ class _CsvSource(_Source):
             if width < 2:
                 delim, width, dwhy = ",", 1, "no delimiter splits the lines: one column"
         self.delim = delim
+        self.decimal = cfg.decimal
         reader = csv.reader(lines, delimiter=delim)
         rows, starts, ends = [], [], []  # non-empty records, the lines each starts and ends on
         last = 0
@@ -401,6 +428,14 @@ class _CsvSource(_Source):
             raise DecodeError(f"malformed CSV near line {reader.line_num}: {e}") from None
         if not rows:
             raise DecodeError("empty table: no rows")
+        decimal_why = "forced by config" if cfg.decimal else "numbers written with decimal points"
+        if not cfg.decimal:
+            self.decimal = "," if decimal_comma((c for r in rows[1:] for c in r), delim) else "."
+            if self.decimal == ",":
+                decimal_why = (f"delimiter {delim!r} and numbers like 3,14 or 1.234,5 (none like 3.14): "
+                               "decimal commas, '.' and spaces between digit groups are thousands separators")
+        if self.decimal == ",":
+            rows = [[comma_to_dot(c) for c in r] for r in rows]
         skip, has_header, hwhy = decide_header(rows, width, cfg.header, starts)
         used = skip + int(has_header)
         self.skip_lines = ends[used - 1] if used else 0
@@ -411,19 +446,50 @@ class _CsvSource(_Source):
             "delimiter": delim, "delimiter_reason": dwhy,
             "header": "first row" if has_header else "none",
             "skipped_lines": skip, "header_reason": hwhy,
+            "decimal": self.decimal, "decimal_reason": decimal_why,
         })
 
     def chunks(self, rows: int) -> Iterator[tuple[list, list[str | None]]]:
         """Record batches of ~1 MiB from pyarrow's streaming CSV reader, every column as text.
 
         Rows whose field count differs from the table's are skipped (pyarrow cannot pad them)
-        and counted in a note on the first row of their block."""
+        and counted in a note on the first row of their block. A record (a row, or one huge
+        cell) longer than a block makes pyarrow stop ("straddling object"): the file is read
+        again with blocks four times larger, up to ``max_record_bytes``, from where the rows
+        already given left off, and the block size used is recorded."""
+        import pyarrow as pa
+
+        block = self.block_size
+        state = {"given": 0, "reported": 0}
+        while True:
+            try:
+                yield from self._read(block, state)
+                return
+            except pa.ArrowInvalid as e:
+                msg = " ".join(str(e).split())
+                if "straddl" not in msg and "block size" not in msg:
+                    raise DecodeError(f"malformed CSV: {msg[:200]}") from None
+                if block >= self.max_record:
+                    raise DecodeError(f"a CSV record (a row, or one cell) is longer than {self.max_record:,} "
+                                      "bytes (max_record_bytes); raise it with -O tabular.max_record_bytes=N"
+                                      ) from None
+                block = min(self.max_record, block * 4)
+                self.info["block_bytes"] = f"{block:,} (a record longer than the {self.block_size:,}-byte blocks)"
+
+    def _read(self, block: int, state: dict) -> Iterator[tuple[list, list[str | None]]]:
+        """One pass of pyarrow's reader with ``block``-byte blocks. ``state`` counts the rows and
+        malformed rows handed out, so that a later pass skips them."""
         import pyarrow as pa
         import pyarrow.csv as pacsv
 
         bad: list[str] = []
+        seen_bad = [0]
+        reported = state["reported"]
 
         def invalid(row) -> str:
+            seen_bad[0] += 1
+            if seen_bad[0] <= reported:  # noted by an earlier pass
+                return "skip"
             if len(bad) < 5:
                 bad.append(f"{row.actual_columns} fields, expected {row.expected_columns}: {row.text[:40]!r}")
             else:
@@ -432,17 +498,22 @@ class _CsvSource(_Source):
 
         names = [f"f{j}" for j in range(len(self.columns))]  # arrow-safe names, any header text
         stream = _Utf8Stream(self.path, self.codec)
+        skip, done = state["given"], 0
         try:
             reader = pacsv.open_csv(
                 stream,
                 read_options=pacsv.ReadOptions(skip_rows=self.skip_lines, column_names=names,
-                                               block_size=self.block_size, use_threads=False),
+                                               block_size=block, use_threads=False),
                 parse_options=pacsv.ParseOptions(delimiter=self.delim, newlines_in_values=True,
                                                  ignore_empty_lines=True, invalid_row_handler=invalid),
                 convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in names},
                                                      strings_can_be_null=False,
                                                      quoted_strings_can_be_null=False))
             for batch in reader:
+                if done < skip:  # rows an earlier pass gave already
+                    drop = min(batch.num_rows, skip - done)
+                    done += drop
+                    batch = batch.slice(drop)
                 if not batch.num_rows:
                     continue
                 notes: list[str | None] = [None] * batch.num_rows
@@ -452,9 +523,12 @@ class _CsvSource(_Source):
                     notes[0] = (f"{len(bad)} malformed row(s) skipped in this block of "
                                 f"{batch.num_rows + len(bad)} rows ({shown})")
                     bad.clear()
-                yield list(batch.columns), notes
-        except pa.ArrowInvalid as e:
-            raise DecodeError(f"malformed CSV: {' '.join(str(e).split())[:200]}") from None
+                state["given"] += batch.num_rows
+                state["reported"] = seen_bad[0]
+                columns = list(batch.columns)
+                if self.decimal == ",":
+                    columns = [comma_to_dot_arrow(c) for c in columns]
+                yield columns, notes
         finally:
             stream.close()
         if bad:
@@ -468,20 +542,25 @@ class _Utf8Stream(io.RawIOBase):
 
     def __init__(self, path: Path, codec: str):
         self._text = _open_text(path, codec)
-        self._buf = b""
+        self._cur = b""
+        self._pos = 0
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, b) -> int:
-        while len(self._buf) < len(b):
-            chunk = self._text.read(1 << 18)
-            if not chunk:
-                break
-            self._buf += chunk.encode("utf-8", "surrogatepass")
-        n = min(len(b), len(self._buf))
-        b[:n] = self._buf[:n]
-        self._buf = self._buf[n:]
+        out = memoryview(b).cast("B")
+        n = 0
+        while n < len(out):
+            if self._pos >= len(self._cur):
+                chunk = self._text.read(1 << 18)
+                if not chunk:
+                    break
+                self._cur, self._pos = chunk.encode("utf-8", "surrogatepass"), 0
+            k = min(len(out) - n, len(self._cur) - self._pos)
+            out[n:n + k] = self._cur[self._pos:self._pos + k]
+            n += k
+            self._pos += k
         return n
 
     def close(self) -> None:
@@ -741,6 +820,8 @@ class TabularConfig(ModalityConfig):
     numeric_share: float = 0.95  # a column is numeric when this share of its cells are numbers
     chunk_rows: int = 4096  # rows per chunk for Parquet/JSON (bounds memory)
     block_bytes: int = 1 << 20  # bytes per CSV block (bounds memory)
+    decimal: str = ""  # '' = detect (',' when the delimiter is not ',' and cells read 3,14 / 1.234,5) | . | ,
+    max_record_bytes: int = 64 << 20  # longest CSV line/record (a header, one huge cell) read; blocks grow to it
     max_columns: int = 2047  # more columns -> a uniform selection of this many (recorded)
 
     def __post_init__(self):
@@ -748,8 +829,11 @@ class TabularConfig(ModalityConfig):
             raise UsageError(f"tabular format must be one of {', '.join(FORMATS)}, not {self.format!r}")
         if self.header not in ("auto", "yes", "no"):
             raise UsageError(f"tabular header must be auto, yes or no, not {self.header!r}")
-        if min(self.stats_rows, self.chunk_rows, self.max_columns, self.block_bytes) < 1:
-            raise UsageError("tabular stats_rows, chunk_rows, block_bytes and max_columns must be >= 1")
+        if min(self.stats_rows, self.chunk_rows, self.max_columns, self.block_bytes, self.max_record_bytes) < 1:
+            raise UsageError("tabular stats_rows, chunk_rows, block_bytes, max_record_bytes and max_columns "
+                             "must be >= 1")
+        if self.decimal not in ("", ".", ","):
+            raise UsageError(f"tabular decimal must be '.' or ',' (or '' to detect), not {self.decimal!r}")
         check_codec(self.encoding)
 
 
@@ -803,14 +887,22 @@ class tabular(Modality):  # noqa: N801 - class name == registry key == module na
 
     - **Encoding**: BOM, else UTF-8 (bad bytes replaced), else a detected legacy encoding.
     - **Delimiter**: the one of `,` TAB `;` `|` that splits the first lines into the most consistent
-      number of fields (≥ 2).
+      number of fields (≥ 2). The first lines are read whole however long they are (a header of
+      5,000 columns is ~100 KB), up to `max_record_bytes` (64 MiB; beyond it, one clear error).
+    - **Decimal commas** (European locales): with a delimiter other than `,`, cells such as `3,14`,
+      `1.234,5` or `1 234,5` and no cell such as `3.14` mean decimal commas, with `.` and spaces
+      between digit groups as thousands separators; those cells are read as numbers (recorded as
+      `decimal`; `-O tabular.decimal=,` or `.` forces it).
     - **Header**: a first line of non-numeric names that does not fit the column types of the rows
       below; leading lines that are neither header nor data (sklearn's `iris.csv` has
       `150,4,setosa,versicolor,virginica` above the rows) are skipped. Without a header, columns are
       `col0, col1, ...`.
     - **Streaming**: pyarrow's streaming CSV reader (quoting, embedded newlines) in 1 MiB blocks,
       Parquet by record batches, JSON incrementally — memory does not grow with the file (a 10 GB
-      CSV streams). Rows with another field count are skipped and counted in a note.
+      CSV streams). Rows with another field count are skipped and counted in a note. A record
+      longer than a block (one cell of 50 MB) is read with blocks grown fourfold up to
+      `max_record_bytes`, from where the rows already read left off (recorded as `block_bytes`);
+      a longer one fails with one line naming the limit.
     - **Column types** from the first 100k rows: numeric when ≥ 95 % of the non-missing cells parse
       as numbers, else categorical. Missing cells (`""`, `NA`, `N/A`, `nan`, `null`, `None`, `-`,
       `?`, `#N/A`, non-finite numbers, JSON null) get their own value — missingness is information.
@@ -865,10 +957,13 @@ class tabular(Modality):  # noqa: N801 - class name == registry key == module na
                 return Evidence(self.name, EXTENSION, f"extension {path.suffix.lower()} (binary content)", fmt)
             text = head.decode("utf-8", "replace").lstrip("\ufeff")
             lines = text.splitlines(keepends=True)
-            if len(head) >= 8192 and len(lines) > 1:
+            cut = len(head) >= 8192
+            if cut and len(lines) > 1:
                 lines = lines[:-1]
             d, width, _ = _sniff_delimiter(lines, "\t" if path.suffix.lower() in (".tsv", ".tab") else None)
             what = f"{width} columns, delimiter {d!r}" if width >= 2 else "one column"
+            if cut and len(lines) == 1 and width >= 2:  # the header alone fills the head
+                what = f"over {width - 1} columns (the header runs past the first 8 KiB), delimiter {d!r}"
             return Evidence(self.name, STRUCTURE, f"delimited table ({what})", fmt)
         ext = path.suffix.lower()
         if ext in self.extensions and ext != ".json":  # a JSON object is not a table

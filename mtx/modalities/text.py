@@ -1,6 +1,7 @@
 """text: plain-text documents -> windows of CLIP BPE tokens (<= 78 tokens per window at B/16).
 
-Decoding never crashes on bytes: a byte-order mark wins, then strict UTF-8 (validated over the
+Decoding never crashes on bytes: a byte-order mark wins, then UTF-16/32 without a mark (by the
+NUL-byte pattern of mostly-ASCII text), then strict UTF-8 (validated over the
 whole file, streaming), then a legacy encoding detected by charset_normalizer (GB2312, Shift-JIS,
 cp1252...) decoded with replacement characters. NUL bytes or no plausible encoding mean "binary
 content, not text" (a DecodeError), never mojibake.
@@ -93,6 +94,39 @@ def bom_encoding(head: bytes) -> tuple[str, str] | None:
     return None
 
 
+# Where the NUL bytes of mostly-ASCII text fall in each encoding without a byte-order mark:
+# share of NUL bytes at each offset modulo 4 (>= the minimum, or <= the maximum).
+_NUL_PATTERNS = (
+    ("utf-32-le", "UTF-32 LE", {2: 0.95, 3: 0.95, 1: 0.5}, {0: 0.05}),
+    ("utf-32-be", "UTF-32 BE", {0: 0.95, 1: 0.95, 2: 0.5}, {3: 0.05}),
+    ("utf-16-le", "UTF-16 LE", {1: 0.5, 3: 0.5}, {0: 0.05, 2: 0.05}),
+    ("utf-16-be", "UTF-16 BE", {0: 0.5, 2: 0.5}, {1: 0.05, 3: 0.05}),
+)
+
+
+def bomless_utf(head: bytes) -> tuple[str, str] | None:
+    """(codec, why) for UTF-16/32 text without a byte-order mark, else None.
+
+    Mostly-ASCII text in UTF-16 LE has a NUL at every odd offset and (almost) none at the even
+    ones; UTF-16 BE the reverse; UTF-32 three NULs in every four bytes. The pattern must hold
+    over the head and the decoded text must be printable (at most 2 % control characters), so
+    binary arrays of small integers are not mistaken for text.
+    """
+    n = len(head) - len(head) % 4
+    if n < 16 or b"\x00" not in head[:n]:
+        return None
+    zero = (np.frombuffer(head[:n], np.uint8).reshape(-1, 4) == 0).mean(axis=0)
+    for codec, name, at_least, at_most in _NUL_PATTERNS:
+        if all(zero[k] >= v for k, v in at_least.items()) and all(zero[k] <= v for k, v in at_most.items()):
+            text = head[:n].decode(codec, "replace")
+            if len(text) > 1:
+                text = text[:-1]  # a surrogate pair may be cut by the head
+            bad = sum(1 for c in text if (not c.isprintable() and c not in "\t\n\r\f\v") or c == "\ufffd")
+            if bad <= 0.02 * len(text):
+                return codec, f"{name} without a byte-order mark (NUL-byte pattern of its text)"
+    return None
+
+
 def _detect_legacy(sample: bytes) -> str | None:
     from charset_normalizer import from_bytes
 
@@ -144,6 +178,9 @@ def detect_encoding(path: Path, forced: str = "", data: bytes | None = None) -> 
     bom = bom_encoding(head)
     if bom:
         return TextEncoding(bom[0], "bom", bom[1], "replace")
+    utf = bomless_utf(head[:8192])
+    if utf:
+        return TextEncoding(utf[0], "detected", utf[1], "replace")
     if b"\x00" in head[:8192]:
         raise DecodeError("binary content, not text (NUL bytes in the first 8 KiB); "
                           "pass --modality to embed it as another modality")
@@ -171,6 +208,9 @@ def looks_like_text(head: bytes) -> str | None:
     bom = bom_encoding(head)
     if bom:
         return bom[1]
+    utf = bomless_utf(head)
+    if utf:
+        return utf[1]
     if not head or b"\x00" in head:
         return None
     try:
@@ -383,10 +423,12 @@ class text(Modality):  # noqa: N801 - class name == registry key == module name
     ## From bytes to text
 
     Decoding never crashes and never produces mojibake silently: a byte-order mark wins (UTF-8/16/32),
-    then strict UTF-8 (validated over the whole file, streaming), then a legacy encoding detected by
-    charset-normalizer (GB2312, Shift-JIS, cp1252, ...) with replacement characters. NUL bytes
-    without a UTF-16/32 mark, or no plausible encoding, mean "binary, not text": a recorded
-    failure. The decision is in the sample meta.
+    then UTF-16/32 **without a mark**, recognised by the NUL-byte pattern of mostly-ASCII text (a NUL
+    at every odd offset for UTF-16 LE, every even one for BE, three in four bytes for UTF-32) and a
+    printable decoded text, then strict UTF-8 (validated over the whole file, streaming), then a
+    legacy encoding detected by charset-normalizer (GB2312, Shift-JIS, cp1252, ...) with
+    replacement characters. Other NUL bytes, or no plausible encoding, mean "binary, not text": a
+    recorded failure. The decision is in the sample meta.
 
     ## From text to windows
 

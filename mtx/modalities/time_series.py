@@ -70,9 +70,13 @@ def _sort_and_fill(values: np.ndarray, t: np.ndarray | None, meta: dict
         if not keep.all():
             meta["rows_without_time_dropped"] = int((~keep).sum())
             values, t = values[keep], t[keep]
-        if t.size > 1 and np.any(np.diff(t) < 0):
+        step = np.diff(t)
+        if t.size > 1 and np.all(step <= 0) and np.any(step < 0):
+            values, t = np.ascontiguousarray(values[::-1]), np.ascontiguousarray(t[::-1])
+            meta["time_reversed"] = "rows run newest first in the file: reversed to oldest first"
+        elif t.size > 1 and np.any(step < 0):
             order = np.argsort(t, kind="stable")
-            meta["sorted_by_time"] = f"{int(np.sum(np.diff(t) < 0))} out-of-order steps"
+            meta["sorted_by_time"] = f"{int(np.sum(step < 0))} out-of-order steps"
             values, t = values[order], t[order]
     x = np.arange(values.shape[0], dtype=np.float64) if t is None else t
     filled = 0
@@ -181,16 +185,20 @@ class time_series(Modality):  # noqa: N801 - class name == registry key == modul
 
     ## Which files
 
-    - CSV/TSV/Parquet with a **time column** — datetime strings in a common format, or a monotonic
-      numeric column named like `t`, `time`, `timestamp`, `date`, `year` — and at least one other
-      numeric column (`refined` evidence: beats [tabular](tabular.md), loses to [imu](imu.md)'s
+    - CSV/TSV/Parquet with a **time column** — datetime strings in any layout dateutil reads
+      (`2003-09-19`, `19-Sep-03`, `Sep 19 2003`, `19 September 2003`, `19.09.2003 14:30`,
+      `9/19/2003 2:30 PM`; the format is inferred once from a few cells, then the column is parsed
+      vectorised), or a numeric column named like `t`, `time`, `timestamp`, `date`, `year` that rises
+      or falls monotonically — and at least one other numeric column (decimal commas are read
+      when the delimiter is not `,`) (`refined` evidence: beats [tabular](tabular.md), loses to [imu](imu.md)'s
       accelerometer columns).
     - NPY/NPZ of shape (T,) or (T, C) with a path hint (`time_series`, `timeseries`, `signal`,
       `sensor`, ...).
 
     ## From file to channels
 
-    1. Rows sorted by time (stable); rows without a time dropped.
+    1. Rows sorted by time (stable); a file that lists the newest rows first is reversed (recorded as
+       `time_reversed`); rows without a time dropped.
     2. Missing values linearly interpolated along time (edges take the nearest value) — gaps should
        not become zeros.
     3. Each channel **z-scored** (mean/std recorded): channels in different units share one scale, and
@@ -398,6 +406,8 @@ def read_series(path: Path, time_column: str = "", sniffed: Sniffed | None = Non
         meta["time"] = "row order (no time column)"
     elif tc.kind == "datetime":
         meta["time_format"] = tc.format
+    if table.decimal == ",":
+        meta["decimal"] = "comma (3,14; '.' and spaces between digit groups are thousands separators)"
     ignored = [n for i, n in enumerate(table.names) if not table.numeric[i] and (tc is None or i != tc.index)]
     if ignored:
         meta["non_numeric_columns_ignored"] = ignored

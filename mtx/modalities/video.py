@@ -39,6 +39,7 @@ from ._base import (
     sniffed_or_read,
 )
 from ._imaging import check_pixels
+from ._media import probe_streams, real_video_streams, shared_container
 from ._registry import register_modality
 from .image import image_format, pixels
 
@@ -46,10 +47,6 @@ TUBELET = 2  # frames per tubelet (time stride of the Conv3d)
 SEEK_GAP_S = 3.0  # seek instead of decoding forward when the next target is further than this
 _EPS = 1e-6
 _AUDIO_BRANDS = {b"M4A ", b"M4B ", b"M4P ", b"F4A ", b"F4B "}
-_IMAGE_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif",
-                 b"avis", b"crx ", b"jp2 ", b"jpx "}
-_QT_ATOMS = {b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot"}
-_ASF = bytes.fromhex("3026b2758e66cf11a6d900aa0062ce6c")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -111,33 +108,93 @@ def webp_frames(path: Path, stop_at: int = 2) -> int:
     return n
 
 
+def annexb_kind(head: bytes) -> str | None:
+    """'H.264' or 'H.265' for a raw Annex B elementary stream (start codes + NAL unit headers), else None.
+
+    The stream must open with a start code and a parameter set, access-unit delimiter or SEI, and
+    at least two more NAL units in the head must carry valid headers of the same codec.
+    """
+    if head.startswith(b"\x00\x00\x00\x01"):
+        first = 4
+    elif head.startswith(b"\x00\x00\x01"):
+        first = 3
+    else:
+        return None
+    if len(head) < first + 2:
+        return None
+    starts, i = [], first
+    while len(starts) < 8:
+        j = head.find(b"\x00\x00\x01", i)
+        if j < 0 or j + 5 > len(head):
+            break
+        starts.append(j + 3)
+        i = j + 3
+    b0, b1 = head[first], head[first + 1]
+    h264_ok = b0 & 0x80 == 0 and (b0 & 0x1F) in (6, 7, 9)  # SEI, SPS, AUD
+    h265_ok = b0 & 0x81 == 0 and (b0 >> 1) in (32, 33, 34, 35, 39) and b1 & 0x07 != 0  # VPS/SPS/PPS/AUD/SEI
+    if len(starts) >= 2:
+        if h265_ok and all(head[k] & 0x81 == 0 and (head[k] >> 1) <= 47 and head[k + 1] & 7 for k in starts[:4]):
+            return "H.265"
+        if h264_ok and all(head[k] & 0x80 == 0 and 1 <= (head[k] & 0x1F) <= 20 for k in starts[:4]):
+            return "H.264"
+    return None
+
+
 def container_kind(head: bytes, path: Path) -> tuple[str | None, int, str]:
-    """(what the magic bytes say, strength, format id) for the video containers, else (None, 0, '')."""
-    if len(head) >= 12 and head[4:8] == b"ftyp":
-        brand = head[8:12]
-        if brand in _AUDIO_BRANDS or brand in _IMAGE_BRANDS:
+    """(what the magic bytes say, strength, format id) for the video containers, else (None, 0, '').
+
+    Containers that may hold sound only (MP4/M4A, Matroska/WebM, ASF, MPEG-TS/PS) are decided by
+    their stream list (:func:`~mtx.modalities._media.probe_streams`: the header, nothing decoded):
+    with a moving-picture stream they are video, with audio only they are audio's. A container
+    FFmpeg cannot open stays a video claim when its magic bytes say video, so the loader explains.
+    """
+    demuxer = shared_container(head)
+    if demuxer:
+        streams = probe_streams(path, demuxer)
+        if streams is not None and streams.audio and not streams.video:
+            return None, 0, ""  # sound only (cover art is not a video): audio's
+        what = _what_container(head, demuxer)
+        if streams is None and (what is None or path.suffix.lower() in _AUDIO_EXTS):
             return None, 0, ""
-        return f"ISO media 'ftyp' (brand {brand.decode('latin-1').strip()!r})", CLAIM, "isobmff"
-    if len(head) >= 8 and head[4:8] in _QT_ATOMS and struct.unpack(">I", head[:4])[0] >= 8:
-        return f"QuickTime '{head[4:8].decode()}' atom", CLAIM, "quicktime"
-    if head[:4] == b"\x1a\x45\xdf\xa3":
-        if b"V_" not in head and (b"A_" in head or path.suffix.lower() in (".mka", ".weba")):
-            return None, 0, ""  # Matroska/WebM audio only
-        return "Matroska/WebM EBML header", CLAIM, "matroska"
+        if streams is not None and streams.video:
+            what = (what or demuxer) + f" with a video stream ({', '.join(streams.video)})"
+        strength = REFINED if demuxer == "mpegts" else CLAIM
+        return what, strength, _FORMAT_ID[demuxer]
     if head[:4] == b"RIFF" and head[8:12] in (b"AVI ", b"AVIX"):
         return "RIFF AVI", CLAIM, "avi"
     if head[:3] == b"FLV" and len(head) > 4 and head[4] & 0x01:
         return "FLV with a video stream", CLAIM, "flv"
-    if head[:4] in (b"\x00\x00\x01\xba", b"\x00\x00\x01\xb3"):
-        return "MPEG program/elementary stream", CLAIM, "mpeg-ps"
-    if head[:16] == _ASF and path.suffix.lower() not in (".wma",):
-        return "ASF/WMV header", CLAIM, "asf"
+    if head[:4] == b"\x00\x00\x01\xb3":
+        return "MPEG-1/2 video elementary stream", CLAIM, "mpeg-ps"
     if head[:4] == b"OggS" and b"\x80theora" in head:
-        # Beats audio's OggS claim: the Ogg holds a Theora video stream.
+        # Beats audio's Ogg claim: the Ogg holds a Theora video stream.
         return "Ogg with a Theora video stream", CLAIM + 1, "ogg-theora"
-    if len(head) > 376 and head[0] == 0x47 and head[188] == 0x47 and head[376] == 0x47:
-        return "MPEG transport stream sync bytes", REFINED, "mpeg-ts"
+    codec = annexb_kind(head)
+    if codec:
+        return f"raw {codec} Annex B elementary stream", CLAIM, codec.lower().replace(".", "")
     return None, 0, ""
+
+
+_AUDIO_EXTS = (".m4a", ".m4b", ".mka", ".weba", ".wma")
+_FORMAT_ID = {"mov": "isobmff", "matroska": "matroska", "asf": "asf", "mpegts": "mpeg-ts", "mpeg": "mpeg-ps"}
+
+
+def _what_container(head: bytes, demuxer: str) -> str | None:
+    """The container as its magic bytes name it; None where they point to sound (audio brands)."""
+    if demuxer == "mov":
+        if head[4:8] == b"ftyp":
+            brand = head[8:12]
+            if brand in _AUDIO_BRANDS:
+                return None
+            return f"ISO media 'ftyp' (brand {brand.decode('latin-1').strip()!r})"
+        return f"QuickTime '{head[4:8].decode()}' atom"
+    if demuxer == "matroska":
+        return "Matroska/WebM EBML header"
+    if demuxer == "asf":
+        return "ASF/WMV header"
+    if demuxer == "mpegts":
+        return "MPEG transport stream sync bytes"
+    return "MPEG program stream"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,32 +252,52 @@ def _load_animated(path: Path, fmt: str, cfg: "VideoConfig") -> tuple[np.ndarray
     return arr, meta
 
 
-def _open_container(path: Path):
+_RAW_DEMUXERS = {"h264": "h264", "h265": "hevc"}  # raw elementary streams: no container to probe
+
+
+def _open_container(path: Path, demuxer: str | None = None):
     try:
         import av
     except ImportError:  # pragma: no cover - dependency
         raise MissingDependency("PyAV is needed for video; pip install av") from None
     try:
         try:
-            return av.open(str(path), mode="r", metadata_errors="ignore")
+            return av.open(str(path), mode="r", format=demuxer, metadata_errors="ignore")
         except TypeError:  # PyAV >= 19 dropped the argument (and no longer raises on bad metadata)
-            return av.open(str(path), mode="r")
+            return av.open(str(path), mode="r", format=demuxer)
     except av.error.FFmpegError as e:
         problem = _isobmff_problem(path)
         raise DecodeError(f"cannot open video: {problem or e}") from None
 
 
 def _stream_timing(container, stream) -> tuple[float, float, str, bool]:
-    """(start s, duration s, where the duration came from, whether frames carry timestamps)."""
+    """(start s, duration s, where the duration came from, whether frames carry timestamps).
+
+    The duration is the *video stream's*: its header, else its Matroska ``DURATION`` tag, else
+    the container's when the video is its only stream. A container that also holds other streams
+    (a soundtrack that outlasts the picture, subtitles) gives only an upper bound, so the video's
+    last packets are found by seeking near the end and demuxing from there (no decoding).
+    """
     import av
 
     tb = stream.time_base
     start = float(stream.start_time * tb) if stream.start_time is not None and tb else 0.0
     if stream.duration and tb:
         return start, float(stream.duration * tb), "stream header", True
+    tagged = _duration_tag(stream)
+    if tagged:
+        return start, tagged, "stream DURATION tag (header)", True
     if container.duration:
         if stream.start_time is None and container.start_time:
             start = container.start_time / av.time_base
+        others = [s for s in container.streams if s.index != stream.index and s.type in ("audio", "video",
+                                                                                       "subtitle", "data")]
+        if not others:
+            return start, container.duration / av.time_base, "container header", True
+        end = _last_video_time(container, stream, container.duration / av.time_base)
+        if end is not None and end > start:
+            return start, end - start, ("the video's last packets (the container's duration covers "
+                                        "its longest stream)"), True
         return start, container.duration / av.time_base, "container header", True
     # No duration anywhere (raw elementary streams, some AVI/MKV): demux the packets (no
     # decoding). The caller reopens the file afterwards: such inputs often cannot seek.
@@ -239,6 +316,41 @@ def _stream_timing(container, stream) -> tuple[float, float, str, bool]:
     if last is None:
         return 0.0, n / fps, f"packet count ({n}) at {fps:g} fps", False
     return first or 0.0, last - (first or 0.0) + 1.0 / fps, "packet timestamps", True
+
+
+def _duration_tag(stream) -> float | None:
+    """Seconds in a stream's ``DURATION`` tag ('HH:MM:SS.fffffffff', as Matroska muxers write)."""
+    text = (stream.metadata or {}).get("DURATION") or (stream.metadata or {}).get("duration")
+    if not text:
+        return None
+    try:
+        h, m, sec = text.strip().split(":")
+        value = int(h) * 3600 + int(m) * 60 + float(sec)
+    except ValueError:
+        return None
+    return value if value > 0 else None
+
+
+def _last_video_time(container, stream, bound: float) -> float | None:
+    """End time (s) of the video stream's last packet, by seeking to its last keyframe before
+    ``bound`` and demuxing forward from there; None when it cannot be found."""
+    import av
+
+    tb = stream.time_base
+    if not tb:
+        return None
+    fps = float(stream.average_rate or stream.guessed_rate or 25)
+    try:
+        container.seek(int(bound / float(tb)), stream=stream, backward=True, any_frame=False)
+        end = None
+        for pkt in container.demux(stream):
+            if pkt.size == 0 or pkt.pts is None:
+                continue
+            t = float(pkt.pts * tb) + (float(pkt.duration * tb) if pkt.duration else 1.0 / fps)
+            end = t if end is None else max(end, t)
+    except av.error.FFmpegError:
+        return None
+    return end
 
 
 def _isobmff_problem(path: Path) -> str | None:
@@ -285,33 +397,35 @@ def _no_video_stream(path: Path, container) -> str:
     return f"file has no video stream ({have}; 0 frames?)"
 
 
-def _load_av(path: Path, cfg: "VideoConfig") -> tuple[np.ndarray, dict]:
+def _load_av(path: Path, cfg: "VideoConfig", demuxer: str | None = None) -> tuple[np.ndarray, dict]:
     """Seek-and-decode sampling with PyAV; holds one decoded frame plus the sampled pixels."""
     import av
 
-    container = _open_container(path)
+    container = _open_container(path, demuxer)
     try:
-        if not container.streams.video:
+        streams = real_video_streams(container)
+        if not streams:
             raise DecodeError(_no_video_stream(path, container))
+        index = streams[0].index
         try:
-            timing = _stream_timing(container, container.streams.video[0])
+            timing = _stream_timing(container, streams[0])
         except av.error.FFmpegError as e:
             raise DecodeError(f"cannot read the video's timing: {e}") from None
-        if not timing[2].endswith("header"):  # scanned: start again from the top, without seeking
+        if "header" not in timing[2]:  # packets were read: start again from the top
             container.close()
-            container = _open_container(path)
-        return _sample_av(container, timing, cfg)
+            container = _open_container(path, demuxer)
+        return _sample_av(container, container.streams[index], timing, cfg)
     finally:
         container.close()
 
 
-def _sample_av(container, timing: tuple[float, float, str, bool], cfg: "VideoConfig") -> tuple[np.ndarray, dict]:
+def _sample_av(container, stream, timing: tuple[float, float, str, bool], cfg: "VideoConfig"
+               ) -> tuple[np.ndarray, dict]:
     """Decode the frames on screen at the sampled instants: seek when the next one is far ahead."""
     import av
 
     start, duration, dsrc, timed = timing
-    scanned = not dsrc.endswith("header")
-    stream = container.streams.video[0]
+    scanned = dsrc.startswith("packet")  # a raw stream read to its end: it may not seek
     stream.thread_type = "AUTO"
     cc = stream.codec_context
     check_pixels(int(cc.width or 1), int(cc.height or 1))
@@ -472,8 +586,11 @@ class video(Modality):  # noqa: N801 - class name == registry key == module name
     ## Which files
 
     MP4/MOV/M4V (`ftyp`), MKV/WebM (EBML), AVI (RIFF AVI), MPEG-PS/TS, FLV, ASF/WMV, Ogg Theora
-    (beats audio's Ogg claim when the stream is video) and more — anything FFmpeg decodes, through
-    PyAV. Animated GIF and WebP count as video when they have **more than one frame** (frames are
+    (beats audio's Ogg claim when the stream is video), raw H.264/H.265 Annex B elementary streams
+    (`.h264`, `.264`, `.h265`: start codes and valid NAL unit headers) and more — anything FFmpeg
+    decodes, through PyAV. MP4, Matroska/WebM, ASF and MPEG-TS/PS may hold sound only: their stream
+    list (the container header, nothing decoded) decides — with a moving-picture stream the file is
+    a video, with audio streams only (cover art is not a video) it is [audio](audio.md)'s. Animated GIF and WebP count as video when they have **more than one frame** (frames are
     counted by walking the container's blocks, without decoding); a single-frame GIF stays an
     [image](image.md).
 
@@ -483,6 +600,10 @@ class video(Modality):  # noqa: N801 - class name == registry key == module name
       intervals — and, at each, the frame on screen at that instant. Uniform coverage of the whole
       clip (rather than the first seconds) is what video-level embeddings need; the first and last
       frames (often black or a title card) are avoided by taking interval centres.
+    - **Duration** is the video stream's own: its header, its Matroska `DURATION` tag, or — when the
+      container's duration also covers a longer soundtrack — the end of its last packet (found by
+      seeking near the end and demuxing from there), so a soundtrack that outlasts the picture
+      neither stretches the sampling nor looks like a truncated file.
     - **Seek and decode**: PyAV seeks to the keyframe before a far-away target and decodes forward
       from there, keeping only the sampled frames, so a one-hour video costs about as much as a
       short one and memory does not grow with length. Files without a usable duration are demuxed
@@ -515,7 +636,8 @@ class video(Modality):  # noqa: N801 - class name == registry key == module name
 
     name = "video"
     extensions = (".mp4", ".m4v", ".mov", ".qt", ".mkv", ".webm", ".avi", ".flv", ".mpg", ".mpeg",
-                  ".m2ts", ".mts", ".wmv", ".asf", ".3gp", ".3g2", ".ogv", ".gif", ".webp")
+                  ".m2ts", ".mts", ".wmv", ".asf", ".3gp", ".3g2", ".ogv", ".gif", ".webp", ".h264", ".264",
+                  ".avc", ".h265", ".265", ".hevc")
     summary = "MP4/MOV/MKV/WebM/AVI/... (any FFmpeg codec) and animated GIF/WebP"
     tokens = "1569 = 1 + 8x196 (16 frames, 2x16x16 tubelets)"
     clip_init = True
@@ -568,7 +690,7 @@ class video(Modality):  # noqa: N801 - class name == registry key == module name
         if fmt in ("GIF", "WebP"):
             arr, meta = _load_animated(path, fmt, cfg)
         else:
-            arr, meta = _load_av(path, cfg)
+            arr, meta = _load_av(path, cfg, _RAW_DEMUXERS.get(known.format))
         meta.update(frames=cfg.frames, clips=cfg.clips,
                     sampling="uniform: centres of equal sub-intervals of each clip",
                     preprocess=f"short side {cfg.size} bicubic, centre crop {cfg.size}")

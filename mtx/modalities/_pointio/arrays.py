@@ -1,4 +1,5 @@
-"""Arrays of points: NPY and NPZ (N, >=3) or structured x/y/z, KITTI velodyne ``.bin``.
+"""Arrays of points: NPY and NPZ (N, >=3) or records with x/y/z fields (any case, extra fields
+such as intensity ignored), KITTI velodyne ``.bin``.
 
 Never unpickles (``allow_pickle=False``); NPY is memory-mapped through the open handle and
 read in chunks, an NPZ member is read whole (it is compressed) up to 4 GiB.
@@ -16,7 +17,7 @@ import numpy as np
 
 from ...errors import DecodeError
 from .base import CHUNK, Reader, xyz_cols
-from .detect import cloud_shape, npy_header
+from .detect import cloud_array, npy_header
 
 MAX_DECOMPRESSED = 4 << 30
 NPZ_KEYS = ("points", "point_cloud", "pointcloud", "xyz", "pos", "pc", "coords", "vertices",
@@ -39,10 +40,27 @@ def _xyz(a: np.ndarray, what: str) -> np.ndarray:
 
 
 def array_chunks(a: np.ndarray, what: str, chunk: int = CHUNK) -> Iterator[np.ndarray]:
+    if a.dtype.names:  # records: the x/y/z fields of each chunk (a memory map is never read whole)
+        fields = xyz_fields(a.dtype, what)
+        a = a.reshape(-1)
+        for i in range(0, len(a), chunk):
+            part = a[i: i + chunk]
+            yield np.stack([np.asarray(part[f], dtype=np.float64) for f in fields], axis=-1)
+        return
     a = _xyz(a, what)
     for i in range(0, len(a), chunk):
-        part = a[i: i + chunk]
-        yield np.asarray(part if a.dtype.names else part[:, :3], dtype=np.float64)
+        yield np.asarray(a[i: i + chunk, :3], dtype=np.float64)
+
+
+def xyz_fields(dtype: np.dtype, what: str) -> list[str]:
+    """The names of a record dtype's x, y, z fields (any case), which must be plain numbers."""
+    names = list(dtype.names or ())
+    fields = [names[c] for c in xyz_cols(names, f"{what} structured array")]
+    for f in fields:
+        sub = dtype.fields[f][0]
+        if sub.kind not in "fiu" or sub.shape:
+            raise DecodeError(f"{what} field {f!r} has dtype {sub}, expected numbers")
+    return fields
 
 
 class NpyReader(Reader):
@@ -64,6 +82,8 @@ class NpyReader(Reader):
         if self.dtype.hasobject:
             raise DecodeError("NPY holds Python objects; refusing to unpickle (allow_pickle=False)")
         self.meta = {"array_shape": list(self.shape), "array_dtype": str(self.dtype)}
+        if self.dtype.names:
+            self.meta["xyz_fields"] = xyz_fields(self.dtype, "NPY array")
 
     def points(self, chunk: int = CHUNK) -> Iterator[np.ndarray]:
         need = math.prod(self.shape) * self.dtype.itemsize
@@ -96,9 +116,9 @@ def _pick(headers: dict, key: str | None) -> tuple[str, tuple[int, ...], np.dtyp
                               "set npz_key")
         return key, headers[key][0], headers[key][2]
     for k in NPZ_KEYS:
-        if k in headers and cloud_shape(headers[k][0]):
+        if k in headers and cloud_array(headers[k][0], headers[k][2]):
             return k, headers[k][0], headers[k][2]
-    fits = [k for k, h in headers.items() if cloud_shape(h[0])]
+    fits = [k for k, h in headers.items() if cloud_array(h[0], h[2])]
     if len(fits) == 1:
         return fits[0], headers[fits[0]][0], headers[fits[0]][2]
     raise DecodeError(f"NPZ arrays {', '.join(sorted(headers))}: none or several of shape (N, >=3); "
@@ -127,6 +147,8 @@ class NpzReader(Reader):
         except (zipfile.BadZipFile, OSError, EOFError) as e:
             raise DecodeError(f"corrupt NPZ archive: {e}") from None
         self.meta.update(npz_key=name, array_shape=list(a.shape), array_dtype=str(a.dtype))
+        if a.dtype.names:
+            self.meta["xyz_fields"] = xyz_fields(a.dtype, f"NPZ array {name!r}")
         yield from array_chunks(a, f"NPZ array {name!r}", chunk)
 
     def _member(self, zf: zipfile.ZipFile) -> tuple[str, np.ndarray]:

@@ -61,17 +61,25 @@ def _text_lines(head: bytes, n: int = 12) -> list[str] | None:
     return lines[:n] if n else lines
 
 
+_NAME = re.compile(r"^[A-Za-z_][\w.\-()\[\]/]*$")
+
+
 def _numeric_rows(lines: list[str], min_cols: int = 3) -> int:
-    """How many of ``lines`` (comments/blank skipped) are rows of >= min_cols numbers; -1 if any is not."""
-    rows = 0
+    """How many of ``lines`` (comments/blank skipped) are rows of >= min_cols numbers; -1 if any is not.
+
+    The first line may be a header of >= min_cols column names (``x y z``, ``X,Y,Z,R,G,B``)."""
+    rows, seen = 0, False
     for ln in lines:
         s = ln.strip()
         if not s or s.startswith(("#", "//")):
             continue
         toks = re.split(r"[\s,;]+", s)
+        first, seen = not seen, True
         try:
             [float(t) for t in toks]
         except ValueError:
+            if first and len(toks) >= min_cols and all(_NAME.match(t) for t in toks):
+                continue  # a header line of column names
             return -1
         if len(toks) >= min_cols:
             rows += 1
@@ -102,6 +110,22 @@ def cloud_shape(shape: tuple[int, ...]) -> bool:
     if len(shape) == 3 and shape[0] == 1:
         shape = shape[1:]
     return len(shape) == 2 and 3 <= shape[1] <= 12 and shape[0] >= 1
+
+
+def record_xyz(dtype: np.dtype) -> bool:
+    """A record dtype with numeric fields named x, y, z (any case): LiDAR tools' NPY layout."""
+    if not dtype.names:
+        return False
+    low = {n.lower(): n for n in dtype.names}
+    return all(c in low and dtype.fields[low[c]][0].kind in "fiu" and not dtype.fields[low[c]][0].shape
+               for c in "xyz")
+
+
+def cloud_array(shape: tuple[int, ...], dtype: np.dtype) -> bool:
+    """An (N, 3..12) numeric array, or N records with x/y/z fields."""
+    if dtype.names:
+        return record_xyz(dtype) and len(shape) == 1 and shape[0] >= 1
+    return cloud_shape(shape) and dtype.kind in "fiu"
 
 
 def _gltf_json(head: bytes) -> bool:
