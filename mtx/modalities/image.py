@@ -66,27 +66,35 @@ def open_image(path: Path):
     return img
 
 
-def to_rgb_array(img, path: Path) -> tuple[np.ndarray, dict]:
+def to_rgb_array(img, path: Path, size: int = 224) -> tuple[np.ndarray, dict]:
     """Decode to an RGB float/uint8 array: EXIF orientation, palette/alpha/grey/16-bit/float handled.
 
     Returns ``(array [H, W, 3], meta)`` where the array is uint8 for 8-bit sources and float32 in
-    [0, 1] for 16-bit/float sources (scaled by their real range).
+    [0, 1] for 16-bit/float sources (scaled by their real range). Memory: the decode is checked
+    against the per-sample budget first, and a picture too large to preprocess at full size is
+    reduced right after decoding (never below ``size``), recorded (:mod:`._imaging`).
     """
     from PIL import Image, ImageOps
+
+    from ._imaging import decode_within_budget, reduce_within_budget, work_bpp
 
     meta = {"format": img.format, "mode": img.mode, "size": list(img.size)}
     try:
         if _frames_of(img) > 1:
             meta["frames"] = _frames_of(img)
             img.seek(0)
+        decode_within_budget(img, size, work_bpp(img), meta)
         img.load()
         orientation = img.getexif().get(0x0112, 1)
+        full = img
+        img = reduce_within_budget(img, size, work_bpp(img), meta, orientation)
         if orientation not in (None, 1):
-            img = ImageOps.exif_transpose(img)
+            if img is full:
+                img = ImageOps.exif_transpose(img)
             meta["exif_orientation"] = int(orientation)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         if img.format == "TIFF":
-            return _tifffile_rgb(path, meta)
+            return _tifffile_rgb(path, meta, size)
         raise DecodeError(f"corrupt or truncated image data: {e}") from None
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
@@ -116,7 +124,7 @@ def _scale_float(a: np.ndarray, meta: dict) -> np.ndarray:
     return a.astype(np.float32)
 
 
-def _tifffile_rgb(path: Path, meta: dict) -> tuple[np.ndarray, dict]:
+def _tifffile_rgb(path: Path, meta: dict, size: int = 224) -> tuple[np.ndarray, dict]:
     """TIFFs Pillow refuses (float, multi-sample, exotic compression): first page via tifffile."""
     from ._imaging import read_tiff_page
 
@@ -124,6 +132,9 @@ def _tifffile_rgb(path: Path, meta: dict) -> tuple[np.ndarray, dict]:
     meta.update(reader="tifffile", pages=facts["pages"], dtype=str(a.dtype))
     if a.ndim == 3 and a.shape[0] in (3, 4) and a.shape[-1] not in (3, 4):
         a = np.moveaxis(a, 0, -1)
+    from ._imaging import FLOAT_WORK, reduce_array
+
+    a = reduce_array(a, size, FLOAT_WORK, meta)
     if a.dtype == np.uint8 and a.ndim == 3 and a.shape[-1] == 3:
         return a, meta
     return _scale_float(a.astype(np.float64), meta), meta
@@ -229,7 +240,7 @@ class image(PatchImageModality):  # noqa: N801 - class name == registry key == m
     def load(self, path: Path, cfg: ImageConfig, sniffed: Sniffed | None = None) -> Iterator[Sample]:
         img = open_image(path)
         with img:
-            rgb, meta = to_rgb_array(img, path)
+            rgb, meta = to_rgb_array(img, path, cfg.size)
         meta["preprocess"] = f"short side {cfg.size} bicubic, centre crop {cfg.size}"
         yield Sample("", {"pixels": pixels(rgb, cfg.size)[None]}, meta)
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from .base import CHUNK, Reader, TextView, loadtxt
+from .base import CHUNK, Reader, TextView, bounded_lines, chunk_points, loadtxt
 
 
 class XyzReader(Reader):
@@ -30,7 +30,8 @@ class XyzReader(Reader):
                 return
         delim = "," if "," in first else (";" if ";" in first else None)
         self.meta["columns"] = len(re.split(r"[\s,;]+", first.strip()))
-        it = itertools.chain([first], f)
+        it = itertools.chain([first], bounded_lines(f, "XYZ"))
+        chunk = chunk_points(8 * len(first) + 64, chunk)  # text lines held, then parsed
         while True:
             lines = [ln for ln in itertools.islice(it, chunk) if not ln.lstrip().startswith("//")]
             if not lines:
