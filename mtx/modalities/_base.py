@@ -377,6 +377,14 @@ class DecoderNotes(logging.Handler):
                 root.removeHandler(self)
 
 
+@contextlib.contextmanager
+def quiet():
+    """Drop warnings and library log records raised inside the block: for sniffing, which opens
+    decoders (tifffile, scipy.io) but has no sample to record them on."""
+    with DecoderNotes().capture():
+        yield
+
+
 def _guarded_load(fn):
     """Wrap a modality's ``load``: decode step by step under :class:`DecoderNotes`, attach what
     they caught to the sample (``decoder_warnings``), and check every sample for content."""

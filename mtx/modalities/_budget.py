@@ -165,6 +165,9 @@ def check_stored(declared: int | float, stored: int | float, ratio: float, what:
     Raises:
         DecodeError: "declares N bytes of ..., but its S stored bytes can hold at most ...".
     """
+    if declared > 0 and stored <= 0:
+        raise DecodeError(f"declares {human(declared)} of {what}, but stores no data at all (never written, or a "
+                          "corrupt header): nothing to embed")
     if declared > stored * ratio:
         cap = f"at most {human(stored * ratio)}" + (f" (x{ratio:g}, the format's largest compression ratio)"
                                                      if ratio > 1 else "")

@@ -423,6 +423,7 @@ def load_array(path: Path, each: float = 0.0) -> np.ndarray:
     try:
         if path.suffix.lower() == ".npz":
             return _load_npz_member(path, each)
+        _npy_fits_file(path)
         a = np.load(path, allow_pickle=False, mmap_mode="r")
     except DecodeError:
         raise
@@ -435,6 +436,26 @@ def load_array(path: Path, each: float = 0.0) -> np.ndarray:
     if each:
         _budget.check(a.size, f"values (an NPY array of shape {tuple(a.shape)})", max(each, a.dtype.itemsize))
     return np.asarray(a)
+
+
+def _npy_fits_file(path: Path) -> None:
+    """Refuse an NPY whose header declares more data than the file holds (one clear line)."""
+    from numpy.lib import format as npf
+
+    with open(path, "rb") as f:
+        try:
+            version = npf.read_magic(f)
+            reader = npf.read_array_header_1_0 if version == (1, 0) else npf.read_array_header_2_0
+            shape, _fortran, dtype = reader(f)
+        except ValueError:
+            return  # np.load says what is wrong
+        if dtype.hasobject:
+            return
+        need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        have = path.stat().st_size - f.tell()
+    if need > have:
+        raise DecodeError(f"truncated NPY: its header declares shape {tuple(shape)} {dtype} ({need:,} bytes), "
+                          f"{max(have, 0):,} bytes follow the header")
 
 
 def _load_npz_member(path: Path, each: float) -> np.ndarray:

@@ -514,6 +514,23 @@ class audio(Modality):  # noqa: N801 - class name == registry key == module name
             out.append(p)
         return out
 
+    def degenerate(self, d: Path) -> list[Path]:
+        """A WAV of 0 frames, and a float WAV whose every sample is NaN."""
+        import struct
+        import wave
+
+        empty = d / "empty.wav"
+        with wave.open(str(empty), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(16000)
+        nan = d / "nan.wav"
+        data = np.full(1600, np.nan, "<f4").tobytes()
+        fmt = struct.pack("<HHIIHH", 3, 1, 16000, 64000, 4, 32)
+        nan.write_bytes(b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVEfmt " + struct.pack("<I", 16) + fmt
+                        + b"data" + struct.pack("<I", len(data)) + data)
+        return [empty, nan]
+
     def load(self, path: Path, cfg: AudioConfig, sniffed: Sniffed | None = None) -> Iterator[Sample]:
         if cfg.segment_frames < PATCH:
             raise DecodeError(f"segment_frames must be >= {PATCH}")
@@ -581,6 +598,11 @@ class audio(Modality):  # noqa: N801 - class name == registry key == module name
 
     def cost(self, sample: Sample) -> int:
         return n_tokens(int(sample.arrays["fbank"].shape[-1]))
+
+    def content_reason(self, sample: Sample) -> str | None:
+        if (sample.arrays["frames"] <= 0).any():
+            return "a segment holds no fbank frame (only padding)"
+        return None
 
     def tokenizer(self, spec, front, cfg):
         return AudioPatchTokenizer(spec, front, self.seed(spec, cfg), cfg.segment_frames)

@@ -794,6 +794,12 @@ class graph(Modality):  # noqa: N801 - class name == registry key == module name
             out.append(p)
         return out
 
+    def degenerate(self, d: Path) -> list[Path]:
+        """A Pajek file declaring 0 vertices."""
+        p = d / "empty.net"
+        p.write_text("*Vertices 0\n*Edges\n")
+        return [p]
+
     def load(self, path: Path, cfg: GraphConfig, sniffed: Sniffed | None = None) -> Iterator[Sample]:
         raw = read_graph(path, cfg.format, sniffed)
         arrays, meta = tokenize_graph(raw, cfg)
@@ -822,6 +828,11 @@ class graph(Modality):  # noqa: N801 - class name == registry key == module name
 
     def cost(self, sample: Sample) -> int:
         return 1 + int(sample.arrays["type"].shape[1])
+
+    def content_reason(self, sample: Sample) -> str | None:
+        if not (sample.arrays["type"] == 0).any():
+            return "the graph has no node token"
+        return None
 
     def seed(self, spec, cfg: GraphConfig) -> int:
         # Only the tokenizer's shape matters for its weights, not the reading options.

@@ -40,6 +40,7 @@ from ._base import (
     Sniffed,
     Tokenizer,
     Tokens,
+    quiet,
     seeded,
     sinusoidal,
     sniffed_or_read,
@@ -236,12 +237,37 @@ def read_envi(path: Path, cfg: "HyperspectralConfig") -> Cube:
 
 
 def _mat5_vars(path: Path) -> list[tuple[str, tuple[int, ...], str]]:
-    import scipy.io
+    """Variables of a v5 file from their headers (bounded: see _mat5); v4 files through scipy."""
+    from . import _mat5
 
     try:
+        with open(path, "rb") as f:
+            v5 = _mat5.is_v5(f.read(128))
+        if v5:
+            return [(v.name, v.shape, v.cls) for v in _mat5.list_variables(path)]
+        import scipy.io
+
         return [(n, tuple(s), c) for n, s, c in scipy.io.whosmat(str(path))]
+    except DecodeError:
+        raise
     except Exception as e:  # noqa: BLE001 - scipy raises many types on corrupt files
         raise DecodeError(f"corrupt MATLAB v5 file: {e}") from None
+
+
+def _load_mat_variable(path: Path, name: str) -> np.ndarray:
+    """One variable of a v5 (bounded inflate, see _mat5) or v4 (scipy) file."""
+    from . import _mat5
+
+    with open(path, "rb") as f:
+        v5 = _mat5.is_v5(f.read(128))
+    if v5:
+        var = next((v for v in _mat5.list_variables(path) if v.name == name), None)
+        if var is None:
+            raise DecodeError(f"variable {name!r} not found in the .mat file")
+        return _mat5.read(path, var)
+    import scipy.io
+
+    return scipy.io.loadmat(str(path), variable_names=[name])[name]
 
 
 def _mat73_vars(path: Path) -> list[tuple[str, tuple[int, ...], str]]:
@@ -344,19 +370,20 @@ def read_mat(path: Path, head: bytes, cfg: "HyperspectralConfig") -> Cube:
         meta["band_axis"] = band_axis
         return Cube(shape, dtype, read, waves, meta, f.close)
     else:
-        import scipy.io
 
         n = int(np.prod(mshape, dtype=np.int64))
         itemsize = np.dtype({"double": "f8", "single": "f4", "int8": "i1", "uint8": "u1", "int16": "i2",
                              "uint16": "u2", "int32": "i4", "uint32": "u4", "int64": "i8", "uint64": "u8",
                              "logical": "u1"}.get(cls, "f8")).itemsize
         # A v5 variable is stored whole (zlib-compressed or not): it cannot expand beyond deflate's
-        # ratio, and scipy holds the decompressed bytes and the array at once.
+        # ratio; the stored bytes and the array of its class are held at once.
         _budget.check_stored(n * itemsize, path.stat().st_size, _budget.DEFLATE_RATIO, f".mat variable {name!r}")
         _budget.check(n, f"values in .mat variable {name!r} {'x'.join(map(str, mshape))} {cls} (MATLAB v5 is read "
                       "whole)", 2 * itemsize + 1)
         try:
-            arr = scipy.io.loadmat(str(path), variable_names=[name])[name]
+            arr = _load_mat_variable(path, name)
+        except DecodeError:
+            raise
         except Exception as e:  # noqa: BLE001 - scipy raises many types on corrupt files
             raise DecodeError(f"cannot read variable {name!r} from the .mat file: {e}") from None
         if arr.ndim != 3 or arr.dtype.kind not in "iufb":
@@ -366,7 +393,7 @@ def read_mat(path: Path, head: bytes, cfg: "HyperspectralConfig") -> Cube:
         other = [v[0] for v in vars_ if v[0] != name]
 
         def get(n):
-            return scipy.io.loadmat(str(path), variable_names=[n])[n]
+            return _load_mat_variable(path, n)
         waves = _mat_wavelengths(other, shape[2], get, meta, _sizes(vars_))
         dtype = str(arr.dtype)
     meta["band_axis"] = band_axis
@@ -384,7 +411,7 @@ def tiff_bands(path: Path) -> int | None:
     try:
         import tifffile
 
-        with tifffile.TiffFile(path) as tf:
+        with quiet(), tifffile.TiffFile(path) as tf:
             return int(tf.pages[0].samplesperpixel)
     except Exception:  # noqa: BLE001 - sniffing must not raise on odd TIFFs
         return None
@@ -625,7 +652,8 @@ class hyperspectral(Modality):  # noqa: N801 - class name == registry key == mod
             return Evidence(self.name, CLAIM, "ENVI header magic 'ENVI'", fmt)
         if fmt in ("mat5", "mat73", "mat"):
             try:
-                vars_ = mat_variables(path, head)
+                with quiet():
+                    vars_ = mat_variables(path, head)
             except DecodeError:
                 return Evidence(self.name, EXTENSION, "MATLAB .mat header (variables unreadable)", fmt)
             best = largest_cube(vars_, None)
@@ -667,6 +695,14 @@ class hyperspectral(Modality):  # noqa: N801 - class name == registry key == mod
             savemat(p, {"cube": rng.random((hw, hw, bands)).astype(np.float32)})
             out.append(p)
         return out
+
+    def degenerate(self, d: Path) -> list[Path]:
+        """Cubes under ``hsi/``: every value NaN; every band constant."""
+        (d / "hsi").mkdir(exist_ok=True)
+        nan, flat = d / "hsi" / "nan_cube.npy", d / "hsi" / "flat_cube.npy"
+        np.save(nan, np.full((8, 8, 16), np.nan, np.float32))
+        np.save(flat, np.ones((8, 8, 16), np.float32))
+        return [nan, flat]
 
     def load(self, path: Path, cfg: HyperspectralConfig, sniffed: Sniffed | None = None) -> Iterator[Sample]:
         known = sniffed_or_read(path, sniffed)

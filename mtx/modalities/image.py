@@ -109,7 +109,14 @@ def to_rgb_array(img, path: Path, size: int = 224) -> tuple[np.ndarray, dict]:
 
 
 def _scale_float(a: np.ndarray, meta: dict) -> np.ndarray:
-    a = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    a = a.astype(np.float64)
+    finite = np.isfinite(a)
+    if not finite.any():
+        raise DecodeError("image has no finite values (every pixel is NaN/inf)")
+    if not finite.all():  # the documented fill, recorded
+        meta["nonfinite_fill"] = f"{int((~finite).sum())} NaN/inf values replaced by 0 before scaling"
+        a = np.where(finite, a, 0.0)
+    del finite
     lo, hi = float(a.min()), float(a.max())
     meta["value_range"] = [lo, hi]
     a = (a - lo) / ((hi - lo) or 1.0)
@@ -236,6 +243,14 @@ class image(PatchImageModality):  # noqa: N801 - class name == registry key == m
             Image.fromarray(base).resize((size, size), Image.BILINEAR).save(p, quality=90)
             out.append(p)
         return out
+
+    def degenerate(self, d: Path) -> list[Path]:
+        """A float TIFF whose every pixel is NaN: no finite value, no picture."""
+        from PIL import Image
+
+        p = d / "nan.tiff"
+        Image.fromarray(np.full((16, 16), np.nan, np.float32), mode="F").save(p)
+        return [p]
 
     def load(self, path: Path, cfg: ImageConfig, sniffed: Sniffed | None = None) -> Iterator[Sample]:
         img = open_image(path)

@@ -404,6 +404,17 @@ class imu(Modality):  # noqa: N801 - class name == registry key == module name
             out.append(p)
         return out
 
+    def degenerate(self, d: Path) -> list[Path]:
+        """1,000 rows 1 ns apart (nothing left at 200 Hz); a recording whose every channel is
+        constant; an accelerometer channel that is all NaN."""
+        rows = 1000
+        ns, flat, nan = d / "imu_ns.csv", d / "imu_flat.csv", d / "imu_nan.csv"
+        head = "time,acc_x,acc_y,acc_z\n"
+        ns.write_text(head + "".join(f"{i * 1e-9!r},0.1,{i % 7 * 0.1:.1f},1.0\n" for i in range(rows)))
+        flat.write_text(head + "".join(f"{i / 100},0.0,0.0,1.0\n" for i in range(rows)))
+        nan.write_text(head + "".join(f"{i / 100},nan,0.2,1.0\n" for i in range(rows)))
+        return [ns, flat, nan]
+
     def load(self, path: Path, cfg: ImuConfig, sniffed: Sniffed | None = None) -> Iterator[Sample]:
         x, t, meta = read_imu(path, sniffed)
         if t is not None:
@@ -421,14 +432,14 @@ class imu(Modality):  # noqa: N801 - class name == registry key == module name
                 x[bad, c] = np.interp(idx[bad], idx[~bad], x[~bad, c])
                 meta.setdefault("interpolated_values", 0)
                 meta["interpolated_values"] += int(bad.sum())
+        if not (np.ptp(x, axis=0) > 0).any():
+            raise DecodeError(f"every channel is constant ({', '.join(f'{v:.6g}' for v in x[0])}): nothing is "
+                              "left after the per-channel z-score")
         kept = to_200hz(x, t, cfg.rate, meta)
         pieces = [p for _, p in kept]
         allx = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
         mean, std = allx.mean(axis=0), allx.std(axis=0)
         meta["zscore"] = {"mean": mean.tolist(), "std": std.tolist()}
-        if not (std > 0).any():
-            raise DecodeError(f"every channel is constant ({', '.join(f'{v:.6g}' for v in mean)}): nothing "
-                              "is left after the per-channel z-score")
         del allx
         segs = []
         for p in pieces:
@@ -458,6 +469,11 @@ class imu(Modality):  # noqa: N801 - class name == registry key == module name
 
     def cost(self, sample: Sample) -> int:
         return 1 + WINDOW // PATCH
+
+    def content_reason(self, sample: Sample) -> str | None:
+        if (sample.arrays["valid"] <= 0).any():
+            return "a window holds no sample at 200 Hz (only padding)"
+        return None
 
     def tokenizer(self, spec, front, cfg):
         return ImuTokenizer(spec, self.seed(spec, cfg))

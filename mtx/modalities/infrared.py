@@ -32,6 +32,7 @@ from ._base import (
     PatchImageModality,
     Sample,
     Sniffed,
+    quiet,
     sniffed_or_read,
 )
 from ._imaging import (
@@ -239,7 +240,7 @@ def tiff_channels(path: Path) -> tuple[int, int] | None:
     try:
         import tifffile
 
-        with tifffile.TiffFile(path) as tf:
+        with quiet(), tifffile.TiffFile(path) as tf:
             p = tf.pages[0]
             return int(p.samplesperpixel), int(p.bitspersample)
     except Exception:  # noqa: BLE001 - sniffing must not raise on odd TIFFs
@@ -403,6 +404,15 @@ class infrared(PatchImageModality):  # noqa: N801 - class name == registry key =
             Image.fromarray(np.kron(a, np.ones((8, 8), np.uint16))).save(p)
             out.append(p)
         return out
+
+    def degenerate(self, d: Path) -> list[Path]:
+        """A float thermal TIFF under ``thermal/`` whose every value is NaN."""
+        from PIL import Image
+
+        (d / "thermal").mkdir(exist_ok=True)
+        p = d / "thermal" / "nan.tiff"
+        Image.fromarray(np.full((16, 16), np.nan, np.float32), mode="F").save(p)
+        return [p]
 
     def load(self, path: Path, cfg: InfraredConfig, sniffed: Sniffed | None = None) -> Iterator[Sample]:
         from .image import image_format_name, open_image

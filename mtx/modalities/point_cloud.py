@@ -104,9 +104,9 @@ def normalize_and_sample(xyz: np.ndarray, n: int) -> tuple[np.ndarray, dict]:
     if not np.isfinite(radius) or not np.isfinite(centroid).all():
         raise DecodeError("coordinates too large to normalise (overflow)")
     facts: dict = {"centroid": [float(v) for v in centroid], "radius": radius}
-    if radius == 0.0:
-        facts["degenerate"] = "all points at one location"
-        radius = 1.0
+    if radius == 0.0:  # centring leaves nothing: every cloud like this would give the same input
+        raise DecodeError(f"no shape to embed: all {len(xyz):,} points lie at one location "
+                          f"({', '.join(f'{v:.6g}' for v in centroid)})")
     c /= radius
     m = min(len(c), n)
     idx = P.fps_numpy(c, m)
@@ -257,6 +257,13 @@ class point_cloud(Modality):  # noqa: N801 - class name == registry key == modul
         return out
 
     # -- discovery -------------------------------------------------------------------------
+    def degenerate(self, d: Path) -> list[Path]:
+        """XYZ clouds whose points all lie at one location, or all have NaN coordinates."""
+        one, nan = d / "one_place.xyz", d / "nan.xyz"
+        one.write_text("1 2 3\n" * 50)
+        nan.write_text("nan nan nan\n" * 50)
+        return [one, nan]
+
     def sniff(self, head: bytes, path: Path) -> Evidence | None:
         ext = path.suffix.lower()
         fmt = pio.detect_format(head, path)

@@ -292,6 +292,14 @@ class time_series(Modality):  # noqa: N801 - class name == registry key == modul
             out.append(p)
         return out
 
+    def degenerate(self, d: Path) -> list[Path]:
+        """Series under ``ts/``: every value NaN; every channel constant."""
+        (d / "ts").mkdir(exist_ok=True)
+        nan, flat = d / "ts" / "nan_series.npy", d / "ts" / "flat_series.npy"
+        np.save(nan, np.full((96, 3), np.nan))
+        np.save(flat, np.ones((96, 3)))
+        return [nan, flat]
+
     def load(self, path: Path, cfg: TimeSeriesConfig, sniffed: Sniffed | None = None) -> Iterator[Sample]:
         if cfg.patch < 1 or cfg.patch_stride < 1:
             raise DecodeError("patch and patch_stride must be >= 1")

@@ -303,6 +303,9 @@ def _load_av(path: Path, cfg: "VideoConfig") -> tuple[np.ndarray, dict]:
     try:
         if not container.streams.video:
             raise DecodeError(_no_video_stream(path, container))
+        first = container.streams.video[0]
+        check_pixels(int(first.codec_context.width or 1), int(first.codec_context.height or 1))
+        _fit_frames(first, first.codec_context)  # refuse oversized frames before any is read
         try:
             timing = _stream_timing(container, container.streams.video[0])
         except av.error.FFmpegError as e:
@@ -599,6 +602,20 @@ class video(Modality):  # noqa: N801 - class name == registry key == module name
                     c.mux(pkt)
             out.append(p)
         return out
+
+    def degenerate(self, d: Path) -> list[Path]:
+        """An MP4 with a video stream and no frame."""
+        import av
+
+        p = d / "empty.mp4"
+        with av.open(str(p), "w", format="mp4") as c:
+            s = c.add_stream("mpeg4", rate=8)
+            s.width = s.height = 32
+            s.pix_fmt = "yuv420p"
+            c.start_encoding()
+            for pkt in s.encode():
+                c.mux(pkt)
+        return [p]
 
     def load(self, path: Path, cfg: VideoConfig, sniffed: Sniffed | None = None) -> Iterator[Sample]:
         known = sniffed_or_read(path, sniffed)

@@ -74,10 +74,10 @@ def _check_pixel_data(ds, rows: int, cols: int, frames: int, tsyntax) -> None:
     bits = _int(ds, "BitsAllocated", 16)
     if not 1 <= samples <= 4 or bits not in (1, 8, 16, 32, 64):
         raise DecodeError(f"corrupt DICOM header: SamplesPerPixel {samples}, BitsAllocated {bits}")
-    # pydicom holds the frame's bytes and its array; this path then works on float64 copies,
-    # reduced first when the frame is large (reduce_array)
+    # pydicom holds the frame's bytes and its array; the float work that follows is reduced
+    # first when the frame is large (reduce_array)
     _budget.check(rows * cols * samples, f"pixels in one DICOM frame ({rows} x {cols} x {samples} samples)",
-                  2 * max(bits // 8, 1) + 8)
+                  2 * max(bits // 8, 1))
     if tsyntax is not None and getattr(tsyntax, "is_encapsulated", True):
         return  # compressed frames: their decoders check their own lengths
     tag = next((t for t in _PIXEL_TAGS if t in ds), None)
@@ -256,6 +256,15 @@ class xray(PatchImageModality):  # noqa: N801 - class name == registry key == mo
             Image.fromarray(a).resize((size, size), Image.BILINEAR).save(p)
             out.append(p)
         return out
+
+    def degenerate(self, d: Path) -> list[Path]:
+        """A float TIFF under ``xray/`` whose every value is NaN."""
+        from PIL import Image
+
+        (d / "xray").mkdir(exist_ok=True)
+        p = d / "xray" / "nan.tiff"
+        Image.fromarray(np.full((16, 16), np.nan, np.float32), mode="F").save(p)
+        return [p]
 
     def load(self, path: Path, cfg: XrayConfig, sniffed: Sniffed | None = None) -> Iterator[Sample]:
         known = sniffed_or_read(path, sniffed)
