@@ -613,7 +613,10 @@ class hyperspectral(Modality):  # noqa: N801 - class name == registry key == mod
 
     1. Bands last (ENVI/TIFF layout, else the last axis, or `band_axis`).
     2. The cube is read **band chunk by band chunk** — memory-mapped for ENVI and NPY, sliced from
-       HDF5 for v7.3 — so memory holds one chunk plus the small maps, whatever the cube size.
+       HDF5 for v7.3 — so memory holds one chunk plus the small maps, whatever the cube size. A chunk
+       is at most a quarter of the per-sample memory budget (`MTX_MAX_SAMPLE_MEMORY`); one band larger
+       than that is read at every s-th pixel (`spatial_subsample`). MATLAB v5 and TIFF cubes, read
+       whole, are refused over the budget from their declared shape before any byte is inflated.
     3. Each band gets its own robust min–max (1st–99th percentile): bands differ in radiance by
        orders of magnitude, and one shared range would leave most of them flat.
     4. Each band is area-resized to 16 × 16 (area averaging, not point sampling, so the map is a

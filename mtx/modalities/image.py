@@ -182,7 +182,10 @@ class image(PatchImageModality):  # noqa: N801 - class name == registry key == m
 
     ## From file to pixels
 
-    1. Open with Pillow; images above 10⁸ pixels are refused before decoding (decompression-bomb guard).
+    1. Open with Pillow; images above 10⁸ pixels, or whose decoded pixels alone are over the
+       per-sample memory budget (`MTX_MAX_SAMPLE_MEMORY`, 256 MiB), are refused before decoding; a
+       larger JPEG is first decoded at 1/2–1/8 scale (`jpeg_draft`), and a picture too large to
+       preprocess at full size is box-reduced right after decoding, never below 224 px (`reduced`).
        TIFFs Pillow cannot decode go through tifffile.
     2. Apply the EXIF orientation, so a portrait photo is not embedded sideways.
     3. Convert to RGB: grey is replicated, palette expanded, **alpha composited over white** (a

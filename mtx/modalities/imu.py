@@ -336,13 +336,19 @@ class imu(Modality):  # noqa: N801 - class name == registry key == module name
        without a time column, 200 Hz (`-O imu.rate`).
     2. Timestamps that go backwards are repaired: rows sorted (stable), repeated timestamps dropped,
        both counted in `meta["repairs"]` — logger glitches are common and should not abort a run.
-    3. Linear interpolation onto a uniform grid at the measured rate (absorbing jitter and gaps; the
-       largest gap recorded), then **band-limited resampling to 200 Hz** with soxr, then a per-channel
-       z-score (statistics recorded).
-    4. **Windows** of 2000 samples (10 s); a longer recording ends with a window aligned to its end
+    3. **Gaps split the recording**: wherever a step exceeds max(1 s, 10 median steps) the recording
+       is cut (`gaps` recorded), a stretch of a single row — an outlier timestamp written as 0, or a
+       day off — is dropped (`isolated_rows_dropped`), and no window spans a cut. Memory follows the
+       rows, never the time between the first and the last timestamp.
+    4. Each stretch: linear interpolation onto a uniform grid at the measured rate (absorbing jitter
+       and shorter gaps; the largest recorded), then **band-limited resampling to 200 Hz** with
+       soxr; then a per-channel z-score (statistics recorded). A recording with nothing left at
+       200 Hz (1,000 rows 1 ns apart), with every channel constant, or with a channel without a
+       number is a failure, never zeros.
+    5. **Windows** of 2000 samples (10 s); a longer stretch ends with a window aligned to its end
        (overlapping, nothing dropped); a shorter one is zero-padded and the tokens made only of
        padding are masked. More than 256 windows are reduced to 256 spaced uniformly (recorded).
-    5. `--window W [--stride S]` (seconds) gives one sample per W seconds, ids `FILE#t=START`.
+    6. `--window W [--stride S]` (seconds) gives one sample per W seconds, ids `FILE#t=START`.
 
     ## Tokens
 
