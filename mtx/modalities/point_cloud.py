@@ -93,7 +93,7 @@ class PointCloudConfig(ModalityConfig):
             raise UsageError("point_cloud: bin_fields must be >= 3 (x, y, z first)")
 
 
-def normalize_and_sample(xyz: np.ndarray, n: int) -> tuple[np.ndarray, dict]:
+def normalize_and_sample(xyz: np.ndarray, n: int, total: int | None = None) -> tuple[np.ndarray, dict]:
     """Canonically ordered finite points [M, 3] -> ([n, 3] float32 in FPS order, facts).
 
     Centre on the centroid, scale to the unit sphere, FPS to ``n`` (or FPS order repeated
@@ -105,7 +105,7 @@ def normalize_and_sample(xyz: np.ndarray, n: int) -> tuple[np.ndarray, dict]:
         raise DecodeError("coordinates too large to normalise (overflow)")
     facts: dict = {"centroid": [float(v) for v in centroid], "radius": radius}
     if radius == 0.0:  # centring leaves nothing: every cloud like this would give the same input
-        raise DecodeError(f"no shape to embed: all {len(xyz):,} points lie at one location "
+        raise DecodeError(f"no shape to embed: all {total or len(xyz):,} points lie at one location "
                           f"({', '.join(f'{v:.6g}' for v in centroid)})")
     c /= radius
     m = min(len(c), n)
@@ -332,7 +332,7 @@ class point_cloud(Modality):  # noqa: N801 - class name == registry key == modul
         if res.finite > cfg.presample:
             meta["subsample"] = {"from": res.finite, "to": cfg.presample, "seed": cfg.seed,
                                  "method": "smallest seeded hash of the coordinates (order-independent)"}
-        pts, facts = normalize_and_sample(res.points(), cfg.points)
+        pts, facts = normalize_and_sample(res.points(), cfg.points, res.finite)
         meta.update(facts)
         meta["fps_points"] = cfg.points
         meta["groups"] = cfg.groups
