@@ -236,15 +236,20 @@ def read_envi(path: Path, cfg: "HyperspectralConfig") -> Cube:
 # -- MATLAB ----------------------------------------------------------------------------------
 
 
-def _mat5_vars(path: Path) -> list[tuple[str, tuple[int, ...], str]]:
-    """Variables of a v5 file from their headers (bounded: see _mat5); v4 files through scipy."""
+def _mat5_index(path: Path, head: bytes):
+    """The variables of a v5 file from their headers alone (bounded: see _mat5), or None for a
+    v4 file (no text header)."""
     from . import _mat5
 
+    return _mat5.list_variables(path) if _mat5.is_v5(head) else None
+
+
+def _mat5_vars(path: Path, head: bytes, index=None) -> list[tuple[str, tuple[int, ...], str]]:
+    """(name, shape, class) of every variable: v5 from the headers, v4 through scipy."""
     try:
-        with open(path, "rb") as f:
-            v5 = _mat5.is_v5(f.read(128))
-        if v5:
-            return [(v.name, v.shape, v.cls) for v in _mat5.list_variables(path)]
+        index = index if index is not None else _mat5_index(path, head)
+        if index is not None:
+            return [(v.name, v.shape, v.cls) for v in index]
         import scipy.io
 
         return [(n, tuple(s), c) for n, s, c in scipy.io.whosmat(str(path))]
@@ -254,14 +259,13 @@ def _mat5_vars(path: Path) -> list[tuple[str, tuple[int, ...], str]]:
         raise DecodeError(f"corrupt MATLAB v5 file: {e}") from None
 
 
-def _load_mat_variable(path: Path, name: str) -> np.ndarray:
-    """One variable of a v5 (bounded inflate, see _mat5) or v4 (scipy) file."""
+def _load_mat_variable(path: Path, name: str, index=None) -> np.ndarray:
+    """One variable of a v5 (bounded inflate, see _mat5: ``index`` from :func:`_mat5_index`) or
+    v4 (scipy) file."""
     from . import _mat5
 
-    with open(path, "rb") as f:
-        v5 = _mat5.is_v5(f.read(128))
-    if v5:
-        var = next((v for v in _mat5.list_variables(path) if v.name == name), None)
+    if index is not None:
+        var = next((v for v in index if v.name == name), None)
         if var is None:
             raise DecodeError(f"variable {name!r} not found in the .mat file")
         return _mat5.read(path, var)
@@ -287,11 +291,12 @@ def _mat73_vars(path: Path) -> list[tuple[str, tuple[int, ...], str]]:
     return out
 
 
-def mat_variables(path: Path, head: bytes) -> list[tuple[str, tuple[int, ...], str]]:
-    """(name, MATLAB shape, class) of the numeric variables of a .mat file."""
+def mat_variables(path: Path, head: bytes, index=None) -> list[tuple[str, tuple[int, ...], str]]:
+    """(name, MATLAB shape, class) of the numeric variables of a .mat file (``index``: the v5
+    headers already read)."""
     if head.startswith(_MAT73):
         return _mat73_vars(path)
-    return [v for v in _mat5_vars(path) if v[2] in _MAT_NUMERIC or v[2] == "logical"]
+    return [v for v in _mat5_vars(path, head, index) if v[2] in _MAT_NUMERIC or v[2] == "logical"]
 
 
 def largest_cube(vars_: list[tuple[str, tuple[int, ...], str]], key: str | None):
@@ -341,7 +346,8 @@ def _mat_wavelengths(names: list[str], nbands: int, get: Callable[[str], Any], m
 
 
 def read_mat(path: Path, head: bytes, cfg: "HyperspectralConfig") -> Cube:
-    vars_ = mat_variables(path, head)
+    index = None if head.startswith(_MAT73) else _mat5_index(path, head)
+    vars_ = mat_variables(path, head, index)
     best = largest_cube(vars_, cfg.key)
     listing = ", ".join(f"{n} {'x'.join(map(str, s))} {c}" for n, s, c in vars_) or "none"
     if best is None or len(best[1]) != 3:
@@ -381,7 +387,7 @@ def read_mat(path: Path, head: bytes, cfg: "HyperspectralConfig") -> Cube:
         _budget.check(n, f"values in .mat variable {name!r} {'x'.join(map(str, mshape))} {cls} (MATLAB v5 is read "
                       "whole)", 2 * itemsize + 1)
         try:
-            arr = _load_mat_variable(path, name)
+            arr = _load_mat_variable(path, name, index)
         except DecodeError:
             raise
         except Exception as e:  # noqa: BLE001 - scipy raises many types on corrupt files
@@ -393,7 +399,7 @@ def read_mat(path: Path, head: bytes, cfg: "HyperspectralConfig") -> Cube:
         other = [v[0] for v in vars_ if v[0] != name]
 
         def get(n):
-            return _load_mat_variable(path, n)
+            return _load_mat_variable(path, n, index)
         waves = _mat_wavelengths(other, shape[2], get, meta, _sizes(vars_))
         dtype = str(arr.dtype)
     meta["band_axis"] = band_axis
