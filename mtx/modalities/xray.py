@@ -48,6 +48,9 @@ def _decode_error(e: Exception) -> Exception:
     if "plugin" in low or ("missing" in low and "dependenc" in low) or "no available" in low:
         return MissingDependency(f"no decoder for this DICOM's compressed pixel data ({msg}); "
                                  "pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg")
+    if "reshape" in low or "buffer is smaller" in low or "buffer size" in low:  # numpy's words
+        return DecodeError("DICOM pixel data does not match its header (rows x columns x frames x samples x "
+                           "bits): truncated or corrupt")
     return DecodeError(f"cannot decode DICOM pixel data: {msg}")
 
 
