@@ -24,8 +24,8 @@ Default: 256 MiB. A decoder process holds ~290 MB of its own (torch and the deco
 own memory (~1 GB resident) and the main process of a one-file ``mtx embed`` (~1.2 GB resident
 with the tiny model) well under 2.5 GB. It admits every ordinary input: a 60-megapixel RGB PNG is
 decoded whole (larger pictures are reduced right after decoding, JPEGs decoded at 1/2..1/8
-scale), a 10-bit 4K video frame, 100M-point LiDAR tiles (streamed), cubes of any size held in
-files (read band by band).
+scale), 8-bit 4K video (10-bit 4K and 8K frames need ~0.3 and ~0.8 GiB: raise the budget),
+100M-point LiDAR tiles (streamed), cubes of any size held in files (read band by band).
 """
 from __future__ import annotations
 
