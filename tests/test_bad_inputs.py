@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
+import hostile
 import numpy as np
 import pytest
 
@@ -334,7 +335,7 @@ CASES: list[Case] = [
     C("imu_allinf.csv", "imu", "accelerometer channel that is all inf",
       _t(IMU_HEAD + "".join(f"{i / 100:.2f},inf,0.2,1.0\n" for i in range(300))), "load", "no numeric values"),
     C("imu_inf.csv", "imu", "some inf samples in a channel",
-      _t(IMU_HEAD + "".join(f"{i / 100:.2f},{'inf' if i % 7 == 0 else 0.1},0.2,1.0\n" for i in range(300))),
+      _t(IMU_HEAD + "".join(f"{i / 100:.2f},{'inf' if i % 7 == 0 else 0.1 * (i % 5)},0.2,1.0\n" for i in range(300))),
       repaired="imu", meta="interpolated_values"),
     C("imu_backwards.csv", "imu", "timestamps that go backwards and repeat", _t(_imu_backwards),
       repaired="imu", meta="repairs"),
@@ -343,6 +344,43 @@ CASES: list[Case] = [
       "load", "binary content"),
     C("latin1.txt", "text", "Latin-1 text (invalid UTF-8)",
       _b("caf\xe9 cr\xe8me br\xfbl\xe9e, a note in Latin-1\n".encode("latin-1")), repaired="text", meta="encoding"),
+    # declared sizes over the per-sample memory budget, or beyond what the file can hold (#17 item 1)
+    C("vertices.net", "graph", "32-byte Pajek file declaring 2,000,000,000 vertices",
+      lambda p, m: hostile.pajek_vertices(p), "load", "over the limit of"),
+    C("isolated.graphml", "graph", "GraphML of 300,000 isolated nodes (6 MB)",
+      lambda p, m: hostile.graphml_nodes(p, 300_000), "load", "over the limit of"),
+    C("lzf_bomb.pcd", "point_cloud", "400-byte PCD whose binary_compressed size word declares 240 MB",
+      lambda p, m: hostile.pcd_compressed(p, 20_000_000), "load", "compression ratio"),
+    C("declared.npz", "point_cloud", "NPZ member whose NPY header declares (20000000, 3) over 4 KB",
+      lambda p, m: hostile.npz_declared(p, (20_000_000, 3)), "load", "compression ratio"),
+    C("ts_bomb.npz", "time_series", "NPZ (name hint 'ts') whose 100 KB of deflate hold 100 MB of zeros",
+      lambda p, m: hostile.npz_zeros(p, 100_000_000, key="x"), "load", "over the limit of"),
+    C("zeros_v5.mat", "hyperspectral", "zlib-compressed MATLAB v5 cube of 320 MB zeros (300 KB)",
+      lambda p, m: hostile.mat5_compressed_zeros(p, (200, 200, 1000)), "load", "over the limit of"),
+    C("unwritten_v73.mat", "hyperspectral", "MATLAB v7.3 cube declared 100x200x200, never written",
+      lambda p, m: hostile.mat73_declared(p, (200, 200, 100), (100, 50, 50), write=False), "load", "stores no data"),
+    C("bands.tiff", "hyperspectral", "zlib TIFF of 2000x2000x40 uint16 zeros (0.3 MB)",
+      lambda p, m: hostile.tiff_bands(p, (2000, 2000, 40)), "load", "over the limit of"),
+    C("rgba16.png", "image", "valid 9000x9000 RGBA16 PNG of 0.6 MB (Pillow: 324 MB)",
+      lambda p, m: hostile.png_zeros(p, 9000, 9000), "load", "over the limit of"),
+    C("screen.gif", "video", "animated GIF with a 20000x5000 logical screen",
+      lambda p, m: hostile.gif_screen(p), "load", "over the limit of"),
+    C("imu_day_gap.csv", "imu", "IMU recording whose last row is a day later",
+      lambda p, m: hostile.imu_day_gap(p, 3000), repaired="imu", meta="gaps"),
+    C("imu_zero_stamp.csv", "imu", "Unix-time IMU recording with one timestamp written as 0",
+      lambda p, m: hostile.imu_zero_stamp(p, 3000), repaired="imu", meta="isolated_rows_dropped"),
+    # no content (#17 items 4 and 16)
+    C("imu_ns.csv", "imu", "1,000 IMU rows 1 ns apart (nothing left at 200 Hz)",
+      lambda p, m: hostile.imu_ns_steps(p), "load", "no sample at 200 Hz"),
+    C("nan.wav", "audio", "float WAV whose every sample is NaN",
+      lambda p, m: hostile.wav_float(p, np.full(8000, np.nan)), "load", "no finite samples"),
+    C("hsi_nan.npy", "hyperspectral", "NPY cube of NaN (name hint 'hsi')",
+      _np(lambda: np.full((8, 8, 16), np.nan, np.float32)), "load", "no finite values"),
+    C("one_place.xyz", "point_cloud", "XYZ cloud whose 50 points are one point",
+      _t("1 2 3\n" * 50), "load", "one location"),
+    # messages (#17 item 15)
+    C("short_pixels.dcm", "xray", "DICOM whose pixel data is shorter than rows x cols x bits",
+      lambda p, m: hostile.dicom_pixels(p, 64, 64, nbytes=1000), "load", "pixel data holds 1,000 bytes"),
     # anything
     C("evil.pth", "", "a pickle whose payload runs exec, named .pth, in the data", lambda p, m: p.write_bytes(_evil(m)),
       "sniff", "never unpickled"),

@@ -107,3 +107,68 @@ def test_cli_end_to_end_into_the_store(name, tmp_path):
         assert attrs["init"] in ("seeded", "clip") and attrs["pool"] in ("cls", "mean", "max")
         assert (f["n_tokens"][()] > 0).all()
         assert torch.isfinite(torch.from_numpy(f["embeddings"][()])).all()
+
+
+# -- no content, no vector (issue #17, item 4) -----------------------------------------------
+# The rule, for every modality (docs/reliability.md, "No content"): a sample with no decoded
+# element (0 samples, points, nodes, rows, frames, tokens), with no finite value, or whose
+# modality's own normalisation leaves nothing (a cloud at one point, constant channels or bands)
+# is a failure row with a reason, never a vector. Each modality writes such files
+# (``Modality.degenerate``); the guard every ``load`` runs under (``Modality.check_sample``)
+# refuses empty arrays, non-finite values and padding-only segments for all of them.
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_content_less_input_is_a_failure_never_a_sample(name, tmp_path):
+    from mtx.errors import DecodeError
+
+    mod = get_modality(name)
+    files = mod.degenerate(tmp_path)
+    assert files
+    for f in files:
+        dec = sniff(f)
+        assert dec.modality == name, (f, dec)
+        with pytest.raises(DecodeError) as e:
+            list(mod.load(f, mod.config(), dec.sniffed))
+        msg = str(e.value)
+        assert "\n" not in msg and len(msg) > 15, msg
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_check_sample_refuses_empty_padding_only_and_nonfinite_arrays(name, tmp_path):
+    from mtx.errors import DecodeError
+    from mtx.modalities._base import Sample
+
+    mod = get_modality(name)
+    (good,) = list(mod.load(GENERATORS[name](tmp_path, 1)[0], mod.config()))[:1]
+    mod.check_sample(good)  # what load yields passes
+    for k, a in good.arrays.items():
+        empty = Sample(good.key, {**good.arrays, k: a[:0]}, dict(good.meta))
+        with pytest.raises(DecodeError, match="no content"):
+            mod.check_sample(empty)
+        if a.dtype.kind == "f":
+            bad = a.copy()
+            bad.reshape(-1)[0] = np.nan
+            with pytest.raises(DecodeError, match="non-finite"):
+                mod.check_sample(Sample(good.key, {**good.arrays, k: bad}, dict(good.meta)))
+    # Padding only: a per-segment valid-length array set to what means "nothing" (0, or the
+    # start/end tokens of a text window) is refused by the modality's content_reason.
+    counts = {"imu": ("valid", 0), "audio": ("frames", 0), "text": ("n", 2), "graph": ("type", 1)}
+    if name in counts:
+        k, v = counts[name]
+        with pytest.raises(DecodeError, match="no content"):
+            mod.check_sample(Sample(good.key, {**good.arrays, k: np.full_like(good.arrays[k], v)}, dict(good.meta)))
+
+
+def test_content_less_files_are_failure_rows_and_no_vector_is_stored(tmp_path):
+    from mtx.cli import main
+
+    d = tmp_path / "in"
+    d.mkdir()
+    files = [f for name in NAMES for f in get_modality(name).degenerate(d)]
+    out = tmp_path / "o.h5"
+    assert main(["embed", str(d), "-o", str(out), "-m", "tiny", "-w", "seeded", "-j", "0", "-q"]) == 3
+    with h5py.File(out, "r") as f:
+        assert f["embeddings"].shape[0] == 0
+        stages = list(f["failures/stage"].asstr()[()])
+        assert len(stages) == len(files) and set(stages) == {"load"}

@@ -425,8 +425,8 @@ def test_small_and_degenerate_clouds(tmp_path):
     assert pts.shape == (1, 1024, 3) and len(np.unique(pts[0], axis=0)) == 10 and "repeated" in meta
     one = tmp_path / "one.xyz"
     one.write_text("1 2 3\n1 2 3\n")
-    pts, meta = load_points(one)
-    assert np.all(pts == 0) and meta["degenerate"]
+    with pytest.raises(DecodeError, match="all 2 points lie at one location"):
+        load_points(one)  # issue #17 item 4: centred, it would be an all-zero input
 
 
 def test_nan_points_are_dropped_and_recorded(tmp_path):

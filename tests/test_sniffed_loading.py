@@ -149,6 +149,11 @@ def _wav_stereo(d: Path) -> Path:
     return p
 
 
+def _ramp(shape: tuple[int, ...]) -> np.ndarray:
+    """Varying values (a constant array has no content: its load fails, issue #17 item 4)."""
+    return (np.arange(int(np.prod(shape))) % 7).reshape(shape).astype(np.float32)
+
+
 _NODE_LINK = json.dumps({"nodes": [{"id": i} for i in range(4)],
                          "links": [{"source": i, "target": (i + 1) % 4} for i in range(4)]})
 _GRAPHML = ('<?xml version="1.0"?><graphml xmlns="http://graphml.graphdrawing.org/xmlns"><graph edgedefault='
@@ -173,19 +178,19 @@ CASES = [
     ("hyperspectral", "mat5", 4, _synth("hyperspectral")),  # + whosmat in sniff and load, + loadmat
     ("hyperspectral", "envi", 2, _envi),  # + the header parse (the data file is another path)
     ("hyperspectral", "tiff", 4, _tiff_cube),  # + infrared's and hyperspectral's page checks, + read
-    ("hyperspectral", "npy", 4, _npy("hsi/cube.npy", np.zeros((8, 8, 20), np.float32))),  # np.load mmap: 3
+    ("hyperspectral", "npy", 4, _npy("hsi/cube.npy", _ramp((8, 8, 20)))),  # np.load mmap: 3
     ("tabular", "csv", 5, _synth("tabular")),  # + encoding head, + text head, + two passes
     ("tabular", "csv", 5, _write("t.tsv", "a\tb\n1\tx\n2\ty\n")),
     ("tabular", "jsonl", 5, _write("t.jsonl", '{"a": 1}\n{"a": 2}\n')),
     ("tabular", "json", 5, _write("t.json", '[{"a": 1}, {"a": 2}]')),
     ("tabular", "parquet", 1, _parquet),  # pyarrow opens it in C
     ("time_series", "csv", 1, _synth("time_series")),  # the columns are read in C (pyarrow)
-    ("time_series", "npy", 4, _npy("series/sig.npy", np.zeros((64, 3), np.float32))),
+    ("time_series", "npy", 4, _npy("series/sig.npy", _ramp((64, 3)))),
     ("imu", "csv", 1, _synth("imu")),
-    ("imu", "npy", 4, _npy("imu/rec.npy", np.zeros((400, 6), np.float32))),
-    ("graph", "gml", 2, _synth("graph")),  # + the reader
-    ("graph", "graphml", 2, _write("g.graphml", _GRAPHML)),
-    ("graph", "nodelink", 2, _write("g.json", _NODE_LINK)),
+    ("imu", "npy", 4, _npy("imu/rec.npy", _ramp((400, 6)))),
+    ("graph", "gml", 3, _synth("graph")),  # + the element count (memory budget), + the reader
+    ("graph", "graphml", 3, _write("g.graphml", _GRAPHML)),
+    ("graph", "nodelink", 3, _write("g.json", _NODE_LINK)),
     ("graph", "pajek", 2, _write("g.net", "*Vertices 3\n1 a\n2 b\n3 c\n*Edges\n1 2\n2 3\n")),
     ("text", "plain", 1, _synth("text")),  # shorter than the head: decoded from memory
     ("text", "plain", 1, _write("README", "words without an extension\n")),

@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
+import logging
 import math
+import warnings
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..errors import DecodeError
 
 if TYPE_CHECKING:
     from ..weights import ClipFront, EncoderSpec
@@ -217,14 +222,58 @@ class Modality:
         ``sniff`` expects. ``mtx bench``, benchmarks/ and the contract test use them."""
         raise NotImplementedError(f"{self.name} has no synthetic examples")
 
+    def degenerate(self, d: Path) -> list[Path]:
+        """Write files under ``d`` that parse as this modality but hold **no content** (no
+        decoded element, or no finite one): ``load`` must refuse each with a DecodeError, never
+        yield a sample. The contract test runs them (docs/reliability.md, "No content")."""
+        raise NotImplementedError(f"{self.name} has no degenerate examples")
+
     # -- CPU side --------------------------------------------------------------------------
     def load(self, path: Path, cfg: ModalityConfig, sniffed: Sniffed | None = None) -> Iterator[Sample]:
         """Decode and preprocess ``path`` into samples. CPU only, deterministic, picklable.
 
         ``sniffed`` carries the head bytes and detected format from :func:`mtx.sniff.sniff`
         (None when called directly: detect the format yourself). Raise
-        :class:`mtx.errors.DecodeError` with a one-line reason for bad input."""
+        :class:`mtx.errors.DecodeError` with a one-line reason for bad input.
+
+        Every subclass's ``load`` is wrapped (``__init_subclass__``) so that, for every modality
+        alike: warnings and library log records raised while decoding become the sample's
+        ``decoder_warnings`` facts instead of stderr lines, and each sample passes
+        :meth:`check_sample` (content present, values finite) before it is yielded. Memory:
+        check declared sizes with :mod:`mtx.modalities._budget` before allocating."""
         raise NotImplementedError
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        load = cls.__dict__.get("load")
+        if load is not None and not getattr(load, "_guarded", False):
+            cls.load = _guarded_load(load)
+
+    def check_sample(self, sample: Sample) -> None:
+        """Refuse a sample with no content, the same rule for every modality: every array holds
+        at least one segment and one element, float arrays are finite (a documented fill must
+        happen in ``load`` and be recorded), and :meth:`content_reason` finds content.
+
+        Raises:
+            DecodeError: "no content: ..." or "non-finite values ...".
+        """
+        if not sample.arrays:
+            raise DecodeError("no content: the decoder produced no arrays")
+        for k, a in sample.arrays.items():
+            if a.ndim == 0 or a.size == 0 or a.shape[0] == 0:
+                raise DecodeError(f"no content: the decoded {k!r} array is empty {tuple(a.shape)}")
+            if a.dtype.kind in "fc" and not np.isfinite(a).all():
+                raise DecodeError(f"non-finite values (NaN/inf) in the decoded {k!r} array; "
+                                  f"{self.name} documents no fill for them")
+        why = self.content_reason(sample)
+        if why:
+            raise DecodeError(f"no content: {why}")
+
+    def content_reason(self, sample: Sample) -> str | None:
+        """Why a sample whose arrays are not empty still holds nothing (padding only: 0 valid
+        samples, frames or tokens), or None. Constant content is content: an all-black picture,
+        a flat line and a still sensor are measurements; an empty resample is not."""
+        return None
 
     def batch_key(self, sample: Sample) -> Hashable:
         """Samples with equal keys can be collated together (default: equal trailing shapes)."""
@@ -277,6 +326,90 @@ class Modality:
 
     def __repr__(self) -> str:
         return f"<modality {self.name}>"
+
+
+# ----------------------------------------------------------------------------------------------
+# The load guard: decoder warnings become facts, every sample is checked for content
+# ----------------------------------------------------------------------------------------------
+
+# Warnings about the code rather than the data: not facts about a file, and not shown either.
+_CODE_WARNINGS = (DeprecationWarning, PendingDeprecationWarning, FutureWarning, ImportWarning,
+                  ResourceWarning, SyntaxWarning)
+MAX_NOTES = 8  # distinct decoder warnings kept per sample (each with its count)
+
+
+class DecoderNotes(logging.Handler):
+    """Collects the warnings and WARNING+ log records raised while decoding: distinct messages
+    (bounded), each with a count."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.seen: dict[str, int] = {}
+
+    def add(self, text: str) -> None:
+        text = " ".join(text.split())[:300]
+        if text in self.seen or len(self.seen) < MAX_NOTES:
+            self.seen[text] = self.seen.get(text, 0) + 1
+
+    def emit(self, record: logging.LogRecord) -> None:  # logging.Handler
+        with contextlib.suppress(Exception):
+            self.add(f"{record.name}: {record.getMessage()}")
+
+    def take(self) -> list[str]:
+        out = [t if n == 1 else f"{t} (x{n})" for t, n in self.seen.items()]
+        self.seen.clear()
+        return out
+
+    @contextlib.contextmanager
+    def capture(self):
+        """Warnings and log records inside the block go here instead of stderr."""
+        root = logging.getLogger()
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            for cat in _CODE_WARNINGS:
+                warnings.simplefilter("ignore", cat)
+            warnings.showwarning = lambda message, category, *a, **k: self.add(
+                f"{category.__name__}: {message}")
+            root.addHandler(self)
+            try:
+                yield self
+            finally:
+                root.removeHandler(self)
+
+
+@contextlib.contextmanager
+def quiet():
+    """Drop warnings and library log records raised inside the block: for sniffing, which opens
+    decoders (tifffile, scipy.io) but has no sample to record them on."""
+    with DecoderNotes().capture():
+        yield
+
+
+def _guarded_load(fn):
+    """Wrap a modality's ``load``: decode step by step under :class:`DecoderNotes`, attach what
+    they caught to the sample (``decoder_warnings``), and check every sample for content."""
+
+    @functools.wraps(fn)
+    def load(self, path, cfg, sniffed=None):
+        notes = DecoderNotes()
+        gen = fn(self, path, cfg, sniffed)
+        try:
+            while True:
+                with notes.capture():
+                    try:
+                        sample = next(gen)
+                    except StopIteration:
+                        return
+                self.check_sample(sample)
+                caught = notes.take()
+                if caught:
+                    sample.meta.setdefault("decoder_warnings", []).extend(caught)
+                yield sample
+        finally:
+            gen.close()
+
+    load._guarded = True
+    return load
 
 
 # ----------------------------------------------------------------------------------------------

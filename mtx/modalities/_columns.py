@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DecodeError
+from . import _budget
 
 DELIMITERS = (",", "\t", ";", "|")
 NULLS = ("", "na", "n/a", "nan", "null", "none", "-", "?", "#n/a")
@@ -462,14 +463,21 @@ def iter_csv(path: Path, t: TableHead, columns: list[str], chunk_bytes: int = 1 
         raise DecodeError(f"cannot parse the table: {str(e).splitlines()[0][:200]}") from None
 
 
-def read_csv_columns(path: Path, t: TableHead, numeric: list[str], time: TimeColumn | None = None
-                     ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+def read_csv_columns(path: Path, t: TableHead, numeric: list[str], time: TimeColumn | None = None,
+                     each: float = 0.0) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """Read ``numeric`` columns as float64 (NaN for missing/invalid) and the time column as float64
-    seconds (datetime) or raw numbers (numeric time), streaming the file in chunks."""
+    seconds (datetime) or raw numbers (numeric time), streaming the file in chunks.
+
+    ``each``: bytes the caller will hold per value (row x column) once everything is read; the
+    rows counted so far are checked against the per-sample memory budget after every chunk."""
     cols = list(numeric) + ([time.name] if time and time.name not in numeric else [])
     parts: dict[str, list[np.ndarray]] = {c: [] for c in cols}
     tparts: list[np.ndarray] = []
+    rows = 0
     for chunk in iter_csv(path, t, cols):
+        rows += len(chunk[cols[0]]) if cols else 0
+        if each:
+            _budget.check(rows * len(cols), f"values ({rows:,} rows x {len(cols)} columns) so far", each, "holds")
         for c in numeric:
             parts[c].append(to_float(comma_to_dot_arrow(chunk[c]) if t.decimal == "," else chunk[c]))
         if time is not None:
@@ -505,8 +513,11 @@ def parquet_columns(path: Path) -> list[tuple[str, str]]:
     return out
 
 
-def read_parquet_columns(path: Path, columns: list[str]) -> dict[str, np.ndarray]:
-    """Read Parquet columns batch by batch as float64 (timestamps/dates as epoch seconds)."""
+def read_parquet_columns(path: Path, columns: list[str], each: float = 0.0) -> dict[str, np.ndarray]:
+    """Read Parquet columns batch by batch as float64 (timestamps/dates as epoch seconds).
+
+    ``each``: bytes the caller holds per value; the rows the footer declares are checked against
+    the per-sample memory budget before any is read."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -514,6 +525,9 @@ def read_parquet_columns(path: Path, columns: list[str]) -> dict[str, np.ndarray
     parts: dict[str, list[np.ndarray]] = {c: [] for c in columns}
     try:
         pf = pq.ParquetFile(path)
+        if each:
+            rows = int(pf.metadata.num_rows)
+            _budget.check(rows * len(columns), f"values ({rows:,} rows x {len(columns)} columns)", each)
         for batch in pf.iter_batches(columns=columns, batch_size=1 << 16):
             for c in columns:
                 a = batch.column(c)
@@ -558,23 +572,63 @@ def path_has_hint(path: Path, words: tuple[str, ...]) -> str | None:
     return None
 
 
-def load_array(path: Path) -> np.ndarray:
-    """A numeric array from .npy (or the largest numeric array of an .npz); never unpickles."""
+def load_array(path: Path, each: float = 0.0) -> np.ndarray:
+    """A numeric array from .npy (or the largest numeric array of an .npz); never unpickles.
+
+    Only headers are read before the size is known: ``each`` (bytes the caller holds per value)
+    times the declared values is checked against the per-sample memory budget, and an .npz
+    member's declared size against what its compressed bytes can hold; then only the chosen
+    member is decompressed."""
     try:
         if path.suffix.lower() == ".npz":
-            with np.load(path, allow_pickle=False) as z:
-                arrays = [(k, z[k]) for k in z.files]
-            arrays = [(k, a) for k, a in arrays if a.dtype.kind in "biuf"]
-            if not arrays:
-                raise DecodeError("the .npz holds no numeric array")
-            return max(arrays, key=lambda ka: ka[1].size)[1]
+            return _load_npz_member(path, each)
         a = np.load(path, allow_pickle=False, mmap_mode="r")
     except DecodeError:
         raise
     except ValueError as e:
+        if "mmap length" in str(e):  # the header declares more than the file holds: nothing is read
+            raise DecodeError(f"truncated NPY: its header declares more data than the file holds ({e})") from None
         raise DecodeError(f"cannot load the array (object arrays are refused): {e}") from None
     except (OSError, EOFError) as e:
         raise DecodeError(f"cannot load the array: {e}") from None
     if a.dtype.kind not in "biuf":
         raise DecodeError(f"array dtype {a.dtype} is not numeric")
+    if each:
+        _budget.check(a.size, f"values (an NPY array of shape {tuple(a.shape)})", max(each, a.dtype.itemsize))
     return np.asarray(a)
+
+
+def _load_npz_member(path: Path, each: float) -> np.ndarray:
+    """The .npz member with the most values, chosen from the members' NPY headers."""
+    import zipfile
+    import zlib
+
+    from numpy.lib import format as npf
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            heads = []
+            for info in zf.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                with zf.open(info) as f:
+                    version = npf.read_magic(f)
+                    reader = npf.read_array_header_1_0 if version == (1, 0) else npf.read_array_header_2_0
+                    shape, fortran, dtype = reader(f)
+                if dtype.hasobject:
+                    raise ValueError(f"Object arrays cannot be loaded when allow_pickle=False ({info.filename})")
+                if dtype.kind in "biuf":
+                    heads.append((int(np.prod(shape, dtype=np.int64)), info, shape, dtype))
+            if not heads:
+                raise DecodeError("the .npz holds no numeric array")
+            n, info, shape, dtype = max(heads, key=lambda h: h[0])
+            ratio = 1 if info.compress_type == zipfile.ZIP_STORED else _budget.DEFLATE_RATIO
+            _budget.check_stored(n * dtype.itemsize, info.compress_size + 64, ratio,
+                                 f"NPZ array {info.filename[:-4]!r} {tuple(shape)}")
+            if each:
+                _budget.check(n, f"values (NPZ array {info.filename[:-4]!r} of shape {tuple(shape)})",
+                              max(each, dtype.itemsize))
+            with zf.open(info) as f:
+                return npf.read_array(f, allow_pickle=False)
+    except (zipfile.BadZipFile, zlib.error) as e:
+        raise DecodeError(f"corrupt NPZ archive: {e}") from None

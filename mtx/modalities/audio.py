@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import DecodeError, MissingDependency
+from . import _budget
 from ._base import (
     CLAIM,
     EXTENSION,
@@ -326,8 +327,9 @@ def _mono_16k(f, cfg: AudioConfig, meta: dict) -> Iterator[np.ndarray]:
 
         rs = soxr.ResampleStream(sr, RATE, 1, dtype="float32", quality=cfg.quality)
         meta["resampled"] = f"soxr {cfg.quality} {sr} Hz -> {RATE} Hz (streaming)"
-    block = max(1, int(sr * cfg.block_seconds))
-    decoded = 0
+    # A block holds channels x frames float32 plus the mixdown: at most 1/8 of the per-sample budget.
+    block = max(1, min(int(sr * cfg.block_seconds), _budget.allowed(f.channels * 4 + 8, 1 / 8)))
+    decoded = nonfinite = 0
     try:
         while True:
             x = f.read(block, dtype="float32", always_2d=True)
@@ -336,11 +338,15 @@ def _mono_16k(f, cfg: AudioConfig, meta: dict) -> Iterator[np.ndarray]:
             decoded += x.shape[0]
             mono = x[:, 0] if x.shape[1] == 1 else x.mean(axis=1, dtype=np.float32)
             if not np.isfinite(mono).all():
-                mono = np.nan_to_num(mono, nan=0.0, posinf=0.0, neginf=0.0)
-                meta["repair_nonfinite"] = "non-finite samples replaced by 0"
+                bad = ~np.isfinite(mono)
+                nonfinite += int(bad.sum())
+                mono = np.where(bad, np.float32(0), mono)
+                meta["repair_nonfinite"] = f"{nonfinite} non-finite samples (NaN/inf) replaced by 0 (silence)"
             yield rs.resample_chunk(mono, last=False) if rs else mono
     except sf.LibsndfileError as e:
         raise DecodeError(f"audio data is corrupt after {decoded} frames: {e.error_string}") from None
+    if decoded and nonfinite == decoded:
+        raise DecodeError(f"no finite samples: all {decoded:,} decoded frames are NaN/inf; nothing to embed")
     meta["decoded_frames"] = decoded
     if rs is not None:
         yield rs.resample_chunk(np.zeros(0, np.float32), last=True)
@@ -635,6 +641,23 @@ class audio(Modality):  # noqa: N801 - class name == registry key == module name
             out.append(p)
         return out
 
+    def degenerate(self, d: Path) -> list[Path]:
+        """A WAV of 0 frames, and a float WAV whose every sample is NaN."""
+        import struct
+        import wave
+
+        empty = d / "empty.wav"
+        with wave.open(str(empty), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(16000)
+        nan = d / "nan.wav"
+        data = np.full(1600, np.nan, "<f4").tobytes()
+        fmt = struct.pack("<HHIIHH", 3, 1, 16000, 64000, 4, 32)
+        nan.write_bytes(b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVEfmt " + struct.pack("<I", 16) + fmt
+                        + b"data" + struct.pack("<I", len(data)) + data)
+        return [empty, nan]
+
     def load(self, path: Path, cfg: AudioConfig, sniffed: Sniffed | None = None) -> Iterator[Sample]:
         if cfg.segment_frames < PATCH:
             raise DecodeError(f"segment_frames must be >= {PATCH}")
@@ -662,6 +685,9 @@ class audio(Modality):  # noqa: N801 - class name == registry key == module name
                 meta["segments_subsampled"] = (f"{n_seg} segments -> {len(chosen)} spaced uniformly "
                                                f"(max_segments={cfg.max_segments})")
             last_chosen = max(chosen) if chosen else 0
+            if not cfg.per_window:  # every chosen segment's fbank is held until the sample is built
+                _budget.check(len(chosen) if chosen else n_seg, f"segments of {seg} fbank frames (a pooled sample "
+                              "keeps each; set max_segments to cap them)", N_MELS * seg * 4 * 2)
 
             def want(k: int) -> bool:
                 return chosen is None or k in chosen or k > last_chosen
@@ -703,6 +729,11 @@ class audio(Modality):  # noqa: N801 - class name == registry key == module name
 
     def cost(self, sample: Sample) -> int:
         return n_tokens(int(sample.arrays["fbank"].shape[-1]))
+
+    def content_reason(self, sample: Sample) -> str | None:
+        if (sample.arrays["frames"] <= 0).any():
+            return "a segment holds no fbank frame (only padding)"
+        return None
 
     def tokenizer(self, spec, front, cfg):
         return AudioPatchTokenizer(spec, front, self.seed(spec, cfg), cfg.segment_frames)

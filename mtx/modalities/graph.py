@@ -47,6 +47,7 @@ from torch import nn
 
 from mtx.errors import DecodeError, UsageError
 
+from . import _budget
 from ._base import (
     CLAIM,
     EXTENSION,
@@ -70,7 +71,16 @@ _EXT_FORMAT = {".gml": "gml", ".graphml": "graphml", ".gexf": "gexf", ".net": "p
 _PICKLE_EXT = (".gpickle", ".pickle", ".pkl")
 _IGNORED_ATTRS = {"id", "label", "name", "index", "key", "source", "target"}
 _INDIVIDUALIZE_STEPS = 1024
-_MAX_EDGES_READ = 50_000_000  # refuse absurd edge lists rather than exhaust memory
+# Bytes held per node or edge until the graph is tokenized (peaks measured with tracemalloc on
+# 200k-item files, rounded up for the allocator): our own readers keep a Python id, an index
+# entry and an attribute dict per node and a tuple + dict per edge, then numpy work arrays;
+# networkx's XML readers also hold the whole element tree; node-link JSON holds every JSON value.
+# Checked against the per-sample budget (mtx.modalities._budget) before a graph is built.
+COST_PARSED = 350  # pajek, edge list, adjacency list: per node or edge
+COST_XML = 1400  # GraphML / GEXF through networkx: per <node> or <edge> element
+COST_GML = 800  # GML through networkx: per node [ ] or edge [ ] block
+COST_JSON = 300  # node-link JSON: per JSON value ({, [ or , in the file)
+_CHECK_EVERY = 65536  # streaming readers recount every this many lines
 
 _GML = re.compile(r"(?m)^\s*graph\s*\[")
 _XML_ROOT = re.compile(r"<\s*(graphml|gexf)\b", re.I)
@@ -204,6 +214,8 @@ def _read_pajek(path: Path) -> RawGraph:
         raise DecodeError(f"Pajek line {lineno}: unknown vertex {tok!r}")
 
     for lineno, s in _lines(path):
+        if lineno % _CHECK_EVERY == 0:
+            _check_parsed(n or 0, len(edges), "holds")
         if s.startswith("*"):
             head = s.split()
             section = head[0].lower()
@@ -211,6 +223,7 @@ def _read_pajek(path: Path) -> RawGraph:
                 if len(head) < 2 or not head[1].isdigit():
                     raise DecodeError(f"Pajek line {lineno}: '*vertices' needs a vertex count")
                 n = int(head[1])
+                _budget.check(n, "vertices", COST_PARSED)  # vertex lines are optional: 32 bytes can say 2e9
             elif section in ("*arcs", "*arcslist"):
                 directed = True
             elif section == "*matrix":
@@ -260,6 +273,8 @@ def _read_edgelist(path: Path) -> RawGraph:
     names = _Nodes()
     edges, eattrs = [], []
     for lineno, s in _lines(path):
+        if lineno % _CHECK_EVERY == 0:
+            _check_parsed(len(names.index), len(edges), "holds")
         dict_part = None
         if "{" in s:  # networkx write_edgelist: "u v {'weight': 3.0}"
             s, _, rest = s.partition("{")
@@ -281,8 +296,6 @@ def _read_edgelist(path: Path) -> RawGraph:
             attrs = {"weight": _number(toks[2])}
         edges.append((names(toks[0]), names(toks[1])))
         eattrs.append(attrs)
-        if len(edges) > _MAX_EDGES_READ:
-            raise DecodeError(f"edge list has more than {_MAX_EDGES_READ:,} edges")
     nodes = names.names
     return RawGraph(nodes, edges, "edgelist", False, [{} for _ in nodes], eattrs)
 
@@ -291,10 +304,12 @@ def _read_adjlist(path: Path) -> RawGraph:
     """``u v1 v2 ...`` per line (networkx adjlist)."""
     names = _Nodes()
     edges = []
-    for _, s in _lines(path):
+    for lineno, s in _lines(path):
         toks = _split(s)
         u = names(toks[0])
         edges.extend((u, names(t)) for t in toks[1:])
+        if lineno % _CHECK_EVERY == 0 or len(toks) > _CHECK_EVERY:
+            _check_parsed(len(names.index), len(edges), "holds")
     nodes = names.names
     return RawGraph(nodes, edges, "adjlist", False, [{} for _ in nodes], [{} for _ in edges])
 
@@ -344,6 +359,47 @@ def _read_nodelink(path: Path) -> RawGraph:
         edges.append((end(ln["source"], i, "source"), end(ln["target"], i, "target")))
         eattrs.append({k: v for k, v in ln.items() if k not in ("source", "target")})
     return RawGraph(nodes, edges, "nodelink", bool(data.get("directed", False)), nattrs, eattrs)
+
+
+def _check_parsed(nodes: int, edges: int, verb: str, each: int = COST_PARSED, what: str = "") -> None:
+    """Budget check of a graph of ``nodes`` + ``edges`` items at ``each`` bytes apiece."""
+    _budget.check(nodes + edges, what or f"nodes and edges ({nodes:,} + {edges:,})", each, verb)
+
+
+# What a file's bytes say about its size before a reader builds anything: (pattern, bytes each).
+_ITEM_PATTERNS = {
+    "graphml": (re.compile(rb"<(?:[\w.-]+:)?(?:node|edge|hyperedge)[\s/>]"), COST_XML),
+    "gexf": (re.compile(rb"<(?:[\w.-]+:)?(?:node|edge)[\s/>]"), COST_XML),
+    "gml": (re.compile(rb"\b(?:node|edge)\s{0,16}\["), COST_GML),
+}
+_COUNT_BLOCK = 1 << 22
+
+
+def count_items(path: Path, fmt: str) -> int:
+    """Nodes + edges a GML/GraphML/GEXF file holds (elements counted in one streaming pass), or
+    the JSON values of a node-link file (an upper bound on what ``json.load`` builds)."""
+    n = 0
+    with open(path, "rb") as f:
+        if fmt == "nodelink":
+            while block := f.read(_COUNT_BLOCK):
+                n += block.count(b"{") + block.count(b"[") + block.count(b",")
+            return n + 1
+        rx = _ITEM_PATTERNS[fmt][0]
+        tail = b""
+        while block := f.read(_COUNT_BLOCK):
+            buf = tail + block
+            # a match wholly inside the tail was counted with the previous block
+            n += sum(1 for m in rx.finditer(buf) if m.end() > len(tail))
+            tail = buf[-64:]
+    return n
+
+
+def check_file_size(path: Path, fmt: str) -> None:
+    """Budget check of a whole-file graph reader (networkx, json.load) before it runs."""
+    if fmt == "nodelink":
+        _budget.check(count_items(path, fmt), "JSON values (nodes, links and their fields)", COST_JSON, "holds")
+    elif fmt in _ITEM_PATTERNS:
+        _budget.check(count_items(path, fmt), "nodes and edges", _ITEM_PATTERNS[fmt][1], "holds")
 
 
 def _hashable(x: Any) -> Hashable:
@@ -402,9 +458,12 @@ def read_graph(path: Path, fmt: str = "auto", sniffed: Sniffed | None = None) ->
     if fmt == "auto":
         fmt = known.format or detect_format(head, path) or "edgelist"
     try:
+        check_file_size(path, fmt)
         return _READERS[fmt](path)
     except DecodeError:
         raise
+    except OSError as e:
+        raise DecodeError(f"cannot read: {e.strerror or e}") from None
     except (UnicodeDecodeError, MemoryError):
         raise DecodeError(f"cannot read as {fmt}: not a text graph file") from None
     except Exception as e:  # noqa: BLE001 - networkx/XML readers raise many types on bad input
@@ -764,6 +823,12 @@ class graph(Modality):  # noqa: N801 - class name == registry key == module name
             out.append(p)
         return out
 
+    def degenerate(self, d: Path) -> list[Path]:
+        """A Pajek file declaring 0 vertices."""
+        p = d / "empty.net"
+        p.write_text("*Vertices 0\n*Edges\n")
+        return [p]
+
     def load(self, path: Path, cfg: GraphConfig, sniffed: Sniffed | None = None) -> Iterator[Sample]:
         raw = read_graph(path, cfg.format, sniffed)
         arrays, meta = tokenize_graph(raw, cfg)
@@ -792,6 +857,11 @@ class graph(Modality):  # noqa: N801 - class name == registry key == module name
 
     def cost(self, sample: Sample) -> int:
         return 1 + int(sample.arrays["type"].shape[1])
+
+    def content_reason(self, sample: Sample) -> str | None:
+        if not (sample.arrays["type"] == 0).any():
+            return "the graph has no node token"
+        return None
 
     def seed(self, spec, cfg: GraphConfig) -> int:
         # Only the tokenizer's shape matters for its weights, not the reading options.

@@ -6,7 +6,11 @@ the band's wavelength in nm (or of its index when no wavelengths are known) tell
 which band it is. More than ``max_bands`` bands are averaged into ``max_bands`` contiguous
 spectral bins (adaptive average pooling of the maps and of the wavelengths), so the sequence
 stays bounded. Cubes are read band chunk by band chunk (memory-mapped for ENVI and NPY, sliced
-from HDF5 for v7.3), so the memory held is a chunk plus the 16x16 maps.
+from HDF5 for v7.3), so the memory held is a chunk plus the 16x16 maps. A chunk is at most a
+quarter of the per-sample memory budget (mtx.modalities._budget); a single band larger than that
+is read at every s-th pixel in each direction (recorded). Containers read whole (MATLAB v5, TIFF)
+are checked against the budget from their declared shape before they are read; a v7.3 dataset's
+declared size against the bytes it stores.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from torch import nn
 
 from mtx.errors import DecodeError, MissingDependency
 
+from . import _budget
 from ._base import (
     CLAIM,
     EXTENSION,
@@ -35,6 +40,7 @@ from ._base import (
     Sniffed,
     Tokenizer,
     Tokens,
+    quiet,
     seeded,
     sinusoidal,
     sniffed_or_read,
@@ -47,7 +53,9 @@ HINTS = ("hyperspectral", "hsi", "hyperspec", "spectral", "aviris", "envi")
 MIN_BANDS = 16  # a .mat / NPY cube needs this many bands to be claimed
 MIN_TIFF_BANDS = 5
 DATA_EXTS = ("", ".raw", ".img", ".dat", ".bsq", ".bil", ".bip", ".sli", ".hsi")
-CHUNK_VALUES = 1 << 24  # values per band chunk (64 MB as float32)
+CHUNK_VALUES = 1 << 24  # values per band chunk (64 MB as float32), at most a quarter of the budget
+CHUNK_VALUE_BYTES = 32  # held per value of a band chunk: float32 copy, mask, percentile, scaled, tensor
+MAX_WAVELENGTH_VALUES = 65536  # a wavelengths variable larger than this is not one (not read)
 _MAT5 = b"MATLAB 5.0 MAT-file"
 _MAT73 = b"MATLAB 7.3 MAT-file"
 _NPY = b"\x93NUMPY"
@@ -82,9 +90,9 @@ def _band_reader(arr: Any, band_axis: int, reverse: bool = False) -> tuple[tuple
     spatial = [a for a in range(3) if a != band_axis]
     shape = (int(logical[spatial[0]]), int(logical[spatial[1]]), int(logical[band_axis]))
 
-    def read(b0: int, b1: int) -> np.ndarray:
+    def read(b0: int, b1: int, stride: int = 1) -> np.ndarray:
         phys = 2 - band_axis if reverse else band_axis
-        idx = [slice(None)] * 3
+        idx = [slice(None, None, stride)] * 3
         idx[phys] = slice(b0, b1)
         a = np.asarray(arr[tuple(idx)])
         if reverse:
@@ -228,13 +236,42 @@ def read_envi(path: Path, cfg: "HyperspectralConfig") -> Cube:
 # -- MATLAB ----------------------------------------------------------------------------------
 
 
-def _mat5_vars(path: Path) -> list[tuple[str, tuple[int, ...], str]]:
-    import scipy.io
+def _mat5_index(path: Path, head: bytes):
+    """The variables of a v5 file from their headers alone (bounded: see _mat5), or None for a
+    v4 file (no text header)."""
+    from . import _mat5
 
+    return _mat5.list_variables(path) if _mat5.is_v5(head) else None
+
+
+def _mat5_vars(path: Path, head: bytes, index=None) -> list[tuple[str, tuple[int, ...], str]]:
+    """(name, shape, class) of every variable: v5 from the headers, v4 through scipy."""
     try:
+        index = index if index is not None else _mat5_index(path, head)
+        if index is not None:
+            return [(v.name, v.shape, v.cls) for v in index]
+        import scipy.io
+
         return [(n, tuple(s), c) for n, s, c in scipy.io.whosmat(str(path))]
+    except DecodeError:
+        raise
     except Exception as e:  # noqa: BLE001 - scipy raises many types on corrupt files
         raise DecodeError(f"corrupt MATLAB v5 file: {e}") from None
+
+
+def _load_mat_variable(path: Path, name: str, index=None) -> np.ndarray:
+    """One variable of a v5 (bounded inflate, see _mat5: ``index`` from :func:`_mat5_index`) or
+    v4 (scipy) file."""
+    from . import _mat5
+
+    if index is not None:
+        var = next((v for v in index if v.name == name), None)
+        if var is None:
+            raise DecodeError(f"variable {name!r} not found in the .mat file")
+        return _mat5.read(path, var)
+    import scipy.io
+
+    return scipy.io.loadmat(str(path), variable_names=[name])[name]
 
 
 def _mat73_vars(path: Path) -> list[tuple[str, tuple[int, ...], str]]:
@@ -254,11 +291,12 @@ def _mat73_vars(path: Path) -> list[tuple[str, tuple[int, ...], str]]:
     return out
 
 
-def mat_variables(path: Path, head: bytes) -> list[tuple[str, tuple[int, ...], str]]:
-    """(name, MATLAB shape, class) of the numeric variables of a .mat file."""
+def mat_variables(path: Path, head: bytes, index=None) -> list[tuple[str, tuple[int, ...], str]]:
+    """(name, MATLAB shape, class) of the numeric variables of a .mat file (``index``: the v5
+    headers already read)."""
     if head.startswith(_MAT73):
         return _mat73_vars(path)
-    return [v for v in _mat5_vars(path) if v[2] in _MAT_NUMERIC or v[2] == "logical"]
+    return [v for v in _mat5_vars(path, head, index) if v[2] in _MAT_NUMERIC or v[2] == "logical"]
 
 
 def largest_cube(vars_: list[tuple[str, tuple[int, ...], str]], key: str | None):
@@ -275,8 +313,26 @@ def largest_cube(vars_: list[tuple[str, tuple[int, ...], str]], key: str | None)
     return max(cubes, key=lambda v: int(np.prod(v[1], dtype=np.int64)))
 
 
-def _mat_wavelengths(names: list[str], nbands: int, get: Callable[[str], Any], meta: dict):
+def _check_hdf5_dataset(ds, name: str) -> None:
+    """A v7.3 dataset's declared size against the bytes it stores, and its chunks (each read and
+    decompressed whole by HDF5) against the budget, before any is read."""
+    declared = int(np.prod(ds.shape, dtype=np.int64)) * ds.dtype.itemsize
+    stored = int(ds.id.get_storage_size())
+    filters = set(ds._filters) if getattr(ds, "_filters", None) else set()
+    ratio = 1 if not filters else (_budget.DEFLATE_RATIO if filters <= {"gzip", "shuffle", "fletcher32"}
+                                   else _budget.ANY_RATIO)
+    _budget.check_stored(declared, stored, ratio, f"MATLAB v7.3 dataset {name!r} {tuple(ds.shape[::-1])}")
+    if ds.chunks:
+        n = int(np.prod(ds.chunks, dtype=np.int64))
+        _budget.check(n, f"values per HDF5 chunk of {name!r} (chunks {ds.chunks} are read whole)",
+                      4 * ds.dtype.itemsize)
+
+
+def _mat_wavelengths(names: list[str], nbands: int, get: Callable[[str], Any], meta: dict,
+                     sizes: dict[str, int] | None = None):
     for n in names:
+        if sizes is not None and sizes.get(n, 0) > MAX_WAVELENGTH_VALUES:
+            continue  # far more values than any band list: not read
         if n.lower().split("/")[-1] in _WAVELENGTH_KEYS:
             try:
                 vals = get(n)
@@ -290,7 +346,8 @@ def _mat_wavelengths(names: list[str], nbands: int, get: Callable[[str], Any], m
 
 
 def read_mat(path: Path, head: bytes, cfg: "HyperspectralConfig") -> Cube:
-    vars_ = mat_variables(path, head)
+    index = None if head.startswith(_MAT73) else _mat5_index(path, head)
+    vars_ = mat_variables(path, head, index)
     best = largest_cube(vars_, cfg.key)
     listing = ", ".join(f"{n} {'x'.join(map(str, s))} {c}" for n, s, c in vars_) or "none"
     if best is None or len(best[1]) != 3:
@@ -304,20 +361,35 @@ def read_mat(path: Path, head: bytes, cfg: "HyperspectralConfig") -> Cube:
 
         f = h5py.File(path, "r")  # closed by load() through Cube.close
         ds = f[name]
+        try:
+            _check_hdf5_dataset(ds, name)
+        except DecodeError:
+            f.close()
+            raise
         shape, read = _band_reader(ds, band_axis, reverse=True)
         meta["format"] = "MATLAB v7.3 (HDF5)"
 
         def get(n):
             return np.asarray(f[n])
-        waves = _mat_wavelengths([v[0] for v in vars_ if v[0] != name], shape[2], get, meta)
+        waves = _mat_wavelengths([v[0] for v in vars_ if v[0] != name], shape[2], get, meta, _sizes(vars_))
         dtype = str(ds.dtype)
         meta["band_axis"] = band_axis
         return Cube(shape, dtype, read, waves, meta, f.close)
     else:
-        import scipy.io
 
+        n = int(np.prod(mshape, dtype=np.int64))
+        itemsize = np.dtype({"double": "f8", "single": "f4", "int8": "i1", "uint8": "u1", "int16": "i2",
+                             "uint16": "u2", "int32": "i4", "uint32": "u4", "int64": "i8", "uint64": "u8",
+                             "logical": "u1"}.get(cls, "f8")).itemsize
+        # A v5 variable is stored whole (zlib-compressed or not): it cannot expand beyond deflate's
+        # ratio; the stored bytes and the array of its class are held at once.
+        _budget.check_stored(n * itemsize, path.stat().st_size, _budget.DEFLATE_RATIO, f".mat variable {name!r}")
+        _budget.check(n, f"values in .mat variable {name!r} {'x'.join(map(str, mshape))} {cls} (MATLAB v5 is read "
+                      "whole)", 2 * itemsize + 1)
         try:
-            arr = scipy.io.loadmat(str(path), variable_names=[name])[name]
+            arr = _load_mat_variable(path, name, index)
+        except DecodeError:
+            raise
         except Exception as e:  # noqa: BLE001 - scipy raises many types on corrupt files
             raise DecodeError(f"cannot read variable {name!r} from the .mat file: {e}") from None
         if arr.ndim != 3 or arr.dtype.kind not in "iufb":
@@ -327,11 +399,15 @@ def read_mat(path: Path, head: bytes, cfg: "HyperspectralConfig") -> Cube:
         other = [v[0] for v in vars_ if v[0] != name]
 
         def get(n):
-            return scipy.io.loadmat(str(path), variable_names=[n])[n]
-        waves = _mat_wavelengths(other, shape[2], get, meta)
+            return _load_mat_variable(path, n, index)
+        waves = _mat_wavelengths(other, shape[2], get, meta, _sizes(vars_))
         dtype = str(arr.dtype)
     meta["band_axis"] = band_axis
     return Cube(shape, dtype, read, waves, meta)
+
+
+def _sizes(vars_: list[tuple[str, tuple[int, ...], str]]) -> dict[str, int]:
+    return {n: int(np.prod(s, dtype=np.int64)) for n, s, _ in vars_}
 
 
 # -- TIFF, NPY ---------------------------------------------------------------------------------
@@ -341,7 +417,7 @@ def tiff_bands(path: Path) -> int | None:
     try:
         import tifffile
 
-        with tifffile.TiffFile(path) as tf:
+        with quiet(), tifffile.TiffFile(path) as tf:
             return int(tf.pages[0].samplesperpixel)
     except Exception:  # noqa: BLE001 - sniffing must not raise on odd TIFFs
         return None
@@ -356,7 +432,13 @@ def read_tiff(path: Path, cfg: "HyperspectralConfig") -> Cube:
         with tifffile.TiffFile(path) as tf:
             page = tf.pages[0]
             axes = page.axes
+            n = int(np.prod(page.shape, dtype=np.int64))
+            item = np.dtype(page.dtype).itemsize if page.dtype is not None else 8
+            _budget.check(n, f"values in a TIFF page of shape {tuple(page.shape)} ({axes}; a page is decoded whole)",
+                          2 * item + 1)
             a = page.asarray()
+    except DecodeError:
+        raise
     except Exception as e:  # noqa: BLE001 - tifffile raises many types for corrupt files
         raise DecodeError(f"corrupt or unsupported TIFF: {e}") from None
     if a.ndim != 3:
@@ -419,12 +501,16 @@ def read_npy(path: Path, cfg: "HyperspectralConfig") -> Cube:
 def band_maps(cube: Cube, cfg: "HyperspectralConfig") -> tuple[np.ndarray, dict]:
     """Per-band robust min-max and area resize: [B, grid, grid] float32 (chunked over bands)."""
     h, w, b = cube.shape
-    step = max(1, CHUNK_VALUES // max(1, h * w))
+    most = min(CHUNK_VALUES, _budget.allowed(CHUNK_VALUE_BYTES, 0.25))  # values held per chunk
+    stride = max(1, int(np.ceil(np.sqrt(h * w / most)))) if h * w > most else 1
+    if stride > 1:  # one band alone is over the budget: every stride-th pixel (area maps follow)
+        h, w = -(-h // stride), -(-w // stride)
+    step = max(1, most // max(1, h * w))
     out = np.empty((b, cfg.grid, cfg.grid), dtype=np.float32)
     constant, nonfinite, lo_all, hi_all = 0, 0, np.inf, -np.inf
     for b0 in range(0, b, step):
         b1 = min(b, b0 + step)
-        c = np.asarray(cube.read(b0, b1))
+        c = np.asarray(cube.read(b0, b1, stride) if stride > 1 else cube.read(b0, b1))
         if c.dtype.kind == "c":
             c = np.abs(c)
         c = c.astype(np.float32).reshape(h * w, b1 - b0)
@@ -445,10 +531,19 @@ def band_maps(cube: Cube, cfg: "HyperspectralConfig") -> tuple[np.ndarray, dict]
         x = np.clip((np.nan_to_num(c, nan=0.0) - lo) / scale, 0.0, 1.0)
         t = torch.from_numpy(np.ascontiguousarray(x.T.reshape(b1 - b0, 1, h, w)))
         out[b0:b1] = F.interpolate(t, size=(cfg.grid, cfg.grid), mode="area")[:, 0].numpy()
+    if nonfinite == h * w * b:
+        raise DecodeError(f"no finite values: all {nonfinite:,} values of the cube are NaN/inf")
+    if constant == b:
+        raise DecodeError(f"every band is constant (values {lo_all:.6g}..{hi_all:.6g}): nothing is left after "
+                          "the per-band min-max")
     stats = {"per_band": f"robust min-max ({cfg.lo_percentile:g}-{cfg.hi_percentile:g} percentiles)",
              "range_lo_min": lo_all, "range_hi_max": hi_all, "constant_bands": constant}
     if nonfinite:
         stats["nonfinite_values"] = nonfinite
+        stats["nonfinite_fill"] = "ignored by the percentiles, then replaced by 0 before the min-max"
+    if stride > 1:
+        stats["spatial_subsample"] = (f"every {stride}th pixel in each direction: one {cube.shape[0]}x"
+                                      f"{cube.shape[1]} band is over the per-sample memory budget")
     return out, stats
 
 
@@ -524,7 +619,10 @@ class hyperspectral(Modality):  # noqa: N801 - class name == registry key == mod
 
     1. Bands last (ENVI/TIFF layout, else the last axis, or `band_axis`).
     2. The cube is read **band chunk by band chunk** — memory-mapped for ENVI and NPY, sliced from
-       HDF5 for v7.3 — so memory holds one chunk plus the small maps, whatever the cube size.
+       HDF5 for v7.3 — so memory holds one chunk plus the small maps, whatever the cube size. A chunk
+       is at most a quarter of the per-sample memory budget (`MTX_MAX_SAMPLE_MEMORY`); one band larger
+       than that is read at every s-th pixel (`spatial_subsample`). MATLAB v5 and TIFF cubes, read
+       whole, are refused over the budget from their declared shape before any byte is inflated.
     3. Each band gets its own robust min–max (1st–99th percentile): bands differ in radiance by
        orders of magnitude, and one shared range would leave most of them flat.
     4. Each band is area-resized to 16 × 16 (area averaging, not point sampling, so the map is a
@@ -563,7 +661,8 @@ class hyperspectral(Modality):  # noqa: N801 - class name == registry key == mod
             return Evidence(self.name, CLAIM, "ENVI header magic 'ENVI'", fmt)
         if fmt in ("mat5", "mat73", "mat"):
             try:
-                vars_ = mat_variables(path, head)
+                with quiet():
+                    vars_ = mat_variables(path, head)
             except DecodeError:
                 return Evidence(self.name, EXTENSION, "MATLAB .mat header (variables unreadable)", fmt)
             best = largest_cube(vars_, None)
@@ -605,6 +704,14 @@ class hyperspectral(Modality):  # noqa: N801 - class name == registry key == mod
             savemat(p, {"cube": rng.random((hw, hw, bands)).astype(np.float32)})
             out.append(p)
         return out
+
+    def degenerate(self, d: Path) -> list[Path]:
+        """Cubes under ``hsi/``: every value NaN; every band constant."""
+        (d / "hsi").mkdir(exist_ok=True)
+        nan, flat = d / "hsi" / "nan_cube.npy", d / "hsi" / "flat_cube.npy"
+        np.save(nan, np.full((8, 8, 16), np.nan, np.float32))
+        np.save(flat, np.ones((8, 8, 16), np.float32))
+        return [nan, flat]
 
     def load(self, path: Path, cfg: HyperspectralConfig, sniffed: Sniffed | None = None) -> Iterator[Sample]:
         known = sniffed_or_read(path, sniffed)

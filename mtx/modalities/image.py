@@ -160,38 +160,47 @@ def open_png_without_text(path: Path, meta: dict):
     return img
 
 
-def _decode(img, meta: dict):
-    """Decode the pixels (the first frame) and apply the EXIF orientation."""
+def _decode(img, meta: dict, size: int):
+    """Decode the pixels (the first frame) within the per-sample budget (a picture too large to
+    preprocess at full size is reduced right after decoding, never below ``size``; recorded) and
+    apply the EXIF orientation."""
     from PIL import ImageOps
+
+    from ._imaging import decode_within_budget, reduce_within_budget, work_bpp
 
     if _frames_of(img) > 1:
         meta["frames"] = _frames_of(img)
         img.seek(0)
+    decode_within_budget(img, size, work_bpp(img), meta)
     img.load()
     orientation = img.getexif().get(0x0112, 1)
+    full = img
+    img = reduce_within_budget(img, size, work_bpp(img), meta, orientation)
     if orientation not in (None, 1):
-        img = ImageOps.exif_transpose(img)
+        if img is full:
+            img = ImageOps.exif_transpose(img)
         meta["exif_orientation"] = int(orientation)
     return img
 
 
-def to_rgb_array(img, path: Path) -> tuple[np.ndarray, dict]:
+def to_rgb_array(img, path: Path, size: int = 224) -> tuple[np.ndarray, dict]:
     """Decode to an RGB float/uint8 array: EXIF orientation, palette/alpha/grey/16-bit/float handled.
 
     Returns ``(array [H, W, 3], meta)`` where the array is uint8 for 8-bit sources and float32 in
     [0, 1] for 16-bit/float sources (scaled by their real range; floats already in [0, 1] as
-    they are).
+    they are). Memory: the decode is checked against the per-sample budget first (:mod:`._imaging`).
     """
     from PIL import Image
 
+
     meta = {"format": img.format, "mode": img.mode, "size": list(img.size)}
     try:
-        img = _decode(img, meta)
+        img = _decode(img, meta, size)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         if img.format == "TIFF":
-            return _tifffile_rgb(path, meta)
+            return _tifffile_rgb(path, meta, size)
         if img.format == "PNG" and _text_limit(e):
-            img = _decode(open_png_without_text(path, meta), meta)
+            img = _decode(open_png_without_text(path, meta), meta, size)
         else:
             raise DecodeError(f"corrupt or truncated image data: {' '.join(str(e).split())[:200]}") from None
     mode = img.mode
@@ -209,7 +218,14 @@ def _scale_float(a: np.ndarray, meta: dict) -> np.ndarray:
     """To [0, 1]: float samples already in [0, 1] as they are, anything else by its real range
     (min to max; recorded as ``value_range``)."""
     is_float = a.dtype.kind == "f"
-    a = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    a = a.astype(np.float64)
+    finite = np.isfinite(a)
+    if not finite.any():
+        raise DecodeError("image has no finite values (every pixel is NaN/inf)")
+    if not finite.all():  # the documented fill, recorded
+        meta["nonfinite_fill"] = f"{int((~finite).sum())} NaN/inf values replaced by 0 before scaling"
+        a = np.where(finite, a, 0.0)
+    del finite
     lo, hi = float(a.min()), float(a.max())
     meta["value_range"] = [lo, hi]
     if is_float and 0.0 <= lo and hi <= 1.0:
@@ -228,7 +244,7 @@ def _scale_float(a: np.ndarray, meta: dict) -> np.ndarray:
     return a.astype(np.float32)
 
 
-def _tifffile_rgb(path: Path, meta: dict) -> tuple[np.ndarray, dict]:
+def _tifffile_rgb(path: Path, meta: dict, size: int = 224) -> tuple[np.ndarray, dict]:
     """TIFFs Pillow refuses (float, planar configuration 2, multi-sample, exotic compression):
     the first page via tifffile, samples last."""
     from ._imaging import read_tiff_page
@@ -241,12 +257,15 @@ def _tifffile_rgb(path: Path, meta: dict) -> tuple[np.ndarray, dict]:
         meta["planar"] = "separate planes (planar configuration 2), interleaved"
     if a.ndim == 3 and a.shape[0] in (3, 4) and a.shape[-1] not in (3, 4):
         a = np.moveaxis(a, 0, -1)
+    from ._imaging import FLOAT_WORK, reduce_array
+
+    a = reduce_array(a, size, FLOAT_WORK, meta)
     if a.dtype == np.uint8 and a.ndim == 3 and a.shape[-1] == 3:
         return a, meta
     return _scale_float(a, meta), meta
 
 
-def decode_rgb(path: Path, head: bytes = b"") -> tuple[np.ndarray, dict]:
+def decode_rgb(path: Path, head: bytes = b"", size: int = 224) -> tuple[np.ndarray, dict]:
     """A picture file -> (RGB array, meta) through Pillow, or tifffile for the TIFFs Pillow
     cannot even open (float64, planar configuration 2...)."""
     meta: dict = {}
@@ -254,10 +273,10 @@ def decode_rgb(path: Path, head: bytes = b"") -> tuple[np.ndarray, dict]:
         img = open_image(path, meta)
     except DecodeError:
         if image_format(head) in ("TIFF", "BigTIFF"):
-            return _tifffile_rgb(path, {"format": "TIFF"})
+            return _tifffile_rgb(path, {"format": "TIFF"}, size)
         raise
     with img:
-        rgb, m = to_rgb_array(img, path)
+        rgb, m = to_rgb_array(img, path, size)
     return rgb, {**m, **meta}
 
 
@@ -296,7 +315,10 @@ class image(PatchImageModality):  # noqa: N801 - class name == registry key == m
 
     ## From file to pixels
 
-    1. Open with Pillow; images above 10⁸ pixels are refused before decoding (decompression-bomb guard).
+    1. Open with Pillow; images above 10⁸ pixels, or whose decoded pixels alone are over the
+       per-sample memory budget (`MTX_MAX_SAMPLE_MEMORY`, 256 MiB), are refused before decoding; a
+       larger JPEG is first decoded at 1/2–1/8 scale (`jpeg_draft`), and a picture too large to
+       preprocess at full size is box-reduced right after decoding, never below 224 px (`reduced`).
        TIFFs Pillow cannot open or decode (float64, planar configuration 2, exotic compression) go
        through tifffile: the first page (`page_used` records how many there are), separate planes
        interleaved. A PNG whose text metadata is over Pillow's limits (`MAX_TEXT_CHUNK` 1 MB per
@@ -363,8 +385,16 @@ class image(PatchImageModality):  # noqa: N801 - class name == registry key == m
             out.append(p)
         return out
 
+    def degenerate(self, d: Path) -> list[Path]:
+        """A float TIFF whose every pixel is NaN: no finite value, no picture."""
+        from PIL import Image
+
+        p = d / "nan.tiff"
+        Image.fromarray(np.full((16, 16), np.nan, np.float32), mode="F").save(p)
+        return [p]
+
     def load(self, path: Path, cfg: ImageConfig, sniffed: Sniffed | None = None) -> Iterator[Sample]:
-        rgb, meta = decode_rgb(path, sniffed_or_read(path, sniffed).head)
+        rgb, meta = decode_rgb(path, sniffed_or_read(path, sniffed).head, cfg.size)
         meta["preprocess"] = f"short side {cfg.size} bicubic, centre crop {cfg.size}"
         yield Sample("", {"pixels": pixels(rgb, cfg.size)[None]}, meta)
 

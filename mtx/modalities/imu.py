@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from ..errors import DecodeError
+from . import _budget
 from . import _columns as cols
 from ._base import (
     REFINED,
@@ -54,6 +55,10 @@ from ._registry import register_modality
 RATE = 200
 WINDOW = 2000
 PATCH = 8
+GAP_SECONDS = 1.0  # a step longer than this and than GAP_STEPS median steps splits the recording
+GAP_STEPS = 10
+MIN_SEGMENT_ROWS = 2  # shorter pieces between gaps (isolated outlier timestamps) are dropped
+VALUE_BYTES = 48  # held per value (channel x sample) while resampling: float64 grid + copies
 HINTS = ("imu", "imus", "accelerometer", "accel", "acc", "gyro", "gyroscope", "inertial")
 
 _SHORT = {"ax": ("acc", "x"), "ay": ("acc", "y"), "az": ("acc", "z"),
@@ -168,27 +173,32 @@ def _starts(steps: int, span: int, hop: int) -> list[int]:
     return list(range(0, max(steps - span, 0) + 1, hop))
 
 
-def _windows(z: np.ndarray, max_windows: int, meta: dict) -> dict[str, np.ndarray]:
-    """[6, T] -> {"imu": [S, 6, 2000], "valid": [S]}: 2000-sample windows, the last aligned to the
-    end (or zero-padded when T < 2000), at most ``max_windows`` spaced uniformly (0 = all)."""
-    steps = z.shape[1]
-    starts = _starts(steps, WINDOW, WINDOW)
-    if starts[-1] + WINDOW < steps:
-        starts.append(steps - WINDOW)
-        meta["last_window_overlap_samples"] = starts[-2] + WINDOW - starts[-1]
+def _windows(segs: list[np.ndarray], offsets: list[int], max_windows: int, meta: dict) -> dict[str, np.ndarray]:
+    """Segments [6, T] (starting ``offsets`` samples after the recording's start) -> {"imu": [S, 6,
+    2000], "valid": [S]}: 2000-sample windows inside each segment (never across a gap), the last of
+    a segment aligned to its end (or zero-padded when it is shorter than 2000), at most
+    ``max_windows`` spaced uniformly over all of them (0 = all)."""
+    starts: list[tuple[int, int]] = []  # (segment, start sample in it)
+    for i, z in enumerate(segs):
+        steps = z.shape[1]
+        mine = _starts(steps, WINDOW, WINDOW)
+        if mine[-1] + WINDOW < steps:
+            mine.append(steps - WINDOW)
+            meta["last_window_overlap_samples"] = mine[-2] + WINDOW - mine[-1]
+        starts += [(i, s) for s in mine]
     if 0 < max_windows < len(starts):
         pick = np.unique(np.round(np.linspace(0, len(starts) - 1, max_windows)).astype(int))
         meta["windows_subsampled"] = f"{len(starts)} windows -> {len(pick)} spaced uniformly"
         starts = [starts[i] for i in pick]
     wins, valid = [], []
-    for s in starts:
-        w = z[:, s:s + WINDOW]
+    for i, s in starts:
+        w = segs[i][:, s:s + WINDOW]
         valid.append(w.shape[1])
         if w.shape[1] < WINDOW:
             meta["padded"] = f"{w.shape[1]} samples zero-padded to {WINDOW} (padding tokens masked)"
             w = np.pad(w, ((0, 0), (0, WINDOW - w.shape[1])))
         wins.append(w)
-    meta["window_starts_s"] = [s / RATE for s in starts]
+    meta["window_starts_s"] = [(offsets[i] + s) / RATE for i, s in starts]
     return {"imu": np.stack(wins), "valid": np.array(valid, np.int32)}
 
 
@@ -215,26 +225,89 @@ def repair_time(t: np.ndarray, x: np.ndarray, meta: dict) -> tuple[np.ndarray, n
     return t, x
 
 
-def to_200hz(x: np.ndarray, t: np.ndarray | None, rate: float, meta: dict) -> np.ndarray:
-    """[T, C] samples (+ seconds) -> [T', C] on a uniform 200 Hz grid (band-limited, soxr)."""
-    if t is not None:
-        dt = np.diff(t)
-        rate = 1.0 / float(np.median(dt))
-        meta["measured_rate_hz"] = round(rate, 4)
-        gap = float(dt.max())
-        if gap > 5 / rate:
-            meta["largest_gap_s"] = round(gap, 6)
-        n = int(np.floor((t[-1] - t[0]) * rate + 1e-9)) + 1
-        grid = t[0] + np.arange(n) / rate
-        x = np.stack([np.interp(grid, t, x[:, c]) for c in range(x.shape[1])], axis=1)
-    else:
+def split_at_gaps(t: np.ndarray, meta: dict) -> tuple[list[tuple[int, int]], float]:
+    """Cut sorted timestamps where a step exceeds the gap bound: ``([(first row, end row)], rate)``.
+
+    The bound is ``max(GAP_SECONDS, GAP_STEPS x the median step)``: a window never spans a longer
+    gap, and memory follows the rows, not the time span. Pieces of fewer than MIN_SEGMENT_ROWS
+    rows (an isolated timestamp written as 0, or a day off) are dropped. All recorded in meta.
+    """
+    dt = np.diff(t)
+    med = float(np.median(dt))
+    bound = max(GAP_SECONDS, GAP_STEPS * med)
+    cuts = np.flatnonzero(dt > bound) + 1
+    edges = [0, *cuts.tolist(), len(t)]
+    pieces = [(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    kept = [(a, b) for a, b in pieces if b - a >= MIN_SEGMENT_ROWS]
+    dropped = sum(b - a for a, b in pieces if b - a < MIN_SEGMENT_ROWS)
+    if len(cuts):
+        big = np.sort(dt[cuts - 1])[::-1]
+        meta["gaps"] = {"bound_s": round(bound, 6), "count": int(len(cuts)),
+                        "largest_s": [round(float(g), 6) for g in big[:5]]}
+    if dropped:
+        meta["isolated_rows_dropped"] = (f"{dropped} row(s) more than {bound:.6g} s from any other "
+                                         "(outlier timestamps)")
+    if not kept:
+        raise DecodeError(f"no two timestamps lie within {bound:.6g} s of each other: no stretch of "
+                          "recording to resample")
+    inner = np.concatenate([np.diff(t[a:b]) for a, b in kept])
+    rate = 1.0 / float(np.median(inner))
+    meta["measured_rate_hz"] = round(rate, 4)
+    largest = float(inner.max())
+    if largest > 5 / rate:
+        meta["largest_gap_s"] = round(largest, 6)  # interpolated over (below the bound)
+    return kept, rate
+
+
+def to_200hz(x: np.ndarray, t: np.ndarray | None, rate: float, meta: dict) -> list[tuple[float, np.ndarray]]:
+    """[T, C] samples (+ seconds) -> segments ``(start s, [T', C])`` on uniform 200 Hz grids
+    (band-limited, soxr); start = seconds after the first kept timestamp.
+
+    With timestamps the recording is first cut at gaps (:func:`split_at_gaps`); each piece is
+    interpolated onto a uniform grid at the measured rate and resampled on its own, so memory
+    follows the data, never the span between the first and the last timestamp."""
+    if t is None:
         meta["assumed_rate_hz"] = rate
+        _budget.check(x.shape[0] * max(1.0, RATE / rate), f"samples x {x.shape[1]} channels at {RATE} Hz",
+                      VALUE_BYTES * x.shape[1])
+        pieces, starts = [x], [0.0]
+    else:
+        spans, rate = split_at_gaps(t, meta)
+        grids = [int(np.floor((t[b - 1] - t[a]) * rate + 1e-9)) + 1 for a, b in spans]
+        total = sum(grids) * max(1.0, RATE / rate)
+        _budget.check(total, f"samples x {x.shape[1]} channels once resampled (the recording's stretches "
+                      f"between gaps, at {max(rate, RATE):.6g} Hz)", VALUE_BYTES * x.shape[1])
+        pieces = []
+        for (a, b), n in zip(spans, grids, strict=True):
+            grid = t[a] + np.arange(n) / rate
+            pieces.append(np.stack([np.interp(grid, t[a:b], x[a:b, c]) for c in range(x.shape[1])], axis=1))
+        starts = [float(t[a] - t[spans[0][0]]) for a, _ in spans]
+        if len(pieces) > 1:
+            meta["segments"] = len(pieces)
+            meta["segment_starts_s"] = [round(v, 6) for v in starts[:16]]
     if abs(rate - RATE) > 1e-3 * RATE:
         import soxr
 
-        x = soxr.resample(np.ascontiguousarray(x, dtype=np.float64), rate, RATE, quality="HQ")
+        pieces = [soxr.resample(np.ascontiguousarray(p, dtype=np.float64), rate, RATE, quality="HQ")
+                  for p in pieces]
         meta["resampled"] = f"soxr HQ {rate:.4g} Hz -> {RATE} Hz"
-    return np.asarray(x, dtype=np.float64)
+    kept = [(s0, np.asarray(p, dtype=np.float64)) for s0, p in zip(starts, pieces, strict=True) if p.shape[0]]
+    if not kept:
+        raise DecodeError(f"the recording holds no sample at {RATE} Hz: its {x.shape[0]:,} rows span "
+                          f"{_seconds(x, t)} (a measured rate of {rate:.6g} Hz); nothing to embed")
+    if len(kept) < len(pieces):
+        meta["segments_without_a_200hz_sample"] = len(pieces) - len(kept)
+    return kept
+
+
+def _seconds(x: np.ndarray, t: np.ndarray | None) -> str:
+    if t is None:
+        return f"{x.shape[0]} samples"
+    d = float(t[-1] - t[0])
+    for unit, k in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6), ("ns", 1e-9)):
+        if d >= k or unit == "ns":
+            return f"{d / k:.4g} {unit}"
+    return f"{d:g} s"
 
 
 @register_modality
@@ -263,13 +336,19 @@ class imu(Modality):  # noqa: N801 - class name == registry key == module name
        without a time column, 200 Hz (`-O imu.rate`).
     2. Timestamps that go backwards are repaired: rows sorted (stable), repeated timestamps dropped,
        both counted in `meta["repairs"]` — logger glitches are common and should not abort a run.
-    3. Linear interpolation onto a uniform grid at the measured rate (absorbing jitter and gaps; the
-       largest gap recorded), then **band-limited resampling to 200 Hz** with soxr, then a per-channel
-       z-score (statistics recorded).
-    4. **Windows** of 2000 samples (10 s); a longer recording ends with a window aligned to its end
+    3. **Gaps split the recording**: wherever a step exceeds max(1 s, 10 median steps) the recording
+       is cut (`gaps` recorded), a stretch of a single row — an outlier timestamp written as 0, or a
+       day off — is dropped (`isolated_rows_dropped`), and no window spans a cut. Memory follows the
+       rows, never the time between the first and the last timestamp.
+    4. Each stretch: linear interpolation onto a uniform grid at the measured rate (absorbing jitter
+       and shorter gaps; the largest recorded), then **band-limited resampling to 200 Hz** with
+       soxr; then a per-channel z-score (statistics recorded). A recording with nothing left at
+       200 Hz (1,000 rows 1 ns apart), with every channel constant, or with a channel without a
+       number is a failure, never zeros.
+    5. **Windows** of 2000 samples (10 s); a longer stretch ends with a window aligned to its end
        (overlapping, nothing dropped); a shorter one is zero-padded and the tokens made only of
        padding are masked. More than 256 windows are reduced to 256 spaced uniformly (recorded).
-    5. `--window W [--stride S]` (seconds) gives one sample per W seconds, ids `FILE#t=START`.
+    6. `--window W [--stride S]` (seconds) gives one sample per W seconds, ids `FILE#t=START`.
 
     ## Tokens
 
@@ -331,6 +410,17 @@ class imu(Modality):  # noqa: N801 - class name == registry key == module name
             out.append(p)
         return out
 
+    def degenerate(self, d: Path) -> list[Path]:
+        """1,000 rows 1 ns apart (nothing left at 200 Hz); a recording whose every channel is
+        constant; an accelerometer channel that is all NaN."""
+        rows = 1000
+        ns, flat, nan = d / "imu_ns.csv", d / "imu_flat.csv", d / "imu_nan.csv"
+        head = "time,acc_x,acc_y,acc_z\n"
+        ns.write_text(head + "".join(f"{i * 1e-9!r},0.1,{i % 7 * 0.1:.1f},1.0\n" for i in range(rows)))
+        flat.write_text(head + "".join(f"{i / 100},0.0,0.0,1.0\n" for i in range(rows)))
+        nan.write_text(head + "".join(f"{i / 100},nan,0.2,1.0\n" for i in range(rows)))
+        return [ns, flat, nan]
+
     def load(self, path: Path, cfg: ImuConfig, sniffed: Sniffed | None = None) -> Iterator[Sample]:
         x, t, meta = read_imu(path, sniffed)
         if t is not None:
@@ -348,32 +438,48 @@ class imu(Modality):  # noqa: N801 - class name == registry key == module name
                 x[bad, c] = np.interp(idx[bad], idx[~bad], x[~bad, c])
                 meta.setdefault("interpolated_values", 0)
                 meta["interpolated_values"] += int(bad.sum())
-        x = to_200hz(x, t, cfg.rate, meta)
-        mean, std = x.mean(axis=0), x.std(axis=0)
+        if not (np.ptp(x, axis=0) > 0).any():
+            raise DecodeError(f"every channel is constant ({', '.join(f'{v:.6g}' for v in x[0])}): nothing is "
+                              "left after the per-channel z-score")
+        kept = to_200hz(x, t, cfg.rate, meta)
+        pieces = [p for _, p in kept]
+        allx = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
+        mean, std = allx.mean(axis=0), allx.std(axis=0)
         meta["zscore"] = {"mean": mean.tolist(), "std": std.tolist()}
-        z = ((x - mean) / np.where(std > 0, std, 1.0)).astype(np.float32)
-        if z.shape[1] == 3:
-            z = np.concatenate([z, np.zeros_like(z)], axis=1)
-            meta["gyro"] = "missing: zero channels"
-        z = np.ascontiguousarray(z.T)  # [6, T]
-        steps = z.shape[1]
+        del allx
+        segs = []
+        for p in pieces:
+            z = ((p - mean) / np.where(std > 0, std, 1.0)).astype(np.float32)
+            if z.shape[1] == 3:
+                z = np.concatenate([z, np.zeros_like(z)], axis=1)
+                meta["gyro"] = "missing: zero channels"
+            segs.append(np.ascontiguousarray(z.T))  # [6, T]
+        steps = sum(z.shape[1] for z in segs)
         meta["samples_200hz"] = steps
         meta["duration_s"] = round(steps / RATE, 4)
+        offsets = [round(s0 * RATE) for s0, _ in kept]
         if cfg.window > 0:
             span = max(1, round(cfg.window * RATE))
             hop = max(1, round((cfg.stride or cfg.window) * RATE))
-            outer = _starts(steps, span, hop)
-            if outer[-1] + span < steps:
-                outer.append(steps - span)
-            for o in outer:
-                m = dict(meta, window_s=[o / RATE, min(o + span, steps) / RATE])
-                arrays = _windows(z[:, o:o + span], 0, m)
-                yield Sample(f"t={o / RATE:g}", arrays, m)
+            for z, off in zip(segs, offsets, strict=True):
+                n = z.shape[1]
+                outer = _starts(n, span, hop)
+                if outer[-1] + span < n:
+                    outer.append(n - span)
+                for o in outer:
+                    m = dict(meta, window_s=[(off + o) / RATE, (off + min(o + span, n)) / RATE])
+                    arrays = _windows([z[:, o:o + span]], [off + o], 0, m)
+                    yield Sample(f"t={(off + o) / RATE:g}", arrays, m)
             return
-        yield Sample("", _windows(z, cfg.max_windows, meta), meta)
+        yield Sample("", _windows(segs, offsets, cfg.max_windows, meta), meta)
 
     def cost(self, sample: Sample) -> int:
         return 1 + WINDOW // PATCH
+
+    def content_reason(self, sample: Sample) -> str | None:
+        if (sample.arrays["valid"] <= 0).any():
+            return "a window holds no sample at 200 Hz (only padding)"
+        return None
 
     def tokenizer(self, spec, front, cfg):
         return ImuTokenizer(spec, self.seed(spec, cfg))
@@ -390,7 +496,7 @@ def read_imu(path: Path, sniffed: Sniffed | None = None) -> tuple[np.ndarray, np
     head = known.head[:cols.HEAD_LIMIT]
     fmt = known.format or imu_format(head, path)
     if fmt == "npy":
-        a = cols.load_array(path)
+        a = cols.load_array(path, VALUE_BYTES)
         meta: dict = {"format": "npy", "shape": list(a.shape), "dtype": str(a.dtype), "_unit": None}
         if a.ndim == 2 and a.shape[1] not in (3, 6, 9) and a.shape[0] in (3, 6, 9):
             a = a.T
@@ -415,7 +521,7 @@ def read_imu(path: Path, sniffed: Sniffed | None = None) -> tuple[np.ndarray, np
     tc = cols.find_time_column(table, require_monotonic=False)
     if tc is not None and tc.index in taken:
         tc = None
-    data, t = cols.read_csv_columns(path, table, names, tc)
+    data, t = cols.read_csv_columns(path, table, names, tc, VALUE_BYTES)
     x = np.stack([data[n] for n in names], axis=1)
     if x.shape[0] < 2:
         raise DecodeError(f"only {x.shape[0]} data row(s); an IMU recording needs at least 2")

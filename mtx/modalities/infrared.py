@@ -23,6 +23,7 @@ import numpy as np
 
 from mtx.errors import DecodeError
 
+from . import _budget
 from ._base import (
     CLAIM,
     REFINED,
@@ -31,9 +32,18 @@ from ._base import (
     PatchImageModality,
     Sample,
     Sniffed,
+    quiet,
     sniffed_or_read,
 )
-from ._imaging import check_pixels, read_tiff_page, robust_minmax
+from ._imaging import (
+    GREY_WORK,
+    check_pixels,
+    decode_within_budget,
+    read_tiff_page,
+    reduce_array,
+    reduce_within_budget,
+    robust_minmax,
+)
 from ._registry import register_modality
 from .image import image_format
 
@@ -160,13 +170,19 @@ def decode_raw_record(rec: bytes) -> tuple[np.ndarray, dict]:
     order = "<" if struct.unpack("<H", rec[:2])[0] == 2 else ">"
     w, h = struct.unpack(order + "HH", rec[2:6])
     check_pixels(w, h)
+    _budget.check(w * h, f"pixels in the FLIR raw thermal frame ({w}x{h}, 16-bit)", 8)
     body = rec[32:]
     if body[:8] == _PNG_MAGIC:
         from PIL import Image
 
         try:
             with Image.open(io.BytesIO(body)) as im:
+                if im.size != (w, h):
+                    raise DecodeError(f"FLIR raw thermal PNG is {im.size[0]}x{im.size[1]}, its record header "
+                                      f"says {w}x{h}")
                 a = np.array(im)
+        except DecodeError:
+            raise
         except Exception as e:  # noqa: BLE001 - Pillow raises many types for corrupt PNGs
             raise DecodeError(f"FLIR raw thermal PNG is corrupt: {e}") from None
         if a.dtype.itemsize == 2 or a.dtype == np.int32:
@@ -224,7 +240,7 @@ def tiff_channels(path: Path) -> tuple[int, int] | None:
     try:
         import tifffile
 
-        with tifffile.TiffFile(path) as tf:
+        with quiet(), tifffile.TiffFile(path) as tf:
             p = tf.pages[0]
             return int(p.samplesperpixel), int(p.bitspersample)
     except Exception:  # noqa: BLE001 - sniffing must not raise on odd TIFFs
@@ -248,8 +264,11 @@ def image_channels(head: bytes, path: Path) -> tuple[str, int | None, int | None
     return fmt or "", None, None
 
 
-def read_gray(path: Path, fmt: str) -> tuple[np.ndarray, dict]:
-    """Decode a picture to a 2-D float array of its measured values (multi-channel -> mean)."""
+def read_gray(path: Path, fmt: str, size: int = 224) -> tuple[np.ndarray, dict]:
+    """Decode a picture to a 2-D float array of its measured values (multi-channel -> mean).
+
+    Memory: the decode is checked against the per-sample budget, and a frame too large to
+    preprocess at full size is box-reduced right after decoding (never below ``size``)."""
     meta: dict = {"format": fmt}
     if fmt in ("TIFF", "BigTIFF"):
         a, facts = read_tiff_page(path)
@@ -257,6 +276,7 @@ def read_gray(path: Path, fmt: str) -> tuple[np.ndarray, dict]:
                     samples_per_pixel=facts["samples_per_pixel"])
         if facts["samples_per_pixel"] > 1 and facts["planar_separate"] and a.ndim == 3:
             a = np.moveaxis(a, 0, -1)
+        a = reduce_array(a, size, GREY_WORK, meta)
     else:
         from PIL import Image, ImageOps
 
@@ -266,8 +286,13 @@ def read_gray(path: Path, fmt: str) -> tuple[np.ndarray, dict]:
         try:
             with img:
                 img.seek(0)
+                decode_within_budget(img, size, GREY_WORK, meta)
                 img.load()
-                img = ImageOps.exif_transpose(img) or img
+                orientation = img.getexif().get(0x0112, 1)
+                full = img
+                img = reduce_within_budget(img, size, GREY_WORK, meta, orientation)
+                if img is full:
+                    img = ImageOps.exif_transpose(img) or img
                 meta["mode"] = img.mode
                 if img.mode == "P":
                     img = img.convert("RGB")
@@ -380,6 +405,15 @@ class infrared(PatchImageModality):  # noqa: N801 - class name == registry key =
             out.append(p)
         return out
 
+    def degenerate(self, d: Path) -> list[Path]:
+        """A float thermal TIFF under ``thermal/`` whose every value is NaN."""
+        from PIL import Image
+
+        (d / "thermal").mkdir(exist_ok=True)
+        p = d / "thermal" / "nan.tiff"
+        Image.fromarray(np.full((16, 16), np.nan, np.float32), mode="F").save(p)
+        return [p]
+
     def load(self, path: Path, cfg: InfraredConfig, sniffed: Sniffed | None = None) -> Iterator[Sample]:
         from .image import image_format_name, open_image
 
@@ -393,11 +427,13 @@ class infrared(PatchImageModality):  # noqa: N801 - class name == registry key =
         meta: dict = {"format": fmt}
         raw = None
         if fmt == "JPEG":
+            # read whole to assemble the FLIR segments (the file, then the FFF blob: two copies)
+            _budget.check(path.stat().st_size, "bytes in a FLIR/JPEG file (read whole)", 3)
             data = path.read_bytes()
             raw, fmeta = flir_raw(data)
             meta.update(fmeta)
         if raw is not None:
-            a = raw
+            a = reduce_array(raw, cfg.size, GREY_WORK, meta)
             meta.update(thermal_source="raw", raw_shape=list(raw.shape), raw_dtype=str(raw.dtype),
                         raw_range=[int(raw.min()), int(raw.max())])
         elif fmt == "JPEG" and meta.get("flir_app1_segments"):
@@ -407,13 +443,13 @@ class infrared(PatchImageModality):  # noqa: N801 - class name == registry key =
 
             img = open_image(path)
             with img:
-                rgb, imeta = to_rgb_array(img, path)
+                rgb, imeta = to_rgb_array(img, path, cfg.size)
             meta.update(thermal_source="rendered", rendered=imeta,
                         preprocess=f"rendered RGB picture: short side {cfg.size} bicubic, centre crop {cfg.size}")
             yield Sample("", {"pixels": pixels(rgb, cfg.size)[None]}, meta)
             return
         else:
-            a, gmeta = read_gray(path, fmt)
+            a, gmeta = read_gray(path, fmt, cfg.size)
             meta.update(gmeta)
             meta["thermal_source"] = "frame"
             finite = a[np.isfinite(a)]

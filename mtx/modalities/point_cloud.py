@@ -101,7 +101,7 @@ class PointCloudConfig(ModalityConfig):
             raise UsageError("point_cloud: bin_fields must be >= 3 (x, y, z first)")
 
 
-def normalize_and_sample(xyz: np.ndarray, n: int) -> tuple[np.ndarray, dict]:
+def normalize_and_sample(xyz: np.ndarray, n: int, total: int | None = None) -> tuple[np.ndarray, dict]:
     """Canonically ordered finite points [M, 3] -> ([n, 3] float32 in FPS order, facts).
 
     Centre on the centroid, scale to the unit sphere, FPS to ``n`` (or FPS order repeated
@@ -112,9 +112,9 @@ def normalize_and_sample(xyz: np.ndarray, n: int) -> tuple[np.ndarray, dict]:
     if not np.isfinite(radius) or not np.isfinite(centroid).all():
         raise DecodeError("coordinates too large to normalise (overflow)")
     facts: dict = {"centroid": [float(v) for v in centroid], "radius": radius}
-    if radius == 0.0:
-        facts["degenerate"] = "all points at one location"
-        radius = 1.0
+    if radius == 0.0:  # centring leaves nothing: every cloud like this would give the same input
+        raise DecodeError(f"no shape to embed: all {total or len(xyz):,} points lie at one location "
+                          f"({', '.join(f'{v:.6g}' for v in centroid)})")
     c /= radius
     m = min(len(c), n)
     idx = P.fps_numpy(c, m)
@@ -269,6 +269,13 @@ class point_cloud(Modality):  # noqa: N801 - class name == registry key == modul
         return out
 
     # -- discovery -------------------------------------------------------------------------
+    def degenerate(self, d: Path) -> list[Path]:
+        """XYZ clouds whose points all lie at one location, or all have NaN coordinates."""
+        one, nan = d / "one_place.xyz", d / "nan.xyz"
+        one.write_text("1 2 3\n" * 50)
+        nan.write_text("nan nan nan\n" * 50)
+        return [one, nan]
+
     def sniff(self, head: bytes, path: Path) -> Evidence | None:
         ext = path.suffix.lower()
         fmt = pio.detect_format(head, path)
@@ -343,7 +350,7 @@ class point_cloud(Modality):  # noqa: N801 - class name == registry key == modul
         if res.finite > cfg.presample:
             meta["subsample"] = {"from": res.finite, "to": cfg.presample, "seed": cfg.seed,
                                  "method": "smallest seeded hash of the coordinates (order-independent)"}
-        pts, facts = normalize_and_sample(res.points(), cfg.points)
+        pts, facts = normalize_and_sample(res.points(), cfg.points, res.finite)
         meta.update(facts)
         meta["fps_points"] = cfg.points
         meta["groups"] = cfg.groups

@@ -53,6 +53,7 @@ from torch import nn
 
 from mtx.errors import DecodeError, MissingDependency, UsageError
 
+from . import _budget
 from ._base import (
     EXTENSION,
     STRUCTURE,
@@ -84,6 +85,8 @@ _PARQUET_EXT = (".parquet", ".pq")
 _HEAD = 64 * 1024  # bytes read to sniff delimiter and header
 _SNIFF_ROWS = 200
 _MAX_PREAMBLE = 10
+_JSON_CHAR_BYTES = 32  # one JSON record in memory: its text, then up to ~30 bytes of Python values per character
+_F32_MAX = float(np.finfo(np.float32).max)
 
 
 def stable_hash(text: str) -> int:
@@ -600,8 +603,14 @@ class _JsonSource(_Source):
             yield {str(k): v for k, v in rec.items()}
 
     def _lines(self) -> Iterator[Any]:
+        limit = _budget.allowed(_JSON_CHAR_BYTES)  # characters of one record held and parsed
         with _open_text(self.path, self.codec) as f:
-            for lineno, line in enumerate(f, start=1):
+            lineno = 0
+            while line := f.readline(limit + 1):
+                lineno += 1
+                if len(line) > limit and not line.endswith("\n"):
+                    _budget.check(len(line), f"characters in JSON Lines line {lineno} (one record) at least",
+                                  _JSON_CHAR_BYTES, "holds")
                 if line.strip():
                     try:
                         yield json.loads(line)
@@ -633,6 +642,8 @@ class _JsonSource(_Source):
                 try:
                     obj, end = dec.raw_decode(buf, pos)
                 except json.JSONDecodeError as e:
+                    # one record must fit the per-sample budget (its text and its parsed values)
+                    _budget.check(len(buf) - pos, "characters in one JSON record at least", _JSON_CHAR_BYTES, "holds")
                     more = "" if eof else f.read(max(step, len(buf)))
                     if not more:
                         raise DecodeError(f"invalid JSON array: {e.msg}") from None
@@ -677,6 +688,10 @@ class _ParquetSource(_Source):
             raise DecodeError(f"cannot open Parquet: {' '.join(str(e).split())[:200]}") from None
         schema = self.pf.schema_arrow
         md = self.pf.metadata
+        for i in range(md.num_row_groups):  # pyarrow reads a row group's column chunks whole
+            rg = md.row_group(i)
+            comp = sum(rg.column(c).total_compressed_size for c in range(rg.num_columns))
+            _budget.check(comp, f"compressed bytes in Parquet row group {i} ({rg.num_rows:,} rows, read whole)", 2)
         super().__init__("parquet", unique_names([str(n) for n in schema.names]), {
             "rows_in_file": md.num_rows, "row_groups": md.num_row_groups,
             "arrow_types": {n: str(t) for n, t in zip(schema.names, schema.types, strict=True)},
@@ -795,7 +810,9 @@ class _Encoder:
                 continue
             x, miss = _parse(values)
             ok = np.isfinite(x)
-            num[:, j] = np.where(ok, (x - self.mean[j]) / self.std[j], 0.0)
+            with np.errstate(all="ignore"):  # beyond float32: saturate (never inf in a sample)
+                z = np.where(ok, (x - self.mean[j]) / self.std[j], 0.0)
+            num[:, j] = np.nan_to_num(z, nan=0.0, posinf=_F32_MAX, neginf=-_F32_MAX).clip(-_F32_MAX, _F32_MAX)
             cat[:, j] = np.where(ok, -1, self.missing[j])
             text = np.flatnonzero(~ok & ~miss)
             if len(text):  # text in a numeric column: a categorical value of that column
@@ -999,6 +1016,12 @@ class tabular(Modality):  # noqa: N801 - class name == registry key == module na
                              f"{rng.random():.4f},{'yes' if r % 3 else 'no'}\n")
             out.append(p)
         return out
+
+    def degenerate(self, d: Path) -> list[Path]:
+        """A CSV with a header and no row."""
+        p = d / "header_only.csv"
+        p.write_text("a,b,c\n")
+        return [p]
 
     def load(self, path: Path, cfg: TabularConfig, sniffed: Sniffed | None = None) -> Iterator[Sample]:
         src = open_source(path, cfg, sniffed)

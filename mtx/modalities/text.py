@@ -494,6 +494,12 @@ class text(Modality):  # noqa: N801 - class name == registry key == module name
             out.append(p)
         return out
 
+    def degenerate(self, d: Path) -> list[Path]:
+        """A text file of whitespace only."""
+        p = d / "blank.txt"
+        p.write_text("  \n\t\n   \n")
+        return [p]
+
     def load(self, path: Path, cfg: TextConfig, sniffed: Sniffed | None = None) -> Iterator[Sample]:
         from ..sniff import HEAD_BYTES
 
@@ -549,6 +555,11 @@ class text(Modality):  # noqa: N801 - class name == registry key == module name
 
     def cost(self, sample: Sample) -> int:
         return 1 + int(sample.arrays["n"].max())
+
+    def content_reason(self, sample: Sample) -> str | None:
+        if (sample.arrays["n"] <= 2).any():  # <start> and <end> only
+            return "a window holds no BPE token"
+        return None
 
     def seed(self, spec, cfg: ModalityConfig) -> int:
         # Loading options (unit, window, cap, encoding) do not change the tokenizer's weights, so

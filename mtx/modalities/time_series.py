@@ -45,6 +45,7 @@ from ._registry import register_modality
 
 HINTS = ("time_series", "timeseries", "series", "ts", "signal", "signals", "sensor", "sensors",
          "forecast", "forecasting")
+VALUE_BYTES = 40  # held per value (step x channel): float64 read, sorted/filled copy, z-score, float32
 MAX_CHANNELS = 2047  # a channel-embedding row each; more channels cannot fit the token cap anyway
 
 
@@ -107,6 +108,9 @@ def preprocess(values: np.ndarray, t: np.ndarray | None, names: list[str], meta:
         raise DecodeError(f"{values.shape[1]} channels exceed {MAX_CHANNELS}; "
                           "embed it as a table with --modality tabular")
     mean, std = values.mean(axis=0), values.std(axis=0)
+    if not (std > 0).any():
+        raise DecodeError(f"every channel is constant over its {values.shape[0]:,} steps: nothing is left after "
+                          "the per-channel z-score")
     std_safe = np.where(std > 0, std, 1.0)
     meta["channels"] = names
     meta["zscore"] = {"mean": mean.tolist(), "std": std.tolist()}
@@ -296,6 +300,14 @@ class time_series(Modality):  # noqa: N801 - class name == registry key == modul
             out.append(p)
         return out
 
+    def degenerate(self, d: Path) -> list[Path]:
+        """Series under ``ts/``: every value NaN; every channel constant."""
+        (d / "ts").mkdir(exist_ok=True)
+        nan, flat = d / "ts" / "nan_series.npy", d / "ts" / "flat_series.npy"
+        np.save(nan, np.full((96, 3), np.nan))
+        np.save(flat, np.ones((96, 3)))
+        return [nan, flat]
+
     def load(self, path: Path, cfg: TimeSeriesConfig, sniffed: Sniffed | None = None) -> Iterator[Sample]:
         if cfg.patch < 1 or cfg.patch_stride < 1:
             raise DecodeError("patch and patch_stride must be >= 1")
@@ -357,7 +369,7 @@ def read_series(path: Path, time_column: str = "", sniffed: Sniffed | None = Non
     head = known.head[:cols.HEAD_LIMIT]
     fmt = known.format or series_format(head, path)
     if fmt in ("npy", "npz"):
-        a = cols.load_array(path)
+        a = cols.load_array(path, VALUE_BYTES)
         meta: dict = {"format": "npz" if path.suffix.lower() == ".npz" else "npy",
                       "shape": list(a.shape), "dtype": str(a.dtype)}
         if a.ndim == 1:
@@ -377,7 +389,7 @@ def read_series(path: Path, time_column: str = "", sniffed: Sniffed | None = Non
         if not names:
             raise DecodeError("no numeric column to use as a channel "
                               f"(columns: {', '.join(n for n, _ in fields)[:200]})")
-        data = cols.read_parquet_columns(path, names + ([tcol] if tcol else []))
+        data = cols.read_parquet_columns(path, names + ([tcol] if tcol else []), VALUE_BYTES)
         meta = {"format": "parquet", "time_column": tcol}
         t = data.pop(tcol) if tcol else None
         if t is None:
@@ -399,7 +411,7 @@ def read_series(path: Path, time_column: str = "", sniffed: Sniffed | None = Non
     if not names:
         raise DecodeError("no numeric column to use as a channel "
                           f"(columns: {', '.join(table.names)[:200]})")
-    data, t = cols.read_csv_columns(path, table, names, tc)
+    data, t = cols.read_csv_columns(path, table, names, tc, VALUE_BYTES)
     meta = {"format": _kind(table), "delimiter": table.delimiter, "header": table.header,
             "time_column": tc.name if tc else None}
     if tc is None:

@@ -24,6 +24,7 @@ from torch import nn
 
 from mtx.errors import DecodeError, MissingDependency, TokenizeError, UsageError
 
+from . import _budget
 from ._base import (
     CLAIM,
     REFINED,
@@ -44,6 +45,12 @@ from ._registry import register_modality
 from .image import image_format, pixels
 
 TUBELET = 2  # frames per tubelet (time stride of the Conv3d)
+# Memory per pixel of the frame size (checked against the per-sample budget before decoding):
+# FFmpeg keeps reference and pool frames plus one per frame thread (measured: a 4K H.264 with 3
+# frame threads ~17 bytes/pixel), then rgb24, a Pillow image and the resize's intermediates.
+FRAME_POOL = 8
+FRAME_WORK = 12
+ANIMATED_WORK = 32  # Pillow GIF/WebP: the canvas, the previous frame, RGBA compositing, RGB
 SEEK_GAP_S = 3.0  # seek instead of decoding forward when the next target is further than this
 _EPS = 1e-6
 _AUDIO_BRANDS = {b"M4A ", b"M4B ", b"M4P ", b"F4A ", b"F4B "}
@@ -227,6 +234,9 @@ def _load_animated(path: Path, fmt: str, cfg: "VideoConfig") -> tuple[np.ndarray
         raise DecodeError(f"cannot open {fmt}: {e}") from None
     with img:
         check_pixels(*img.size)
+        w, h = img.size
+        _budget.check(w * h, f"pixels per {fmt} frame ({w}x{h}; Pillow composes each on a full canvas)",
+                      ANIMATED_WORK)
         try:
             n = int(getattr(img, "n_frames", 1) or 1)
             starts, t = [], 0.0
@@ -406,7 +416,10 @@ def _load_av(path: Path, cfg: "VideoConfig", demuxer: str | None = None) -> tupl
         streams = real_video_streams(container)
         if not streams:
             raise DecodeError(_no_video_stream(path, container))
-        index = streams[0].index
+        first = streams[0]
+        index = first.index
+        check_pixels(int(first.codec_context.width or 1), int(first.codec_context.height or 1))
+        _fit_frames(first, first.codec_context)  # refuse oversized frames before any is read
         try:
             timing = _stream_timing(container, streams[0])
         except av.error.FFmpegError as e:
@@ -429,6 +442,7 @@ def _sample_av(container, stream, timing: tuple[float, float, str, bool], cfg: "
     stream.thread_type = "AUTO"
     cc = stream.codec_context
     check_pixels(int(cc.width or 1), int(cc.height or 1))
+    threads = _fit_frames(stream, cc)
     fps = float(stream.average_rate or stream.guessed_rate or 25)
     if duration <= 0:
         raise DecodeError(f"video duration is {duration:.3f} s")
@@ -493,7 +507,35 @@ def _sample_av(container, stream, timing: tuple[float, float, str, bool], cfg: "
     }
     if rotations:
         meta["rotated_ccw_degrees"] = sorted(rotations)
+    if threads:
+        meta["decoder_threads"] = threads
     return arr, meta
+
+
+def _pixel_bytes(cc) -> float:
+    """Bytes per pixel of the decoder's frames (yuv420p 1.5, 10-bit 4:4:4 6...); 3 if unknown."""
+    fmt = cc.format
+    if fmt is None or not fmt.components or not fmt.width:
+        return 3.0
+    area = fmt.width * fmt.height
+    return sum(-(-c.bits // 8) * c.width * c.height for c in fmt.components) / area
+
+
+def _fit_frames(stream, cc) -> str:
+    """Fit the frame size to the per-sample budget before decoding: with too many frame threads'
+    buffers, decode with one thread (recorded); still too large: OverBudget."""
+    import os
+
+    w, h = int(cc.width or 1), int(cc.height or 1)
+    pix = _pixel_bytes(cc)
+    auto = min(16, (os.cpu_count() or 1) + 1)  # FFmpeg's automatic frame threads
+    if _budget.fits(w * h, pix * (FRAME_POOL + auto) + FRAME_WORK):
+        return ""
+    stream.thread_type = "SLICE"
+    cc.thread_count = 1
+    _budget.check(w * h, f"pixels per video frame ({w}x{h} {cc.format.name if cc.format else ''}; the decoder "
+                  f"holds ~{FRAME_POOL} frames)", pix * (FRAME_POOL + 1) + FRAME_WORK)
+    return f"1 (frames of {w}x{h} with {auto} frame threads are over the per-sample memory budget)"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -682,6 +724,20 @@ class video(Modality):  # noqa: N801 - class name == registry key == module name
                     c.mux(pkt)
             out.append(p)
         return out
+
+    def degenerate(self, d: Path) -> list[Path]:
+        """An MP4 with a video stream and no frame."""
+        import av
+
+        p = d / "empty.mp4"
+        with av.open(str(p), "w", format="mp4") as c:
+            s = c.add_stream("mpeg4", rate=8)
+            s.width = s.height = 32
+            s.pix_fmt = "yuv420p"
+            c.start_encoding()
+            for pkt in s.encode():
+                c.mux(pkt)
+        return [p]
 
     def load(self, path: Path, cfg: VideoConfig, sniffed: Sniffed | None = None) -> Iterator[Sample]:
         known = sniffed_or_read(path, sniffed)

@@ -17,6 +17,7 @@ import numpy as np
 
 from mtx.errors import DecodeError, MissingDependency
 
+from . import _budget
 from ._base import (
     CLAIM,
     EXTENSION,
@@ -28,7 +29,7 @@ from ._base import (
     Sniffed,
     sniffed_or_read,
 )
-from ._imaging import check_pixels, robust_minmax
+from ._imaging import GREY_WORK, check_pixels, reduce_array, robust_minmax
 from ._registry import register_modality
 from .image import image_format, image_format_name
 from .infrared import path_hint, read_gray
@@ -47,6 +48,9 @@ def _decode_error(e: Exception) -> Exception:
     if "plugin" in low or ("missing" in low and "dependenc" in low) or "no available" in low:
         return MissingDependency(f"no decoder for this DICOM's compressed pixel data ({msg}); "
                                  "pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg")
+    if "reshape" in low or "buffer is smaller" in low or "buffer size" in low:  # numpy's words
+        return DecodeError("DICOM pixel data does not match its header (rows x columns x frames x samples x "
+                           "bits): truncated or corrupt")
     return DecodeError(f"cannot decode DICOM pixel data: {msg}")
 
 
@@ -59,7 +63,40 @@ def xray_format(head: bytes, path: Path) -> str | None:
     return fmt.lower() if fmt else None
 
 
-def read_dicom(path: Path) -> tuple[np.ndarray, dict]:
+def _int(ds, key: str, default: int) -> int:
+    try:
+        return int(ds.get(key, default) or default)
+    except (TypeError, ValueError):
+        raise DecodeError(f"corrupt DICOM header: {key} is {ds.get(key)!r}, not a number") from None
+
+
+def _check_pixel_data(ds, rows: int, cols: int, frames: int, tsyntax) -> None:
+    """Before decoding: one frame fits the per-sample memory budget, and native (uncompressed)
+    pixel data holds what the header declares (one clear line, not numpy's reshape text)."""
+    samples = _int(ds, "SamplesPerPixel", 1)
+    bits = _int(ds, "BitsAllocated", 16)
+    if not 1 <= samples <= 4 or bits not in (1, 8, 16, 32, 64):
+        raise DecodeError(f"corrupt DICOM header: SamplesPerPixel {samples}, BitsAllocated {bits}")
+    # pydicom holds the frame's bytes and its array; the float work that follows is reduced
+    # first when the frame is large (reduce_array)
+    _budget.check(rows * cols * samples, f"pixels in one DICOM frame ({rows} x {cols} x {samples} samples)",
+                  2 * max(bits // 8, 1))
+    if tsyntax is not None and getattr(tsyntax, "is_encapsulated", True):
+        return  # compressed frames: their decoders check their own lengths
+    tag = next((t for t in _PIXEL_TAGS if t in ds), None)
+    try:
+        have = int(ds.get_item(tag).length) if tag else 0
+    except (AttributeError, TypeError, KeyError):
+        return
+    need = (rows * cols * frames * samples * bits + 7) // 8
+    if have < need or have > 0xFFFFFFF0:
+        frames_txt = f" x {frames} frames" if frames > 1 else ""
+        samples_txt = f" x {samples} samples" if samples > 1 else ""
+        raise DecodeError(f"DICOM pixel data holds {have:,} bytes, the header declares {rows} x {cols}"
+                          f"{frames_txt}{samples_txt} x {bits} bits = {need:,} bytes (truncated or corrupt)")
+
+
+def read_dicom(path: Path, size: int = 224) -> tuple[np.ndarray, dict]:
     """Decode one frame of a DICOM to float grey values (after modality and VOI LUTs).
 
     Returns ``(array [H, W] or [H, W, 3], meta)``; ``meta['invert']`` tells MONOCHROME1."""
@@ -94,8 +131,9 @@ def read_dicom(path: Path) -> tuple[np.ndarray, dict]:
                           "nothing to embed")
     rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
     check_pixels(cols, rows)
-    nframes = int(ds.get("NumberOfFrames", 1) or 1)
+    nframes = _int(ds, "NumberOfFrames", 1)
     index = nframes // 2 if nframes > 1 else None
+    _check_pixel_data(ds, rows, cols, nframes, tsyntax)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -114,6 +152,7 @@ def read_dicom(path: Path) -> tuple[np.ndarray, dict]:
         raise DecodeError(f"unexpected DICOM pixel array shape {arr.shape}")
     if arr.size == 0:
         raise DecodeError("DICOM pixel data is empty")
+    arr = reduce_array(arr, size, GREY_WORK, meta)  # integers kept: LUTs index them
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     out = arr
     if samples == 1:
@@ -221,13 +260,22 @@ class xray(PatchImageModality):  # noqa: N801 - class name == registry key == mo
             out.append(p)
         return out
 
+    def degenerate(self, d: Path) -> list[Path]:
+        """A float TIFF under ``xray/`` whose every value is NaN."""
+        from PIL import Image
+
+        (d / "xray").mkdir(exist_ok=True)
+        p = d / "xray" / "nan.tiff"
+        Image.fromarray(np.full((16, 16), np.nan, np.float32), mode="F").save(p)
+        return [p]
+
     def load(self, path: Path, cfg: XrayConfig, sniffed: Sniffed | None = None) -> Iterator[Sample]:
         known = sniffed_or_read(path, sniffed)
         fid = known.format or xray_format(known.head, path)
         if fid == "dicom":
-            a, meta = read_dicom(path)
+            a, meta = read_dicom(path, cfg.size)
         elif fid is not None:
-            a, meta = read_gray(path, image_format_name(fid))
+            a, meta = read_gray(path, image_format_name(fid), cfg.size)
             meta["invert"] = False
         else:
             raise DecodeError("neither DICOM nor an image container (PNG, JPEG, TIFF)")

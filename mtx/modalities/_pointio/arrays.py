@@ -1,14 +1,17 @@
 """Arrays of points: NPY and NPZ (N, >=3) or records with x/y/z fields (any case, extra fields
 such as intensity ignored), KITTI velodyne ``.bin``.
 
-Never unpickles (``allow_pickle=False``); NPY is memory-mapped through the open handle and
-read in chunks, an NPZ member is read whole (it is compressed) up to 4 GiB.
+Never unpickles (``allow_pickle=False``). NPY is memory-mapped through the open handle and read
+in chunks; an NPZ member is decompressed as a stream, row chunk by row chunk, after its declared
+size was compared with what its compressed bytes can hold (a Fortran-ordered member, which
+cannot be streamed by rows, is read whole within the per-sample budget).
 """
 from __future__ import annotations
 
 import io
 import math
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -16,10 +19,10 @@ from typing import BinaryIO
 import numpy as np
 
 from ...errors import DecodeError
-from .base import CHUNK, Reader, xyz_cols
+from .. import _budget
+from .base import CHUNK, Reader, chunk_points, xyz_cols
 from .detect import cloud_array, npy_header
 
-MAX_DECOMPRESSED = 4 << 30
 NPZ_KEYS = ("points", "point_cloud", "pointcloud", "xyz", "pos", "pc", "coords", "vertices",
             "data", "arr_0")
 
@@ -95,7 +98,8 @@ class NpyReader(Reader):
         else:
             a = np.memmap(self.f, dtype=self.dtype, mode="r", offset=self.offset, shape=self.shape,
                           order="F" if self.fortran else "C")
-        yield from array_chunks(a, "NPY array", chunk)
+        row = self.dtype.itemsize * (math.prod(self.shape[1:]) if len(self.shape) > 1 else 1)
+        yield from array_chunks(a, "NPY array", chunk_points(row, chunk))
 
 
 def npz_member(source: str | Path | BinaryIO, key: str | None) -> tuple[str, tuple[int, ...], np.dtype]:
@@ -137,31 +141,64 @@ def _npz_headers(zf: zipfile.ZipFile) -> dict:
     return headers
 
 
+def member_size(info: zipfile.ZipInfo, declared: int, what: str) -> None:
+    """Refuse an archive member whose declared decoded size its compressed bytes cannot hold."""
+    ratio = 1 if info.compress_type == zipfile.ZIP_STORED else _budget.DEFLATE_RATIO
+    _budget.check_stored(declared, info.compress_size + 64, ratio, what)  # + its NPY header
+
+
 class NpzReader(Reader):
     format = "npz"
 
     def points(self, chunk: int = CHUNK) -> Iterator[np.ndarray]:
         try:
             with zipfile.ZipFile(self.rewind(0)) as zf:
-                name, a = self._member(zf)
-        except (zipfile.BadZipFile, OSError, EOFError) as e:
+                name, shape, dtype = _pick(_npz_headers(zf), self.opts.npz_key)
+                self.meta.update(npz_key=name, array_shape=list(shape), array_dtype=str(dtype))
+                if dtype.names:
+                    self.meta["xyz_fields"] = xyz_fields(dtype, f"NPZ array {name!r}")
+                if dtype.hasobject:
+                    raise DecodeError(f"NPZ array {name!r} holds Python objects; refusing to unpickle")
+                info = zf.getinfo(name + ".npy")
+                member_size(info, math.prod(shape) * dtype.itemsize, f"NPZ array {name!r} {tuple(shape)}")
+                with zf.open(info) as m:
+                    h = npy_header(m)
+                    if h is None:
+                        raise DecodeError(f"corrupt NPZ array {name!r}: unreadable NPY header")
+                    yield from _stream_rows(m, h, f"NPZ array {name!r}", chunk)
+        except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as e:
             raise DecodeError(f"corrupt NPZ archive: {e}") from None
-        self.meta.update(npz_key=name, array_shape=list(a.shape), array_dtype=str(a.dtype))
-        if a.dtype.names:
-            self.meta["xyz_fields"] = xyz_fields(a.dtype, f"NPZ array {name!r}")
-        yield from array_chunks(a, f"NPZ array {name!r}", chunk)
 
-    def _member(self, zf: zipfile.ZipFile) -> tuple[str, np.ndarray]:
-        name, shape, dtype = _pick(_npz_headers(zf), self.opts.npz_key)
-        if dtype.hasobject:
-            raise DecodeError(f"NPZ array {name!r} holds Python objects; refusing to unpickle")
-        if math.prod(shape) * dtype.itemsize > MAX_DECOMPRESSED:
-            raise DecodeError(f"NPZ array {name!r} of shape {shape} is too large to decompress (> 4 GiB)")
-        try:
-            with zf.open(name + ".npy") as m:
-                return name, np.lib.format.read_array(m, allow_pickle=False)
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-            raise DecodeError(f"corrupt NPZ array {name!r}: {e}") from None
+
+def _stream_rows(m, header, what: str, chunk: int) -> Iterator[np.ndarray]:
+    """Points of an NPY stream (a decompressing archive member) in row chunks: memory bounded
+    by the chunk, whatever the array's declared length."""
+    shape, fortran, dtype = header
+    rows_shape = shape[1:] if len(shape) == 3 and shape[0] == 1 else shape
+    if fortran and len(rows_shape) > 1:  # columns stored one after another: read it whole
+        _budget.check(math.prod(shape), f"values in {what} {tuple(shape)} (Fortran order, read whole)",
+                      dtype.itemsize * 2 + 8)
+        n = math.prod(shape) * dtype.itemsize
+        data = _budget.read_capped(m, n, what)
+        if len(data) < n:
+            raise DecodeError(f"truncated {what}: {len(data):,} of {n:,} bytes")
+        yield from array_chunks(np.frombuffer(data, dtype).reshape(shape, order="F"), what, chunk)
+        return
+    if not rows_shape:
+        raise DecodeError(f"{what} has shape {tuple(shape)}, expected (N, >=3) points")
+    _xyz(np.empty((0, *rows_shape[1:]), dtype), what)  # the shape and dtype make points
+    rows = rows_shape[0]
+    row = dtype.itemsize * math.prod(rows_shape[1:])
+    step = chunk_points(row, chunk)
+    done = 0
+    while done < rows:
+        k = min(step, rows - done)
+        data = m.read(k * row)
+        if len(data) < k * row:
+            raise DecodeError(f"truncated {what}: the header declares {rows:,} rows, the data ends "
+                              f"after {done + len(data) // max(row, 1):,}")
+        yield from array_chunks(np.frombuffer(data, dtype).reshape(k, *rows_shape[1:]), what, chunk)
+        done += k
 
 
 class KittiReader(Reader):

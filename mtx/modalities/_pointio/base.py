@@ -15,9 +15,20 @@ from ...errors import DecodeError, MissingDependency
 
 CHUNK = 1_000_000  # points per streamed chunk (~24 MB of float64 xyz)
 # A mesh sampled on its surface is held whole (vertices, triangles, then the canonically sorted
-# triangle corners): ~400 bytes per triangle at the peak. Larger meshes give their vertices.
+# triangle corners): ~400 bytes per triangle at the peak. Larger meshes give their vertices. The
+# caps are these or what fits the per-sample memory budget (mtx.modalities._budget), the lower.
 MAX_MESH_TRIANGLES = 2_000_000
 MAX_MESH_VERTICES = 3 * MAX_MESH_TRIANGLES
+TRIANGLE_BYTES = 400
+VERTEX_BYTES = 64  # float64 xyz, in chunks and then concatenated
+
+
+def chunk_points(record_bytes: int, cap: int = CHUNK) -> int:
+    """Points per streamed chunk for records of ``record_bytes``: at most ``cap``, and a chunk
+    (its raw records plus float64 xyz and a copy) at most 1/8 of the per-sample budget."""
+    from .._budget import chunk_items
+
+    return chunk_items(record_bytes + 48, cap)
 
 
 class MeshTooLarge(Exception):
@@ -116,6 +127,18 @@ def header_bytes(f: BinaryIO, head: bytes, done: Callable[[bytes], bool], limit:
     return raw
 
 
+MAX_LINE = 1 << 16  # characters in one text line of a point format (a row of numbers)
+
+
+def bounded_lines(f, what: str, limit: int = MAX_LINE) -> Iterator[str]:
+    """The lines of a text view, refusing one longer than ``limit`` characters (a file with no
+    newlines would otherwise be read whole as one line)."""
+    while line := f.readline(limit + 1):
+        if len(line) > limit and not line.endswith("\n"):
+            raise DecodeError(f"{what} has a line longer than {limit:,} characters: not rows of numbers")
+        yield line
+
+
 def xyz_cols(names: list[str], what: str) -> list[int]:
     low = [n.lower() for n in names]
     try:
@@ -183,16 +206,30 @@ class Triangles:
         return np.concatenate(self.blocks) if self.blocks else np.empty((0, 3), np.int64)
 
 
+def max_triangles() -> int:
+    from .._budget import allowed
+
+    return min(MAX_MESH_TRIANGLES, allowed(TRIANGLE_BYTES))
+
+
+def max_vertices() -> int:
+    from .._budget import allowed
+
+    return min(MAX_MESH_VERTICES, allowed(VERTEX_BYTES))
+
+
 def check_triangles(n: int, what: str) -> None:
-    if n > MAX_MESH_TRIANGLES:
-        raise MeshTooLarge(f"{what} has {n:,} or more triangles, above the {MAX_MESH_TRIANGLES:,} "
-                           "sampled on the surface")
+    cap = max_triangles()
+    if n > cap:
+        raise MeshTooLarge(f"{what} has {n:,} or more triangles, above the {cap:,} "
+                           "sampled on the surface (the per-sample memory budget)")
 
 
 def check_vertices(n: int, what: str) -> None:
-    if n > MAX_MESH_VERTICES:
-        raise MeshTooLarge(f"{what} has {n:,} or more vertices, above the {MAX_MESH_VERTICES:,} "
-                           "held for surface sampling")
+    cap = max_vertices()
+    if n > cap:
+        raise MeshTooLarge(f"{what} has {n:,} or more vertices, above the {cap:,} "
+                           "held for surface sampling (the per-sample memory budget)")
 
 
 _READ_ERRORS = (ValueError, OSError, EOFError, IndexError, KeyError, TypeError)

@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from ...errors import DecodeError
+from .. import _budget
 from . import base
 
 MAX_JSON = 64 << 20
@@ -100,9 +101,11 @@ def check_document(doc: dict, path: Path, bin_len: int) -> dict:
             n = _int(pos, "count") if pos else 0
             verts += n
             tris += (_int(ind, "count") if ind else n) // 3
-    if verts > base.MAX_MESH_VERTICES or tris > base.MAX_MESH_TRIANGLES:
+    vcap, tcap = base.max_vertices(), base.max_triangles()
+    if verts > vcap or tris > tcap:
         raise DecodeError(f"glTF mesh with {verts:,} vertices / {tris:,} triangles is above the "
-                          f"{base.MAX_MESH_VERTICES:,} / {base.MAX_MESH_TRIANGLES:,} read into memory")
+                          f"{vcap:,} / {tcap:,} read into memory (the per-sample memory budget; "
+                          f"{_budget.RAISE})")
     return {"declared_vertices": verts, "declared_triangles": tris}
 
 

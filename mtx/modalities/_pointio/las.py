@@ -6,7 +6,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from ...errors import DecodeError, MissingDependency
-from .base import CHUNK, Reader, header_bytes
+from .base import CHUNK, Reader, chunk_points, header_bytes
 
 _MIN_HEADER = {0: 227, 1: 227, 2: 227, 3: 235, 4: 375}
 _MIN_RECORD = {0: 20, 1: 28, 2: 26, 3: 34, 4: 57, 5: 63, 6: 30, 7: 36, 8: 38, 9: 59, 10: 67}
@@ -90,7 +90,7 @@ class LasReader(Reader):
                 raise DecodeError(f"truncated LAS: the header declares {n:,} points "
                                   f"({need:,} bytes) but only {max(have, 0):,} bytes follow")
         try:
-            for pts in fh.chunk_iterator(chunk):
+            for pts in fh.chunk_iterator(chunk_points(int(hdr.point_format.size), chunk)):
                 a = pts.array
                 yield np.stack([a["X"] * scales[0] + offsets[0], a["Y"] * scales[1] + offsets[1],
                                 a["Z"] * scales[2] + offsets[2]], axis=1)

@@ -19,12 +19,17 @@ from .base import (
     Reader,
     TextView,
     Triangles,
+    bounded_lines,
     check_triangles,
     check_vertices,
+    chunk_points,
     loadtxt,
 )
 
 _OFF_HEAD = re.compile(r"^((?:ST)?C?N?4?OFF)\s*(.*)$")
+
+
+_LINE_BYTES = 96  # a vertex line held as text until it is parsed
 
 
 def _clean(lines) -> Iterator[str]:
@@ -48,7 +53,7 @@ class OffReader(Reader):
 
     def _body(self) -> tuple[int, int, Iterator[str]]:
         """Vertex and face counts, and the lines after them."""
-        lines = _clean(TextView(self.rewind(0), encoding="utf-8", errors="replace"))
+        lines = _clean(bounded_lines(TextView(self.rewind(0), encoding="utf-8", errors="replace"), "OFF"))
         first = next(lines, None)
         if first is None:
             raise DecodeError("empty OFF file")
@@ -71,6 +76,7 @@ class OffReader(Reader):
 
     def _vertices(self, lines: Iterator[str], chunk: int = CHUNK) -> Iterator[np.ndarray]:
         nv, done = self.n_vertices, 0
+        chunk = chunk_points(_LINE_BYTES, chunk)
         while done < nv:
             want = min(chunk, nv - done)
             block = list(itertools.islice(lines, want))
@@ -112,10 +118,11 @@ class ObjReader(Reader):
     is_mesh = True
 
     def _lines(self) -> Iterator[str]:
-        return TextView(self.rewind(0), encoding="utf-8", errors="replace")
+        return bounded_lines(TextView(self.rewind(0), encoding="utf-8", errors="replace"), "OBJ")
 
     def points(self, chunk: int = CHUNK) -> Iterator[np.ndarray]:
         block, nv, nf = [], 0, 0
+        chunk = chunk_points(_LINE_BYTES, chunk)
         for ln in self._lines():
             if ln.startswith(("v ", "v\t")):
                 block.append(ln[2:])
@@ -137,7 +144,7 @@ class ObjReader(Reader):
             if ln.startswith(("v ", "v\t")):
                 block.append(ln[2:])
                 nv += 1
-                if len(block) >= CHUNK:
+                if len(block) >= chunk_points(_LINE_BYTES):
                     check_vertices(nv, "OBJ mesh")
                     chunks.append(loadtxt(block, "OBJ vertex"))
                     block = []
@@ -186,7 +193,8 @@ class StlReader(Reader):
                 yield np.fromfile(f, dtype=_STL_DT, count=m)["v"].astype(np.float64)
                 left -= m
             return
-        lines, total = TextView(self.rewind(0), encoding="utf-8", errors="replace"), 0
+        lines, total = bounded_lines(TextView(self.rewind(0), encoding="utf-8", errors="replace"), "STL"), 0
+        chunk = chunk_points(8 * _LINE_BYTES, chunk)  # 7 lines of text per triangle
         while True:
             block = list(itertools.islice(lines, 8 * chunk))
             if not block:

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...errors import DecodeError
-from .base import CHUNK, Reader, TextView, header_bytes, loadtxt, xyz_cols
+from .. import _budget
+from .base import CHUNK, Reader, TextView, chunk_points, header_bytes, loadtxt, xyz_cols
 
-MAX_DECOMPRESSED = 4 << 30  # binary_compressed payload cap
 _MAX_HEADER = 65536
 _KIND = {"F": "f", "I": "i", "U": "u"}
 
@@ -145,9 +145,9 @@ class PcdReader(Reader):
 
     def points(self, chunk: int = CHUNK) -> Iterator[np.ndarray]:
         if self.h.data == "binary":
-            yield from self._binary(chunk)
+            yield from self._binary(chunk_points(self.h.record, chunk))
         elif self.h.data == "ascii":
-            yield from self._ascii(chunk)
+            yield from self._ascii(chunk_points(self.h.record * 4, chunk))  # ~4 text bytes per binary byte
         else:
             yield from self._compressed()
 
@@ -186,9 +186,14 @@ class PcdReader(Reader):
         if usize != self.n * h.record:
             raise DecodeError(f"corrupt PCD binary_compressed: {usize:,} bytes uncompressed, "
                               f"the header implies {self.n * h.record:,}")
-        if usize > MAX_DECOMPRESSED:
-            raise DecodeError(f"PCD binary_compressed payload of {usize:,} bytes exceeds the "
-                              f"{MAX_DECOMPRESSED:,}-byte limit")
+        have = self.size - h.offset - 8
+        if csize > have:
+            raise DecodeError(f"truncated PCD binary_compressed: its size word declares {csize:,} compressed "
+                              f"bytes, {max(have, 0):,} follow")
+        _budget.check_stored(usize, csize, _budget.LZF_RATIO, "PCD binary_compressed points")
+        # The LZF output is held whole (fields are stored one after another), then x/y/z as float64.
+        _budget.check(self.n, f"points in binary_compressed PCD ({h.record} bytes each, held uncompressed)",
+                      h.record + 48)
         comp = f.read(csize)
         if len(comp) < csize:
             raise DecodeError(f"truncated PCD binary_compressed: {len(comp):,} of {csize:,} bytes")

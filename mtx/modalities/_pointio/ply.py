@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...errors import DecodeError
+from .._budget import allowed
 from .base import (
     CHUNK,
     Mesh,
@@ -17,6 +18,7 @@ from .base import (
     Triangles,
     check_triangles,
     check_vertices,
+    chunk_points,
     header_bytes,
     loadtxt,
     triangulate,
@@ -171,6 +173,7 @@ class PlyReader(Reader):
             names = [f"f{c}" for c in self.cols]
             f = self.rewind(self.vstart)
             left = self.n
+            chunk = chunk_points(dt.itemsize, chunk)
             while left:
                 m = min(chunk, left)
                 rec = np.frombuffer(f.read(m * dt.itemsize), dtype=dt, count=m)
@@ -190,6 +193,7 @@ class PlyReader(Reader):
     def _ascii_vertices(self, f, chunk: int = CHUNK) -> Iterator[np.ndarray]:
         left, done = self.n, 0
         nprops = len(self.vertex.props)
+        chunk = chunk_points(16 * nprops + 64, chunk)  # a line held as text, then parsed
         while left:
             lines = list(itertools.islice(f, min(chunk, left)))
             if not lines:
@@ -249,7 +253,9 @@ class PlyReader(Reader):
         return start
 
     def _binary_faces(self, start: int) -> np.ndarray:
-        data = self.rewind(start).read()
+        # Faces that pass the triangle cap take far less than a quarter of the budget (<= 13
+        # bytes per triangle): never read more of what follows the vertices than that.
+        data = self.rewind(start).read(min(self.size - start, allowed(1, 0.25)))
         fast = _uniform_faces(data, self.face, self.endian)
         return triangulate(fast) if fast is not None else _walk_faces(data, self.face, self.endian)
 

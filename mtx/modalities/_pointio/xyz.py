@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from .base import CHUNK, Reader, TextView, loadtxt
+from .base import CHUNK, Reader, TextView, bounded_lines, chunk_points, loadtxt
 
 _SPLIT = re.compile(r"[\s,;]+")
 _NAME = re.compile(r"^[A-Za-z_][\w.\-()\[\]/]*$")
@@ -71,7 +71,8 @@ class XyzReader(Reader):
             else:
                 self.meta["xyz_note"] = "the header names no x/y/z columns: the first three are used"
             self.meta["xyz_columns"] = [names[i] for i in usecols]
-        it = itertools.chain([first], f)
+        it = itertools.chain([first], bounded_lines(f, "XYZ"))
+        chunk = chunk_points(8 * len(first) + 64, chunk)  # text lines held, then parsed
         while True:
             lines = [ln for ln in itertools.islice(it, chunk) if not ln.lstrip().startswith("//")]
             if not lines:
