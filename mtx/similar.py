@@ -9,14 +9,10 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigMismatch, DeviceError, MtxError, UsageError, WeightsError
+from .errors import DeviceError, MtxError, NotReproducible, UsageError, WeightsError
 
 if TYPE_CHECKING:  # numpy loads on first use: `import mtx` stays cheap
     import numpy as np
-
-
-class NotReproducible(ConfigMismatch):
-    """This install cannot embed a query the way the store's vectors were embedded."""
 
 
 def _canon(obj: Any) -> str:
@@ -133,41 +129,34 @@ class StoreEmbedder:
         self._checked[modality] = cfg
         return cfg
 
-    def embed_file(self, path: Path, batch: int = 32) -> list[tuple[str, str, np.ndarray]]:
+    def embed_file(self, path: Path) -> list[tuple[str, str, np.ndarray]]:
         """[(label, modality, vector)] for each sample of ``path``."""
-
         from .errors import DecodeError, short
         from .modalities import get_modality
+        from .pipeline import sample_id
         from .sniff import sniff
 
         rc = self.run_config
         rules = [tuple(r) for r in rc.get("rules") or []]
         dec = sniff(path, modality=rc.get("forced_modality"), rules=rules)
         cfg = self.check(dec.modality)
-        mod = get_modality(dec.modality)
+
+        def samples():
+            try:
+                for s in get_modality(dec.modality).load(path, cfg, dec.sniffed):
+                    yield sample_id(str(path), s.key), dec.modality, s
+            except MtxError:
+                raise
+            except Exception as e:  # noqa: BLE001
+                raise DecodeError(short(e), path=str(path)) from None
+
         out: list[tuple[str, str, np.ndarray]] = []
-        pending: list = []
-
-        def flush() -> None:
-            groups: dict[Any, list] = {}
-            for s in pending:
-                groups.setdefault(mod.batch_key(s), []).append(s)
-            for ss in groups.values():
-                vecs, _, _ = self.emb.embed(dec.modality, ss)
-                out.extend((str(path) + (f"#{s.key}" if s.key else ""), dec.modality, v)
-                           for s, v in zip(ss, vecs, strict=True))
-            pending.clear()
-
-        try:
-            for s in mod.load(path, cfg, dec.sniffed):
-                pending.append(s)
-                if len(pending) >= batch:
-                    flush()
-        except MtxError:
-            raise
-        except Exception as e:  # noqa: BLE001
-            raise DecodeError(short(e), path=str(path)) from None
-        flush()
+        for result in self.emb.embed_stream(samples()):
+            if result.errors:
+                label, stage, message = result.errors[0]
+                raise MtxError(f"{label}: {stage}: {message}")
+            out.extend((label, dec.modality, v) for entries, vecs, _, _ in result.rows
+                       for (label, _), v in zip(entries, vecs, strict=True))
         if not out:
             raise DecodeError("no samples in file (empty content)", path=str(path))
         return out

@@ -96,7 +96,7 @@ def test_karate_is_113_tokens_at_b16(shared_data, b16_model):
     assert samples[0].meta["nodes"] == 34 and samples[0].meta["edges"] == 78
     assert tokens.pool_mask.sum() == 34 and not tokens.pool_mask[0, 0]  # nodes only, not the graph token
     assert not tokens.pad_mask.any()
-    assert get_modality("graph").cost(samples[0]) == 113
+    assert get_modality("graph").cost(samples[0], b16_model.spec, get_modality("graph").config()) == 113
 
 
 def test_pajek_without_vertex_lines(shared_data):

@@ -305,8 +305,8 @@ class imu(Modality):  # noqa: N801 - class name == registry key == module name
             return
         yield Sample("", _windows(z, cfg.max_windows, meta), meta)
 
-    def cost(self, sample: Sample) -> int:
-        return 1 + WINDOW // PATCH
+    def cost(self, sample: Sample, spec, cfg) -> int:
+        return 1 + sample.arrays["imu"].shape[-1] // PATCH
 
     def tokenizer(self, spec, front, cfg):
         return ImuTokenizer(spec, self.seed(spec, cfg))
