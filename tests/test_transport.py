@@ -8,10 +8,10 @@ import pickle
 import numpy as np
 import pytest
 
-from mtx.pipeline import transport as T
-from mtx.pipeline import workers as W
 from mtx.modalities import get_modality
 from mtx.modalities._base import Sample
+from mtx.pipeline import transport as T
+from mtx.pipeline import workers as W
 
 
 class _Conn:

@@ -9,19 +9,21 @@
 - :mod:`.batching`   one :class:`Batcher`: (modality, batch key) buckets, rows + token budget
 - :mod:`.compute`    :class:`Embedder` (tokenize, encode, pool) and the compute thread
 - :mod:`.writer`     the writer thread: crash-safe HDF5 parts
-- :mod:`.run`        :func:`run_embed`: one run into one output (resume, bookkeeping)
+- :mod:`.books`      what became of each input, the counts (:class:`RunSummary`), progress
+- :mod:`.run`        :func:`run_embed`: one run into one output (resume, events, batches)
 - :mod:`.engine`     :func:`embed_inputs`: local, several devices, Ray, or one shard
 """
 from __future__ import annotations
 
 from ..errors import Interrupted
 from .batching import Batch, Batcher, BatchLimits
+from .books import ProgressFn, RunSummary
 from .compute import BatchResult, Embedder
 from .decode import process_file
 from .engine import embed_inputs
 from .inputs import Input, content_hash, discover, fingerprint, read_stdin_list, sample_id
 from .options import EmbedOptions, default_workers, run_config_of
-from .run import ProgressFn, Run, RunSummary, run_embed
+from .run import Run, run_embed
 from .workers import WorkerPool, start_workers
 
 __all__ = [

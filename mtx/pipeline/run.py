@@ -1,7 +1,7 @@
 """One ``mtx embed`` run into one output: resume, decode, batch, compute, write, consolidate.
 
-:func:`run_embed` is the whole run; :class:`Run` holds its state: which files are in flight,
-what became of each (:class:`FileState`), the counts (:class:`RunSummary`).
+:func:`run_embed` is the whole run; :class:`Run` holds its parts and handles the decoders'
+events; :class:`.books.Books` keeps what became of each input.
 """
 from __future__ import annotations
 
@@ -12,59 +12,19 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import Interrupted
 from .batching import Batch
+from .books import Books, ProgressFn, RunSummary
 from .compute import BatchResult, Compute, Embedder
 from .decode import iter_inline
-from .events import Done, Dup, Event, Failed, Fingerprint, Sampled
+from .events import Done, Dup, Event, Failed, Sampled
 from .inputs import Input, fingerprint, sample_id
 from .options import EmbedOptions, default_workers, run_config_of
 from .workers import WorkerPool, start_workers
 from .writer import Writer
-
-ProgressFn = Callable[[dict[str, Any]], None]
-
-
-@dataclass
-class RunSummary:
-    """The counts of a run (also the JSON summary of ``mtx embed --json``)."""
-
-    output: str
-    n_inputs: int
-    n_embedded: int = 0
-    n_samples: int = 0
-    n_skipped: int = 0
-    n_failed: int = 0
-    by_modality: dict[str, int] = field(default_factory=dict)
-    failures: list[dict[str, Any]] = field(default_factory=list)
-    n_copied: int = 0  # inputs whose rows were copied from identical content
-    elapsed_s: float = 0.0
-    samples_per_s: float = 0.0
-    device: str = ""
-    dtype: str = ""
-    model: str = ""
-    weights: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class FileState:
-    """An input being embedded: its samples come back encoded one batch at a time."""
-
-    inp: Input
-    modality: str = ""
-    expected: int | None = None  # samples, known once its decoder is done with it
-    encoded: int = 0
-    failed: bool = False
-    fp: Fingerprint | None = None
-    reason: str = ""
 
 
 def run_embed(items: list[Input], output: str | Path, opts: EmbedOptions, model,
@@ -119,7 +79,7 @@ class Run:
 
         self.t0 = time.monotonic()
         self.items, self.opts, self.model, self.shard, self.pool = items, opts, model, shard, pool
-        self.progress, self.problems = progress, problems or []
+        self.problems = problems or []
         self.emb = Embedder(model, opts)
         self.batcher = self.emb.batcher()
         self.configs = opts.modality_configs()
@@ -130,11 +90,9 @@ class Run:
                            part_rows=opts.part_rows, part_seconds=opts.part_seconds,
                            modality_configs=self.configs, shard=shard)
         self.summary = RunSummary(str(output), len(items))
+        self.books = Books(self.summary, progress, self.t0)
         self.todo: list[Input] = []
-        self.states: dict[Path, FileState] = {}
         self.by_hash: dict[str, Any] = {}  # content hash -> record of an embedded file
-        self.finished: list[tuple] = []  # file records not yet handed to the writer
-        self.files_done = 0
         self.signum = 0
         self.writer: Writer | None = None
         self.compute: Compute | None = None
@@ -158,7 +116,7 @@ class Run:
                 if self.signum:
                     raise Interrupted(self.signum)
                 self.writer.finish()
-                self._report(final=True)
+                self.books.report(final=True)
                 self._consolidate()
             finally:
                 self._close()
@@ -170,7 +128,7 @@ class Run:
     def _plan(self) -> None:
         """Skip inputs finished in committed work; record discovery problems; index the content
         of embedded files (an identical file is copied, not recomputed)."""
-        from ..store import Failure, FileRecord, h5_text
+        from ..store import h5_text
 
         done = self.store.done_files()
         for inp in self.items:
@@ -184,14 +142,8 @@ class Run:
                 self.summary.n_skipped += 1
             else:
                 self.todo.append(inp)
-        failures = [(FileRecord(raw, raw, "", -1, -1, "", 0, "failed"), Failure(raw, "", "discover", msg))
-                    for raw, msg in self.problems]
-        for raw, msg in self.problems:
-            self.summary.n_failed += 1
-            self.summary.failures.append({"path": raw, "stage": "discover", "message": msg})
-        if failures:
-            self.writer.put(("files", failures))
-        self.states = {inp.path: FileState(inp) for inp in self.todo}
+        self.books.open(self.todo, self.writer.put)
+        self.books.problems(self.problems)
         redo = {h5_text(str(i.path)) for i in self.todo}  # their old rows are being replaced
         self.by_hash = {r.content_hash: r for r in done.values()
                         if r.status == "ok" and r.content_hash and r.path not in redo}
@@ -219,7 +171,7 @@ class Run:
     def _decode_in_pool(self, pending: list[Input]) -> None:
         pool = self.pool
         checked = time.monotonic()
-        while self.states and not self.signum:
+        while self.books.states and not self.signum:
             # A bounded window of files per worker; the decoders run ahead of the encoder.
             pool.submit_from(pending)
             events = pool.get(timeout=0.05)
@@ -228,7 +180,7 @@ class Run:
                 self.handle(ev)
                 if self.signum:
                     break
-            self._push_files()
+            self.books.push()
             now = time.monotonic()
             if events and now - checked < 0.5:
                 continue
@@ -247,7 +199,7 @@ class Run:
         self.compute.inq.put(None)
         self.compute.join()
         self._collect_ready()
-        self._push_files()
+        self.books.push()
 
     def _close(self) -> None:
         c = self.compute
@@ -288,12 +240,8 @@ class Run:
     def handle(self, ev: Event) -> None:
         self._handlers[ev.kind](ev)
 
-    def _live(self, path) -> FileState | None:
-        st = self.states.get(path)
-        return None if st is None or st.failed else st
-
     def _on_sample(self, ev: Sampled) -> None:
-        st = self._live(ev.file)
+        st = self.books.live(ev.file)
         if st is None:
             return
         st.modality = ev.modality
@@ -303,19 +251,19 @@ class Run:
             self._flush(batch)
 
     def _on_done(self, ev: Done) -> None:
-        st = self._live(ev.file)
+        st = self.books.live(ev.file)
         if st is None:
             return
         st.modality, st.reason, st.fp, st.expected = ev.modality, ev.reason, ev.fp, ev.n
         if st.encoded >= ev.n:
-            self._finish(st)
+            self.books.finish(st)
 
     def _on_fail(self, ev: Failed) -> None:
         self._fail(ev.file, ev.modality, ev.stage, ev.message)
 
     def _on_dup(self, ev: Dup) -> None:
         """Same bytes as a file embedded earlier under another name: copy, don't recompute."""
-        st = self._live(ev.file)
+        st = self.books.live(ev.file)
         if st is None:
             return
         src = self.by_hash[ev.fp[2]]
@@ -328,18 +276,18 @@ class Run:
         st.modality, st.fp, st.expected, st.encoded = src.modality, ev.fp, len(rows.ids), len(rows.ids)
         st.reason = f"identical content to {src.id}"
         self.summary.n_copied += 1
-        self._finish(st)
+        self.books.finish(st)
 
     def _fail(self, path: Path, modality: str, stage: str, message: str) -> None:
         from ..store import Failure
 
-        st = self._live(path)
+        st = self.books.live(path)
         if st is None:
             return
         st.failed = True
         st.modality = st.modality or modality
         self.batcher.drop(path)
-        self._finish(st, Failure(str(path), st.modality, stage, message))
+        self.books.finish(st, Failure(str(path), st.modality, stage, message))
 
     # -- batches ---------------------------------------------------------------------------
     def _flush(self, batch: Batch) -> None:
@@ -361,65 +309,16 @@ class Run:
         for path, stage, message in result.errors:
             self._fail(path, batch.modality, stage, message)
         for ents, vecs, ntok, toks in result.rows:
-            live = [i for i, (p, _) in enumerate(ents) if self._live(p) is not None]
+            live = [i for i, (p, _) in enumerate(ents) if self.books.live(p) is not None]
             if not live:
                 continue
             ents = [ents[i] for i in live]
             self.writer.put(("rows", Rows(
-                ids=[sample_id(self.states[p].inp.id, s.key) for p, s in ents],
+                ids=[sample_id(self.books.states[p].inp.id, s.key) for p, s in ents],
                 paths=[str(p) for p, _ in ents], modalities=[batch.modality] * len(ents),
                 vectors=vecs[live], n_tokens=ntok[live],
                 tokens=[toks[i] for i in live] if toks is not None else None)))
-            self.summary.n_samples += len(ents)
-            for p, _ in ents:
-                st = self.states[p]
-                st.encoded += 1
-                if st.expected is not None and st.encoded >= st.expected:
-                    self._finish(st)
-
-    # -- files -----------------------------------------------------------------------------
-    def _finish(self, st: FileState, failure=None) -> None:
-        """``st`` is complete (or failed): its record goes to the writer, progress is told."""
-        from ..store import FileRecord
-
-        self.files_done += 1
-        size, mtime, chash = st.fp if st.fp else (-1, -1, "")
-        s = self.summary
-        if failure is None:
-            rec = FileRecord(str(st.inp.path), st.inp.id, st.modality, size, mtime, chash, st.expected or 0, "ok")
-            s.n_embedded += 1
-            s.by_modality[st.modality] = s.by_modality.get(st.modality, 0) + 1
-        else:
-            if size < 0:
-                with contextlib.suppress(OSError):
-                    size, mtime = fingerprint(st.inp.path)
-            rec = FileRecord(str(st.inp.path), st.inp.id, st.modality, size, mtime, chash, 0, "failed")
-            s.n_failed += 1
-            s.failures.append({"path": failure.path, "modality": failure.modality,
-                               "stage": failure.stage, "message": failure.message})
-        self.finished.append((rec, failure))
-        if len(self.finished) >= 256:
-            self._push_files()
-        self.states.pop(st.inp.path, None)
-        if self.progress:
-            self.progress({"event": "file", "path": str(st.inp.path), "id": st.inp.id,
-                           "modality": st.modality, "status": rec.status, "n_samples": rec.n_samples,
-                           "stage": failure.stage if failure else None,
-                           "message": failure.message if failure else None})
-        self._report()
-
-    def _push_files(self) -> None:
-        if self.finished:
-            self.writer.put(("files", self.finished.copy()))
-            self.finished.clear()
-
-    def _report(self, final: bool = False) -> None:
-        if self.progress:
-            s = self.summary
-            self.progress({"event": "tick", "files_done": self.files_done, "files_total": len(self.todo),
-                           "skipped": s.n_skipped, "samples": s.n_samples, "failed": s.n_failed,
-                           "by_modality": dict(s.by_modality), "elapsed": time.monotonic() - self.t0,
-                           "final": final})
+            self.books.encoded([p for p, _ in ents])
 
 
 def root_attrs(model, run_config: dict, cfg_hash: str, modality_configs: dict) -> dict[str, Any]:
