@@ -39,7 +39,8 @@ def embed(
         dtype: compute dtype.
         modality: force one modality for every file.
         pool: ``cls``, ``mean`` or ``max`` (default: per modality).
-        batch_size: encoder rows per batch.
+        batch_size: encoder rows per batch; shorter rows are added until a batch holds as many
+            tokens as ``batch_size`` images (up to 16 x ``batch_size`` rows).
         options: per-modality config overrides, e.g. ``{"video": {"frames": 32}}``.
         on_error: ``"raise"`` (first bad file raises) or ``"skip"`` (bad files are left out).
 

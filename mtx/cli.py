@@ -120,7 +120,9 @@ def embed(
     device: DeviceOpt = "auto",
     dtype: Annotated[str, typer.Option("--dtype", envvar="MTX_DTYPE", help="Compute dtype: auto (bfloat16 on "
                                        "CUDA and CPUs with native bf16, else float32), float32, bfloat16, float16.")] = "auto",
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Encoder rows per batch.")] = 32,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Encoder rows per batch; shorter "
+                                            "rows (table rows, series, text) are added until the batch holds as many "
+                                            "tokens as N images (N x 197 at B/16), up to 16 x N rows.")] = 32,
     workers: Annotated[int | None, typer.Option("--workers", "-j", min=0,
                                                 help="Decoder processes (0 = in-process). Default: half the "
                                                 "cores (at most 8) on CPU, all but two with a GPU.")] = None,
