@@ -36,6 +36,7 @@ class Embedder:
         self.opts = opts
         self.configs = {}
         self.pools: dict[str, str] = {}
+        self._costs: dict[str, Any] = {}
         # On CUDA the collate writes into torch's pinned-memory cache instead.
         self.buffers = BufferPool() if model.device.type == "cpu" else None
 
@@ -57,9 +58,13 @@ class Embedder:
 
     def cost(self, modality: str, sample) -> int:
         """Tokens of each row of ``sample`` at this model's geometry and the modality's config."""
-        from ..modalities import get_modality
+        fn = self._costs.get(modality)
+        if fn is None:  # called per sample: bind the modality, geometry and config once
+            from ..modalities import get_modality
 
-        return get_modality(modality).cost(sample, self.model.spec, self.config(modality))
+            mod, spec, cfg = get_modality(modality), self.model.spec, self.config(modality)
+            fn = self._costs[modality] = lambda s: mod.cost(s, spec, cfg)
+        return fn(sample)
 
     def batcher(self) -> Batcher:
         """A batcher sized by the options' rows and token budget for this model."""

@@ -36,7 +36,12 @@ def run_embed(items: list[Input], output: str | Path, opts: EmbedOptions, model,
     shard marker, and ``mtx merge`` builds the final file once every shard is done. ``pool``:
     decoder processes started beforehand (:func:`start_workers`), used and closed.
     """
-    run = Run(items, output, opts, model, progress=progress, problems=problems, shard=shard, pool=pool)
+    try:
+        run = Run(items, output, opts, model, progress=progress, problems=problems, shard=shard, pool=pool)
+    except BaseException:
+        if pool is not None:
+            pool.close()
+        raise
     return run.execute().to_dict()
 
 
