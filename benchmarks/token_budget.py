@@ -12,7 +12,9 @@ columns (``columns + 1`` tokens per row):
 3. `mtx embed` with batches of ``--batch-size`` rows only (how it batched before the budget).
 
 Each `mtx embed` variant runs ``--repeat`` times, alternating, and keeps its best (the machine is
-shared and noisy). The result is the ratio of (2) and (3) to the best of (1).
+shared and noisy). The result is the ratio of (2) and (3) to the best of (1). On a machine whose
+cores are also busy with other work, a team of OpenMP threads waits for its slowest member:
+``--threads 1`` keeps the comparison fair there.
 """
 from __future__ import annotations
 
@@ -83,6 +85,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="32,64,128,256,512,1024,2048")
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=3.0, help="per bare batch size")
+    ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
     ap.add_argument("--json-out", default=None)
     a = ap.parse_args()
     rows = a.rows or (20000 if a.model == "tiny" else 4096)
@@ -93,6 +96,8 @@ def main() -> None:
     from mtx.modalities import get_modality
     from mtx.pipeline import EmbedOptions, discover
 
+    if a.threads:
+        torch.set_num_threads(a.threads)
     model = load_model(a.model, "seeded", "cpu", "float32")
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp) / "in"
