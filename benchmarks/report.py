@@ -20,6 +20,13 @@ def main() -> None:
             out.append(f"| {k} | {v['n_files']} | {v['n_samples']} | {v['bare_samples_per_s']:.2f} | "
                        f"{v['e2e_samples_per_s']:.2f} | **{v['efficiency']:.2f}** |")
         out.append("")
+    if "tokens" in d:
+        out += ["| model | tokens/row | bare encoder rows/s (best batch) | `mtx embed` rows/s, rows only | "
+                "`mtx embed` rows/s, token budget | budget / bare |", "|---|---|---|---|---|---|"]
+        for k, v in d["tokens"].items():
+            out.append(f"| {k} | {v['tokens_per_row']} | {v['bare_best_rows_per_s']:.0f} ({v['bare_best_batch']}) | "
+                       f"{v['embed_rows_only_rows_per_s']:.0f} | {v['embed_rows_per_s']:.0f} | **{v['ratio']:.2f}** |")
+        out.append("")
     if "encoder" in d:
         e = d["encoder"]
         out += ["| dtype | matmul ceiling GFLOP/s | encoder GFLOP/s | efficiency | images/s (batch "

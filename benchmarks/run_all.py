@@ -32,9 +32,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="a quarter of the inputs")
     ap.add_argument("--modalities", default="", help="comma-separated subset for the pipeline part")
-    ap.add_argument("--only", default="", help="comma-separated parts: encoder,pipeline,host,scale,memory")
+    ap.add_argument("--only", default="", help="comma-separated parts: encoder,pipeline,tokens,host,scale,memory")
     a = ap.parse_args()
-    parts = set(a.only.split(",")) if a.only else {"encoder", "pipeline", "host", "memory", "scale"}
+    parts = set(a.only.split(",")) if a.only else {"encoder", "pipeline", "tokens", "host", "memory", "scale"}
     out_path = HERE / "RESULTS.json"
     res = json.loads(out_path.read_text()) if out_path.exists() else {}
     if "encoder" in parts:
@@ -48,6 +48,10 @@ def main() -> None:
             extra = ["--naive", "16"] if name == "image" else []
             res["pipeline"][name] = run("pipeline_efficiency.py", "--modality", name, "--n", str(n), *extra)
             out_path.write_text(json.dumps(res, indent=1))
+    if "tokens" in parts:  # short rows: the token budget vs the bare encoder's best batch
+        res["tokens"] = {m: run("token_budget.py", "--model", m, *(["--rows", "2048"] if a.quick else []))
+                         for m in ("tiny", "meta-b16")}
+        out_path.write_text(json.dumps(res, indent=1))
     if "host" in parts:
         res["host"] = run("host_overhead.py", "--n", "750" if a.quick else "3000")
     if "scale" in parts:

@@ -39,7 +39,8 @@ def embed(
         dtype: compute dtype.
         modality: force one modality for every file.
         pool: ``cls``, ``mean`` or ``max`` (default: per modality).
-        batch_size: encoder rows per batch.
+        batch_size: encoder rows per batch; shorter rows are added until a batch holds as many
+            tokens as ``batch_size`` images (up to 16 x ``batch_size`` rows).
         options: per-modality config overrides, e.g. ``{"video": {"frames": 32}}``.
         on_error: ``"raise"`` (first bad file raises) or ``"skip"`` (bad files are left out).
 
@@ -54,8 +55,7 @@ def embed(
         >>> vecs.shape[1]
         64
     """
-    from .modalities import get_modality
-    from .pipeline import Embedder, EmbedOptions, discover, process_file
+    from .pipeline import Embedder, EmbedOptions, discover, process_file, sample_id
 
     if isinstance(paths, (str, Path)):
         paths = [paths]
@@ -67,45 +67,29 @@ def embed(
         raise MtxError(f"{problems[0][0]}: {problems[0][1]}")
     emb = Embedder(m, opts)
     configs = {name: emb.config(name).to_dict() for name in {*(opts.options or {})}}
+
+    def samples():
+        """(sample id, modality, sample) of every file that decodes."""
+        for inp in items:
+            events: list = []
+            process_file(inp, modality, [], configs, events.append)
+            if events and events[-1].kind == "fail":
+                if on_error == "raise":
+                    raise MtxError(f"{inp.path}: {events[-1].stage}: {events[-1].message}")
+                continue
+            for ev in events:
+                if ev.kind == "sample":
+                    yield sample_id(inp.id, ev.sample.key), ev.modality, ev.sample
+
     ids: list[str] = []
     vecs: list[np.ndarray] = []
-    buckets: dict[tuple, list[tuple[str, Any]]] = {}
-
-    def flush(key):
-        entries = buckets.pop(key)
-        try:
-            v, _, _ = emb.embed(key[0], [s for _, s in entries])
-        except Exception:  # noqa: BLE001 - find the bad sample(s), as `mtx embed` does
-            for sid, s in entries:
-                try:
-                    v1, _, _ = emb.embed(key[0], [s])
-                except Exception as e:  # noqa: BLE001
-                    if on_error == "raise":
-                        raise MtxError(f"{sid}: {short(e)}") from None
-                    continue
-                ids.append(sid)
-                vecs.append(v1)
-            return
-        ids.extend(i for i, _ in entries)
-        vecs.append(v)
-
-    for inp in items:
-        msgs: list[tuple] = []
-        process_file(inp, modality, [], configs, msgs.append)
-        if msgs and msgs[-1][0] == "fail":
-            if on_error == "raise":
-                raise MtxError(f"{inp.path}: {msgs[-1][3]}: {msgs[-1][4]}")
-            continue
-        for msg in msgs:
-            if msg[0] != "sample":
-                continue
-            _, _, mod_name, s = msg
-            key = (mod_name, get_modality(mod_name).batch_key(s))
-            buckets.setdefault(key, []).append((inp.id + (f"#{s.key}" if s.key else ""), s))
-            if sum(x.n_segments for _, x in buckets[key]) >= batch_size:
-                flush(key)
-    for key in list(buckets):
-        flush(key)
+    for result in emb.embed_stream(samples()):
+        if result.errors and on_error == "raise":
+            sid, _, message = result.errors[0]
+            raise MtxError(f"{sid}: {message}")
+        for entries, v, _, _ in result.rows:
+            ids.extend(sid for sid, _ in entries)
+            vecs.append(v)
     if not vecs:
         return [], np.zeros((0, m.spec.dim), np.float32)
     return ids, np.concatenate(vecs)
@@ -117,7 +101,7 @@ def inspect_file(model, path: str | Path, *, modality: str | None = None,
     """What the encoder receives for ``path``: a report dict and the first sample's tokens [N, D]."""
     from .errors import DecodeError
     from .modalities import get_modality
-    from .pipeline import Embedder, EmbedOptions
+    from .pipeline import Embedder, EmbedOptions, sample_id
     from .sniff import sniff as _sniff
 
     path = Path(path)
@@ -148,7 +132,7 @@ def inspect_file(model, path: str | Path, *, modality: str | None = None,
         if first is None:
             x = t.x[0].float().cpu()
             first = (x if t.pad_mask is None else x[~t.pad_mask[0].cpu()]).numpy().astype(np.float32)
-        reports.append({"id": path.name + (f"#{s.key}" if s.key else ""), "segments": s.n_segments,
+        reports.append({"id": sample_id(path.name, s.key), "segments": s.n_segments,
                         "tokens": n_tok, "padding": pad,
                         "arrays": {k: [list(a.shape), str(a.dtype)] for k, a in s.arrays.items()},
                         "meta": s.meta})

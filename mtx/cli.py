@@ -125,7 +125,9 @@ def embed(
     device: DeviceOpt = "auto",
     dtype: Annotated[Dtype, typer.Option("--dtype", envvar="MTX_DTYPE", help="Compute dtype; auto: bfloat16 on "
                                          "CUDA and CPUs with native bf16, else float32.")] = "auto",
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Encoder rows per batch.")] = 32,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Encoder rows per batch; shorter "
+                                            "rows (table rows, series, text) are added until the batch holds as many "
+                                            "tokens as N images (N x 197 at B/16), up to 16 x N rows.")] = 32,
     workers: Annotated[int | None, typer.Option("--workers", "-j", min=0,
                                                 help="Decoder processes (0 = in-process). Default: half the "
                                                 "cores (at most 8) on CPU, all but two with a GPU.")] = None,
@@ -169,16 +171,9 @@ def embed(
     _check_choice("--pool", pool, POOL_CHOICES)
     _check_choice("--store-dtype", store_dtype, ("float32", "float16"))
     _check_choice("--text-unit", text_unit, ("file", "line"))
-    shortcuts: dict[str, dict[str, Any]] = {}
-    for mod, field, val in (("video", "frames", frames), ("video", "clips", clips),
-                            ("time_series", "window", window), ("time_series", "stride", stride),
-                            ("imu", "window", window), ("imu", "stride", stride),
-                            ("text", "unit", text_unit)):
-        if val is not None:
-            shortcuts.setdefault(mod, {})[field] = val
-    from .pipeline import EmbedOptions, discover, run_embed
-    from .sniff import sniff
+    from .pipeline import EmbedOptions, discover
 
+    shortcuts = _shortcuts(frames=frames, clips=clips, window=window, stride=stride, text_unit=text_unit)
     opts = EmbedOptions(model=model, weights=weights, device=device, dtype=dtype, batch_size=batch_size,
                         workers=workers, modality=modality, rules=_parse_map(map_), pool=pool,
                         store_dtype=store_dtype, save_tokens=save_tokens, overwrite=overwrite,
@@ -189,82 +184,82 @@ def embed(
 
         get_modality(modality)
     items, problems = discover(inputs, null=null)
-    from ._console import Progress, err, out
-
     if dry_run:
-        rows = []
-        for it in items:
-            try:
-                d = sniff(it.path, modality=opts.modality, rules=opts.rules)
-                rows.append({"id": it.id, "path": str(it.path), "modality": d.modality, "reason": d.reason})
-            except MtxError as e:
-                rows.append({"id": it.id, "path": str(it.path), "modality": None, "reason": e.message})
-        if json_:
-            out.print_json(json.dumps({"inputs": rows, "problems": problems}))
-        else:
-            for r in rows:
-                out.print(f"{r['modality'] or '-':<14} {r['id']}  [dim]({r['reason']})[/dim]")
-            for p, m in problems:
-                err.print(f"[red]{p}: {m}[/red]")
-        raise typer.Exit(EXIT_OK if all(r["modality"] for r in rows) and not problems else EXIT_PARTIAL)
-    if not items and not problems:
-        raise UsageError("no input files found")
+        raise typer.Exit(_dry_run(items, problems, opts, json_))
     _check_choice("--engine", engine, ("local", "ray"))
-    from . import scale
+    from ._console import Progress, err
+    from .pipeline import embed_inputs
 
-    shard_t = scale.parse_shard(shard)
-    if gpus:
-        devices = ",".join(f"cuda:{i}" for i in range(gpus))
-    dev_list = [d.strip() for d in devices.split(",") if d.strip()] if devices else []
-    if sum(bool(x) for x in (shard_t, dev_list, engine == "ray")) > 1:
-        raise UsageError("choose one of --shard, --devices/--gpus and --engine ray")
-    if dev_list or engine == "ray":
-        if dev_list:
-            summary = scale.run_devices(output, items, opts, dev_list)
-        else:
-            from .ray_engine import run_ray
+    prog = Progress(not (quiet or no_progress or json_ or json_lines))
 
-            summary = run_ray(output, items, opts, address=address, workers=workers,
-                              gpus_per_worker=gpus_per_worker)
-        _print_summary(summary, json_, quiet)
-        raise typer.Exit(EXIT_PARTIAL if summary["n_failed"] else EXIT_OK)
-    from .encoder import load_model
-    from .pipeline import start_workers
+    def on_model(m) -> None:
+        _banner(m, quiet or json_)
+        prog.__enter__()
 
-    pool = start_workers(opts, len(items))  # decoders start while the model loads
     try:
-        m = load_model(model, weights, device, dtype)
-        if compile_:
-            m.compile()
-    except BaseException:
-        if pool is not None:
-            pool.close()
-        raise
-    _banner(m, quiet or json_)
+        summary = embed_inputs(items, output, opts, problems=problems, engine=engine, shard=shard, devices=devices,
+                               gpus=gpus, address=address, gpus_per_worker=gpus_per_worker,
+                               progress=_file_events(prog, json_lines, quiet, verbose), on_model=on_model)
+    finally:
+        prog.__exit__(None, None, None)
+    _print_summary(summary, json_, quiet)
+    if "shard" in summary and not quiet and not json_:
+        i, n = summary["shard"]
+        err.print(f"shard {i}/{n} committed; when every shard is done: mtx merge {output}")
+    raise typer.Exit(EXIT_PARTIAL if summary["n_failed"] else EXIT_OK)
+
+
+def _shortcuts(**values: Any) -> dict[str, dict[str, Any]]:
+    """The per-modality options that ``--frames``, ``--window``... stand for."""
+    out: dict[str, dict[str, Any]] = {}
+    for mod, fld, name in (("video", "frames", "frames"), ("video", "clips", "clips"),
+                           ("time_series", "window", "window"), ("time_series", "stride", "stride"),
+                           ("imu", "window", "window"), ("imu", "stride", "stride"), ("text", "unit", "text_unit")):
+        if values[name] is not None:
+            out.setdefault(mod, {})[fld] = values[name]
+    return out
+
+
+def _dry_run(items, problems: list[tuple[str, str]], opts, json_: bool) -> int:
+    """``--dry-run``: each input's modality and the reason; the exit code."""
+    from ._console import err, out
+    from .sniff import sniff
+
+    rows = []
+    for it in items:
+        try:
+            d = sniff(it.path, modality=opts.modality, rules=opts.rules)
+            rows.append({"id": it.id, "path": str(it.path), "modality": d.modality, "reason": d.reason})
+        except MtxError as e:
+            rows.append({"id": it.id, "path": str(it.path), "modality": None, "reason": e.message})
+    if json_:
+        out.print_json(json.dumps({"inputs": rows, "problems": problems}))
+    else:
+        for r in rows:
+            out.print(f"{r['modality'] or '-':<14} {r['id']}  [dim]({r['reason']})[/dim]")
+        for p, m in problems:
+            err.print(f"[red]{p}: {m}[/red]")
+    return EXIT_OK if all(r["modality"] for r in rows) and not problems else EXIT_PARTIAL
+
+
+def _file_events(prog, json_lines: bool, quiet: bool, verbose: bool):
+    """The progress callback of ``mtx embed``: the bar, NDJSON lines, failure lines."""
+    from ._console import err
 
     def on_event(ev: dict[str, Any]) -> None:
         prog.update(ev)
-        if ev.get("event") == "file":
-            if json_lines:
-                sys.stdout.write(json.dumps({k: ev[k] for k in ("id", "path", "modality", "status", "n_samples",
-                                                                 "stage", "message")}) + "\n")
-                sys.stdout.flush()
-            if ev["status"] == "failed" and not quiet:
-                err.print(f"[yellow]failed[/yellow] {ev['path']}: {ev['stage']}: {ev['message']}")
-            elif verbose:
-                err.print(f"[dim]ok {ev['id']} ({ev['modality']}, {ev['n_samples']} sample(s))[/dim]")
+        if ev.get("event") != "file":
+            return
+        if json_lines:
+            sys.stdout.write(json.dumps({k: ev[k] for k in ("id", "path", "modality", "status", "n_samples",
+                                                             "stage", "message")}) + "\n")
+            sys.stdout.flush()
+        if ev["status"] == "failed" and not quiet:
+            err.print(f"[yellow]failed[/yellow] {ev['path']}: {ev['stage']}: {ev['message']}")
+        elif verbose:
+            err.print(f"[dim]ok {ev['id']} ({ev['modality']}, {ev['n_samples']} sample(s))[/dim]")
 
-    with Progress(not (quiet or no_progress or json_ or json_lines)) as prog:
-        if shard_t:
-            if pool is not None:
-                pool.close()
-            summary = scale.embed_shard(output, items, shard_t, opts, m, progress=on_event)
-        else:
-            summary = run_embed(items, output, opts, m, progress=on_event, problems=problems, pool=pool)
-    _print_summary(summary, json_, quiet)
-    if shard_t and not quiet and not json_:
-        err.print(f"shard {shard_t[0]}/{shard_t[1]} committed; when every shard is done: mtx merge {output}")
-    raise typer.Exit(EXIT_PARTIAL if summary["n_failed"] else EXIT_OK)
+    return on_event
 
 
 def _print_summary(summary: dict[str, Any], json_: bool, quiet: bool) -> None:

@@ -9,7 +9,6 @@ class MtxError(Exception):
     """Base class for every error mtx reports to users."""
 
     exit_code = 1
-    stage = "run"
 
     def __init__(self, message: str, *, path: str | None = None):
         super().__init__(message)
@@ -26,39 +25,31 @@ class UsageError(MtxError):
 
 
 class UnknownModality(MtxError):
-    stage = "sniff"
+    """No modality recognises a file (sniffing lists every attempt)."""
 
 
 class AmbiguousModality(MtxError):
-    stage = "sniff"
+    """Two modalities claim a file with equal strength."""
 
 
 class DecodeError(MtxError):
     """A file could not be decoded or preprocessed (corrupt, truncated, unsupported)."""
 
-    stage = "load"
-
 
 class MissingDependency(MtxError):
     """An optional decoder or system library is not installed."""
 
-    stage = "load"
-
 
 class FileTimeout(MtxError):
-    stage = "load"
+    """A decoder made no progress on a file for ``--timeout`` seconds."""
 
 
 class WorkerCrashed(MtxError):
-    stage = "load"
+    """A decoder process died (a segfault in a decoder, an OOM kill)."""
 
 
 class TokenizeError(MtxError):
-    stage = "tokenize"
-
-
-class EncodeError(MtxError):
-    stage = "encode"
+    """Samples do not fit their modality's tokenizer."""
 
 
 class WeightsError(MtxError):
@@ -79,6 +70,21 @@ class ConfigMismatch(StoreError):
 
 class OutputLocked(StoreError):
     pass
+
+
+class NotReproducible(ConfigMismatch):
+    """This install cannot embed a query the way the store's vectors were embedded."""
+
+
+class Interrupted(MtxError):
+    """SIGINT/SIGTERM during a run: committed work is kept; the exit code is 128 + the signal."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        super().__init__(f"interrupted by {signal.Signals(signum).name}; committed work is kept, "
+                         "rerun the same command to resume")
+        self.exit_code = 128 + signum
 
 
 def short(exc: BaseException) -> str:

@@ -9,14 +9,10 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigMismatch, DeviceError, MtxError, UsageError, WeightsError
+from .errors import DeviceError, MtxError, NotReproducible, UsageError, WeightsError
 
 if TYPE_CHECKING:  # numpy loads on first use: `import mtx` stays cheap
     import numpy as np
-
-
-class NotReproducible(ConfigMismatch):
-    """This install cannot embed a query the way the store's vectors were embedded."""
 
 
 def _canon(obj: Any) -> str:
@@ -133,41 +129,34 @@ class StoreEmbedder:
         self._checked[modality] = cfg
         return cfg
 
-    def embed_file(self, path: Path, batch: int = 32) -> list[tuple[str, str, np.ndarray]]:
+    def embed_file(self, path: Path) -> list[tuple[str, str, np.ndarray]]:
         """[(label, modality, vector)] for each sample of ``path``."""
-
         from .errors import DecodeError, short
         from .modalities import get_modality
+        from .pipeline import sample_id
         from .sniff import sniff
 
         rc = self.run_config
         rules = [tuple(r) for r in rc.get("rules") or []]
         dec = sniff(path, modality=rc.get("forced_modality"), rules=rules)
         cfg = self.check(dec.modality)
-        mod = get_modality(dec.modality)
+
+        def samples():
+            try:
+                for s in get_modality(dec.modality).load(path, cfg, dec.sniffed):
+                    yield sample_id(str(path), s.key), dec.modality, s
+            except MtxError:
+                raise
+            except Exception as e:  # noqa: BLE001
+                raise DecodeError(short(e), path=str(path)) from None
+
         out: list[tuple[str, str, np.ndarray]] = []
-        pending: list = []
-
-        def flush() -> None:
-            groups: dict[Any, list] = {}
-            for s in pending:
-                groups.setdefault(mod.batch_key(s), []).append(s)
-            for ss in groups.values():
-                vecs, _, _ = self.emb.embed(dec.modality, ss)
-                out.extend((str(path) + (f"#{s.key}" if s.key else ""), dec.modality, v)
-                           for s, v in zip(ss, vecs, strict=True))
-            pending.clear()
-
-        try:
-            for s in mod.load(path, cfg, dec.sniffed):
-                pending.append(s)
-                if len(pending) >= batch:
-                    flush()
-        except MtxError:
-            raise
-        except Exception as e:  # noqa: BLE001
-            raise DecodeError(short(e), path=str(path)) from None
-        flush()
+        for result in self.emb.embed_stream(samples()):
+            if result.errors:
+                label, stage, message = result.errors[0]
+                raise MtxError(f"{label}: {stage}: {message}")
+            out.extend((label, dec.modality, v) for entries, vecs, _, _ in result.rows
+                       for (label, _), v in zip(entries, vecs, strict=True))
         if not out:
             raise DecodeError("no samples in file (empty content)", path=str(path))
         return out
@@ -263,47 +252,7 @@ def similar(
             from .modalities import get_modality
 
             get_modality(modality)  # unknown names raise; known ones simply have no rows here
-        labels: list[tuple[str, str, str | None]] = []  # (query, kind, modality)
-        vecs: list[np.ndarray] = []
-        files, ids = [], []
-        for i, qy in enumerate(queries):
-            if isinstance(qy, np.ndarray):
-                labels.append((f"vector[{i}]", "vector", None))
-                vecs.append(qy.astype(np.float32).reshape(-1))
-            elif Path(qy).is_file():
-                files.append((i, Path(qy)))
-                labels.append((str(qy), "file", None))
-                vecs.append(None)  # type: ignore[arg-type]
-            else:
-                ids.append((i, str(qy)))
-                labels.append((str(qy), "id", None))
-                vecs.append(None)  # type: ignore[arg-type]
-        if ids:
-            found = r.find_ids([q for _, q in ids])
-            missing = [q for _, q in ids if q not in found]
-            if missing:
-                raise UsageError(f"{missing[0]!r}: not a file and not an id in {r.path}"
-                                 + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
-                                 + "; ids are paths relative to the embedded folder (see `mtx export`)")
-            rows = [found[q] for _, q in ids]
-            v = r.vectors_at(rows)
-            meta = r.rows(rows)
-            for j, (i, _) in enumerate(ids):
-                vecs[i] = v[j]
-                labels[i] = (labels[i][0], "id", meta["modality"][j])
-        expanded: list[tuple[tuple[str, str, str | None], np.ndarray]] = []
-        notes: list[str] = []
-        if files:
-            emb = StoreEmbedder(r, weights=weights, device=device)
-        file_vecs = {i: emb.embed_file(p) for i, p in files} if files else {}
-        if files:
-            notes = emb.notes
-        for i, lab in enumerate(labels):
-            if i in file_vecs:
-                for name, mod, v in file_vecs[i]:
-                    expanded.append(((name, "file", mod), v))
-            else:
-                expanded.append((lab, vecs[i]))
+        expanded, notes = _query_vectors(r, queries, weights, device)
         if not expanded:
             raise UsageError("no query given")
         q = np.stack([v for _, v in expanded])
@@ -319,3 +268,52 @@ def similar(
         out.append({"query": name, "kind": kind, "modality": mod, "results": res,
                     **({"notes": notes} if notes and kind == "file" else {})})
     return out
+
+
+Label = tuple[str, str, str | None]  # (query, kind, modality)
+
+
+def _query_vectors(r, queries: list, weights, device) -> tuple[list[tuple[Label, np.ndarray]], list[str]]:
+    """Each query as ``((label, kind, modality), vector)`` (a file query: one per sample), and
+    the notes of the query embedder."""
+    import numpy as np
+
+    labels: list[Label] = []
+    vecs: list[np.ndarray | None] = []
+    files, ids = [], []
+    for i, qy in enumerate(queries):
+        if isinstance(qy, np.ndarray):
+            labels.append((f"vector[{i}]", "vector", None))
+            vecs.append(qy.astype(np.float32).reshape(-1))
+            continue
+        kind = "file" if Path(qy).is_file() else "id"
+        (files if kind == "file" else ids).append((i, Path(qy) if kind == "file" else str(qy)))
+        labels.append((str(qy), kind, None))
+        vecs.append(None)
+    if ids:
+        for i, v, mod in _id_vectors(r, ids):
+            vecs[i] = v
+            labels[i] = (labels[i][0], "id", mod)
+    emb = StoreEmbedder(r, weights=weights, device=device) if files else None
+    file_vecs = {i: emb.embed_file(p) for i, p in files} if emb else {}
+    expanded: list[tuple[Label, np.ndarray]] = []
+    for i, lab in enumerate(labels):
+        if i in file_vecs:
+            expanded.extend(((name, "file", mod), v) for name, mod, v in file_vecs[i])
+        else:
+            expanded.append((lab, vecs[i]))
+    return expanded, emb.notes if emb else []
+
+
+def _id_vectors(r, ids: list[tuple[int, str]]) -> list[tuple[int, np.ndarray, str]]:
+    """``(query index, vector, modality)`` of queries that are ids in the store."""
+    found = r.find_ids([q for _, q in ids])
+    missing = [q for _, q in ids if q not in found]
+    if missing:
+        raise UsageError(f"{missing[0]!r}: not a file and not an id in {r.path}"
+                         + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+                         + "; ids are paths relative to the embedded folder (see `mtx export`)")
+    rows = [found[q] for _, q in ids]
+    v = r.vectors_at(rows)
+    meta = r.rows(rows)
+    return [(i, v[j], meta["modality"][j]) for j, (i, _) in enumerate(ids)]

@@ -701,38 +701,3 @@ def read(path: str | Path, modality: str | None = None) -> tuple[list[str], np.n
             sel = [i for i, m in enumerate(mods) if m == modality]
             return [ids[i] for i in sel], vecs[sel]
     return ids, vecs
-
-
-def summary(path: str | Path) -> dict[str, Any]:
-    """Facts about a final file for ``mtx info``."""
-    h5py = _h5()
-    p = Path(path)
-    try:
-        f = h5py.File(p, "r")
-    except Exception as e:  # noqa: BLE001
-        raise StoreError(f"{p}: not a readable HDF5 file ({e})") from None
-    with f:
-        if f.attrs.get("format") != FORMAT_NAME:
-            raise StoreError(f"{p}: not an mtx embeddings file (format attr missing)")
-        mods = _modality_list(f) if len(f["modality"]) else []
-        counts: dict[str, int] = {}
-        for m in mods:
-            counts[m] = counts.get(m, 0) + 1
-        fails = read_failures(f)
-        per_mod = {name: {k: (v.item() if hasattr(v, "item") else v) for k, v in g.attrs.items()}
-                   for name, g in f["modalities"].items()}
-        attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
-        return {
-            "path": str(p),
-            "file_size": p.stat().st_size,
-            "format": attrs.get("format"),
-            "format_version": attrs.get("format_version"),
-            "n_rows": int(f["embeddings"].shape[0]),
-            "dim": int(f["embeddings"].shape[1]),
-            "store_dtype": str(f["embeddings"].dtype),
-            "rows_by_modality": counts,
-            "n_failures": len(fails),
-            "failures": [vars(x) for x in fails],
-            "modalities": per_mod,
-            "attrs": {k: v for k, v in attrs.items() if k != "config_json"},
-        }

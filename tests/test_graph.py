@@ -104,7 +104,7 @@ def test_karate_is_113_tokens_at_b16(sample_files, b16_model, source):
     assert got[0].meta["nodes"] == 34 and got[0].meta["edges"] == 78
     assert tokens.pool_mask.sum() == 34 and not tokens.pool_mask[0, 0]  # nodes only, not the graph token
     assert not tokens.pad_mask.any()
-    assert get_modality("graph").cost(got[0]) == 113
+    assert get_modality("graph").cost(got[0], b16_model.spec, get_modality("graph").config()) == 113
 
 
 @pytest.mark.parametrize("source", SOURCES)

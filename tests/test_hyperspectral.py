@@ -192,7 +192,7 @@ def test_indian_pines_shaped_mat_gives_201_tokens(tmp_path, b16_model):
     assert samples[0].meta["variable"] == "indian_pines" and samples[0].meta["band_positions"] == "index"
     assert tokens.x.shape == (1, 201, 768) and hidden.shape == (1, 201, 768)
     mod = get_modality("hyperspectral")
-    assert mod.cost(samples[0]) == 201 and mod.default_pool("seeded") == "mean"
+    assert mod.cost(samples[0], b16_model.spec, mod.config()) == 201 and mod.default_pool("seeded") == "mean"
 
 
 def test_mat_v5_and_v73_agree_and_use_wavelengths(tmp_path):

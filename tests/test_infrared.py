@@ -283,4 +283,4 @@ def test_tiny_model_contract(tmp_path, tiny_model):
     assert dec.modality == "infrared" and tokens.x.shape == (1, 197, 64)
     mod = get_modality("infrared")
     assert mod.default_pool(tiny_model.tokenizer("infrared", mod.config()).init) == "mean"
-    assert mod.cost(samples[0]) == 197
+    assert mod.cost(samples[0], tiny_model.spec, mod.config()) == 197

@@ -577,7 +577,7 @@ def test_shape_contract_b16(ref_files, b16_model):
     assert dec.modality == "point_cloud" and dec.reason.startswith("claim")
     assert tokens.x.shape == (1, 257, 768) and tokens.pad_mask is None and tokens.has_cls
     assert hidden.shape == (1, 257, 768) and torch.isfinite(hidden).all()
-    assert MOD.cost(samples[0]) == 257
+    assert MOD.cost(samples[0], b16_model.spec, MOD.config()) == 257
     m = samples[0].meta  # what `mtx tokenize` shows
     assert {"points_in_file", "fps_points", "groups", "group_size", "centroid", "radius"} <= set(m)
     tok = b16_model.tokenizer("point_cloud", MOD.config())

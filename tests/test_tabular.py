@@ -92,7 +92,7 @@ def test_five_column_row_gives_six_tokens_b16(tmp_path, b16_model):
     assert [s.key for s in samples] == ["row=0", "row=1"]
     assert tokens.x.shape == (2, 6, 768) and hidden.shape == (2, 6, 768)
     assert tokens.pad_mask is None and tokens.has_cls
-    assert get_modality("tabular").cost(samples[0]) == 6
+    assert get_modality("tabular").cost(samples[0], b16_model.spec, get_modality("tabular").config()) == 6
 
 
 # -- CSV dialects and header decisions ---------------------------------------------------------

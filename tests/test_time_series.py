@@ -12,6 +12,7 @@ from conftest import run_modality
 from mtx.errors import DecodeError
 from mtx.modalities import get_modality
 from mtx.sniff import sniff
+from mtx.weights import get_preset
 
 CHANNELS = ["HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL", "OT"]
 
@@ -71,7 +72,7 @@ def test_token_count_96x7_is_78_at_b16(tmp_path, b16_model):
     dec, samples, tokens, hidden = run_modality(b16_model, ett_csv(tmp_path / "ett.csv"))
     assert samples[0].arrays["series"].shape == (1, 7, 96)
     assert tokens.x.shape == (1, 78, 768) and hidden.shape == (1, 78, 768)
-    assert get_modality("time_series").cost(samples[0]) == 78
+    assert get_modality("time_series").cost(samples[0], b16_model.spec, get_modality("time_series").config()) == 78
     assert torch.isfinite(hidden).all()
 
 
@@ -128,7 +129,7 @@ def test_token_cap_resamples(tmp_path):
     mod = get_modality("time_series")
     np.save(tmp_path / "long_series.npy", np.random.default_rng(0).standard_normal((20000, 3)))
     (s,) = mod.load(tmp_path / "long_series.npy", mod.config())
-    n = mod.cost(s)
+    n = mod.cost(s, get_preset("meta-b16"), mod.config())
     assert n <= 2048 and n > 2000 and "resampled" in s.meta
 
 

@@ -8,9 +8,10 @@ import pickle
 import numpy as np
 import pytest
 
-from mtx import pipeline as P
 from mtx.modalities import get_modality
 from mtx.modalities._base import Sample
+from mtx.pipeline import transport as T
+from mtx.pipeline import workers as W
 
 
 class _Conn:
@@ -21,8 +22,8 @@ class _Conn:
         self.sent.append(b)
 
 
-def _main_side(ch) -> P._Worker:
-    w = P._Worker.__new__(P._Worker)  # the main side of a worker, without a process
+def _main_side(ch) -> W.Worker:
+    w = W.Worker.__new__(W.Worker)  # the main side of a worker, without a process
     w.ch, w.ring = ch, memoryview(ch.ring).cast("B")
     return w
 
@@ -34,9 +35,9 @@ def _samples(rng, n, shape=(1, 3, 8, 8)):
 
 @pytest.mark.parametrize("use_shm", [True, False])
 def test_chunks_round_trip_through_ring_file_and_pipe(use_shm):
-    ch = P._Channel.create(mp.get_context("spawn"))
+    ch = T.Channel.create(mp.get_context("spawn"))
     conn = _Conn()
-    ck = P._Chunker(conn, ch, use_shm=use_shm)
+    ck = T.Chunker(conn, ch, use_shm=use_shm)
     rng = np.random.default_rng(0)
     small = _samples(rng, 3)
     expect = [{k: a.copy() for k, a in s.arrays.items()} for s in small]
@@ -58,7 +59,7 @@ def test_chunks_round_trip_through_ring_file_and_pipe(use_shm):
         blob = w.blob(where)
         for ev in events:
             if ev[0] == "sample":
-                P._resolve(ev[3], blob)
+                T.resolve(ev[3], blob)
                 got.append(ev[3])
     for s, e in zip(got[:3], expect, strict=True):
         for k in e:
@@ -70,9 +71,9 @@ def test_chunks_round_trip_through_ring_file_and_pipe(use_shm):
 
 
 def test_a_ring_slot_is_freed_only_when_its_last_array_is_gone():
-    ch = P._Channel.create(mp.get_context("spawn"))
+    ch = T.Channel.create(mp.get_context("spawn"))
     conn = _Conn()
-    ck = P._Chunker(conn, ch, use_shm=False)
+    ck = T.Chunker(conn, ch, use_shm=False)
     for i, s in enumerate(_samples(np.random.default_rng(1), 2)):
         ck.emit(i, ("sample", None, "image", s))
     ck.flush()
@@ -82,7 +83,7 @@ def test_a_ring_slot_is_freed_only_when_its_last_array_is_gone():
     w = _main_side(ch)
     blob = w.blob(where)
     for ev in events:
-        P._resolve(ev[3], blob)
+        T.resolve(ev[3], blob)
     keep = events[1][3].arrays["extra"]
     del blob, events, ev
     gc.collect()
@@ -91,14 +92,14 @@ def test_a_ring_slot_is_freed_only_when_its_last_array_is_gone():
     gc.collect()
     assert ch.used[slot] == 0
     # Every slot can be taken again (the semaphore was released once per chunk).
-    assert all(ch.free.acquire(block=False) for _ in range(P.SLOTS))
+    assert all(ch.free.acquire(block=False) for _ in range(T.SLOTS))
     assert not ch.free.acquire(block=False)
 
 
 def test_a_file_split_over_chunks_ships_its_done_at_once():
-    ch = P._Channel.create(mp.get_context("spawn"))
+    ch = T.Channel.create(mp.get_context("spawn"))
     conn = _Conn()
-    ck = P._Chunker(conn, ch, use_shm=False)
+    ck = T.Chunker(conn, ch, use_shm=False)
     rng = np.random.default_rng(2)
     per = (1, 3, 600, 600)  # ~1 MB each: a 4 MB slot holds three
     for s in _samples(rng, 5, shape=per):
@@ -141,34 +142,34 @@ def test_ring_is_sized_to_the_free_shared_memory(monkeypatch):
         monkeypatch.setattr(os, "statvfs", lambda p: SimpleNamespace(f_bavail=mb << 20, f_frsize=1))
 
     free(64)  # Docker's default /dev/shm: 14 rings of 32 MB would end in SIGBUS
-    assert P._ring_slots(14) == 0
+    assert T.ring_slots(14) == 0
     free(64)
-    assert P._ring_slots(1) == 8  # 32 MB = 8 slots of 4 MB fit in half of 64 MB
+    assert T.ring_slots(1) == 8  # 32 MB = 8 slots of 4 MB fit in half of 64 MB
     free(100_000)
-    assert P._ring_slots(14) == P.SLOTS
+    assert T.ring_slots(14) == T.SLOTS
     # Without ring slots every chunk takes the file (or pipe) path, and still arrives intact.
-    ch = P._Channel.create(mp.get_context("spawn"), slots=0)
+    ch = T.Channel.create(mp.get_context("spawn"), slots=0)
     conn = _Conn()
-    ck = P._Chunker(conn, ch, use_shm=False)
+    ck = T.Chunker(conn, ch, use_shm=False)
     s = _samples(np.random.default_rng(4), 1)[0]
     want = s.arrays["pixels"].copy()
     ck.emit(1, ("sample", None, "image", s))
     ck.flush()
     (_, events, where), = [pickle.loads(b) for b in conn.sent]
     assert where[0] == "inline"
-    P._resolve(events[0][3], _main_side(ch).blob(where))
+    T.resolve(events[0][3], _main_side(ch).blob(where))
     np.testing.assert_array_equal(events[0][3].arrays["pixels"], want)
 
 
 def test_waiting_on_the_main_process_is_flagged_not_taken_for_a_stall():
-    ch = P._Channel.create(mp.get_context("spawn"))
+    ch = T.Channel.create(mp.get_context("spawn"))
     seen = []
 
     class Conn:
         def send_bytes(self, b):
             seen.append(ch.state[2])
 
-    ck = P._Chunker(Conn(), ch, use_shm=False)
+    ck = T.Chunker(Conn(), ch, use_shm=False)
     ck.emit(1, ("fail", None, "image", "load", "bad"))
     ck.flush()
     assert seen == [1] and ch.state[2] == 0
@@ -177,9 +178,9 @@ def test_waiting_on_the_main_process_is_flagged_not_taken_for_a_stall():
 def test_an_unreadable_chunk_fails_its_files_and_the_run_goes_on(tmp_path):
     from pathlib import Path
 
-    ch = P._Channel.create(mp.get_context("spawn"), slots=0)
+    ch = T.Channel.create(mp.get_context("spawn"), slots=0)
     conn = _Conn()
-    ck = P._Chunker(conn, ch, use_shm=True)
+    ck = T.Chunker(conn, ch, use_shm=True)
     for seq in (5, 6):
         ck.emit(seq, ("sample", None, "image", _samples(np.random.default_rng(seq), 1)[0]))
         ck.emit(seq, ("done", None, "image", "why", (1, 2, "h"), 1))
@@ -187,10 +188,10 @@ def test_an_unreadable_chunk_fails_its_files_and_the_run_goes_on(tmp_path):
     (raw,) = conn.sent
     where = pickle.loads(raw)[2]
     assert where[0] == "file"
-    os_path = Path(P.SHM_DIR) / where[1]
+    os_path = Path(T.SHM_DIR) / where[1]
     os_path.unlink()  # e.g. removed by someone else's clean-up
 
-    pool = P._WorkerPool.__new__(P._WorkerPool)
+    pool = W.WorkerPool.__new__(W.WorkerPool)
     pool.paths = {5: Path("/x/a.png"), 6: Path("/x/b.png")}
     pool.ready, pool._start_deaths = set(), 0
     w = _main_side(ch)

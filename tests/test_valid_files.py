@@ -13,6 +13,7 @@ import pytest
 import validgen as vg
 
 from mtx.errors import DecodeError
+from mtx.weights import get_preset
 from mtx.modalities import get_modality
 from mtx.sniff import sniff
 
@@ -29,11 +30,15 @@ def files(tmp_path_factory) -> Path:
     return d
 
 
+B16 = get_preset("meta-b16")
+
+
 def load(path: Path, modality: str | None = None, **cfg):
     dec = sniff(path, modality=modality)
     mod = get_modality(dec.modality)
-    samples = list(mod.load(path, mod.config(**cfg), dec.sniffed))
-    return dec, samples, [mod.cost(s) for s in samples]
+    conf = mod.config(**cfg)
+    samples = list(mod.load(path, conf, dec.sniffed))
+    return dec, samples, [mod.cost(s, B16, conf) for s in samples]
 
 
 @pytest.mark.parametrize("name", [n for n in CASES if n != "cell_50mb.csv"])

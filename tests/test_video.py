@@ -141,7 +141,7 @@ def test_frames_and_clips(tmp_path, tiny_model):
     assert times.shape == (3, 8) and np.all(np.diff(times.ravel()) > 0)  # clips cover consecutive parts
     dec, samples, tokens, hidden = run_modality(tiny_model, p, frames=8, clips=3)
     assert tokens.x.shape == (3, 1 + 4 * 196, 64)
-    assert get_modality("video").cost(samples[0]) == 1 + 4 * 196
+    assert get_modality("video").cost(samples[0], tiny_model.spec, get_modality("video").config(frames=8)) == 1 + 4 * 196
     with pytest.raises(UsageError):
         get_modality("video").config(frames=7)
     with pytest.raises(UsageError):

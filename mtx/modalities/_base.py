@@ -301,9 +301,11 @@ class Modality:
             out[k] = t
         return out
 
-    def cost(self, sample: Sample) -> int:
-        """Approximate encoder tokens per segment, for length-aware batching."""
-        return 0
+    def cost(self, sample: Sample, spec: "EncoderSpec", cfg: ModalityConfig) -> int:
+        """Encoder tokens of each row (segment) of ``sample``, CLS included, before any batch
+        padding: what the tokenizer emits at ``spec``'s geometry with ``cfg`` (for a sample
+        whose rows differ, the longest). The batcher sizes batches by it."""
+        raise NotImplementedError
 
     # -- device side -----------------------------------------------------------------------
     def tokenizer(
@@ -539,9 +541,9 @@ class PatchImageModality(Modality):
 
     clip_init = True
 
-    def cost(self, sample: Sample) -> int:
-        g = sample.arrays["pixels"].shape[-1] // 16
-        return 1 + g * g
+    def cost(self, sample: Sample, spec, cfg) -> int:
+        h, w = sample.arrays["pixels"].shape[-2:]
+        return 1 + (h // spec.patch) * (w // spec.patch)
 
     def tokenizer(self, spec, front, cfg):
         return ImagePatchTokenizer(spec, front, self.seed(spec, cfg))

@@ -727,7 +727,7 @@ class audio(Modality):  # noqa: N801 - class name == registry key == module name
         frames = np.concatenate([s.arrays["frames"] for s in samples]).astype(np.int64)
         return pinned({"fbank": torch.from_numpy(out), "frames": torch.from_numpy(frames)}, pin)
 
-    def cost(self, sample: Sample) -> int:
+    def cost(self, sample: Sample, spec, cfg) -> int:
         return n_tokens(int(sample.arrays["fbank"].shape[-1]))
 
     def content_reason(self, sample: Sample) -> str | None:

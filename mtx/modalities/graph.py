@@ -855,7 +855,7 @@ class graph(Modality):  # noqa: N801 - class name == registry key == module name
         return pinned({"ids": torch.from_numpy(ids), "type": torch.from_numpy(typ),
                        "attr": torch.from_numpy(attr), "pad_mask": torch.from_numpy(pad)}, pin)
 
-    def cost(self, sample: Sample) -> int:
+    def cost(self, sample: Sample, spec, cfg) -> int:
         return 1 + int(sample.arrays["type"].shape[1])
 
     def content_reason(self, sample: Sample) -> str | None:

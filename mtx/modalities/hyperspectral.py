@@ -749,7 +749,7 @@ class hyperspectral(Modality):  # noqa: N801 - class name == registry key == mod
         meta["tokens"] = int(maps.shape[0]) + 1
         yield Sample("", {"bands": maps[None], "band_pos": pos[None]}, meta)
 
-    def cost(self, sample: Sample) -> int:
+    def cost(self, sample: Sample, spec, cfg) -> int:
         return 1 + int(sample.arrays["bands"].shape[1])
 
     def tokenizer(self, spec, front, cfg: HyperspectralConfig):

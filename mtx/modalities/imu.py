@@ -473,8 +473,8 @@ class imu(Modality):  # noqa: N801 - class name == registry key == module name
             return
         yield Sample("", _windows(segs, offsets, cfg.max_windows, meta), meta)
 
-    def cost(self, sample: Sample) -> int:
-        return 1 + WINDOW // PATCH
+    def cost(self, sample: Sample, spec, cfg) -> int:
+        return 1 + sample.arrays["imu"].shape[-1] // PATCH
 
     def content_reason(self, sample: Sample) -> str | None:
         if (sample.arrays["valid"] <= 0).any():

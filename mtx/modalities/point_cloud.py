@@ -404,8 +404,8 @@ class point_cloud(Modality):  # noqa: N801 - class name == registry key == modul
         info.update(used=used, samples=len(pts), seed=cfg.seed)
         return pts
 
-    def cost(self, sample: Sample) -> int:
-        return int(sample.meta.get("groups", 256)) + 1
+    def cost(self, sample: Sample, spec, cfg: PointCloudConfig) -> int:
+        return 1 + cfg.groups
 
     # -- device side -----------------------------------------------------------------------
     def tokenizer(self, spec, front, cfg: PointCloudConfig) -> Tokenizer:

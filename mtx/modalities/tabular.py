@@ -1062,7 +1062,7 @@ class tabular(Modality):  # noqa: N801 - class name == registry key == module na
                 yield Sample(f"row={row}", {"col": col, "num": num[i:i + 1], "cat": cat[i:i + 1]}, meta)
                 row += 1
 
-    def cost(self, sample: Sample) -> int:
+    def cost(self, sample: Sample, spec, cfg) -> int:
         return 1 + int(sample.arrays["col"].shape[1])
 
     def batch_key(self, sample: Sample) -> Hashable:

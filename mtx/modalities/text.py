@@ -553,7 +553,7 @@ class text(Modality):  # noqa: N801 - class name == registry key == module name
         ids = np.concatenate([s.arrays["ids"][:, :width] for s in samples])
         return pinned({"ids": torch.from_numpy(np.ascontiguousarray(ids)), "n": torch.from_numpy(n)}, pin)
 
-    def cost(self, sample: Sample) -> int:
+    def cost(self, sample: Sample, spec, cfg) -> int:
         return 1 + int(sample.arrays["n"].max())
 
     def content_reason(self, sample: Sample) -> str | None:

@@ -331,9 +331,9 @@ class time_series(Modality):  # noqa: N801 - class name == registry key == modul
                 m["t_start"] = float(t[s])
             yield Sample(f"t={s}", {"series": fit_tokens(x[:, s:s + window], cfg, m)[None]}, m)
 
-    def cost(self, sample: Sample) -> int:
+    def cost(self, sample: Sample, spec, cfg: TimeSeriesConfig) -> int:
         _, c, steps = sample.arrays["series"].shape
-        return n_tokens(steps, c)
+        return n_tokens(steps, c, cfg.patch, cfg.patch_stride)
 
     def tokenizer(self, spec, front, cfg):
         return PatchTSTTokenizer(spec, self.seed(spec, cfg), cfg.patch, cfg.patch_stride)

@@ -752,10 +752,9 @@ class video(Modality):  # noqa: N801 - class name == registry key == module name
                     preprocess=f"short side {cfg.size} bicubic, centre crop {cfg.size}")
         yield Sample("", {"pixels": arr}, meta)
 
-    def cost(self, sample: Sample) -> int:
-        _, _, f, s, _ = sample.arrays["pixels"].shape
-        g = s // 16
-        return 1 + (f // TUBELET) * g * g
+    def cost(self, sample: Sample, spec, cfg) -> int:
+        _, _, f, h, w = sample.arrays["pixels"].shape
+        return 1 + (f // TUBELET) * (h // spec.patch) * (w // spec.patch)
 
     def default_pool(self, init: str) -> str:
         return "mean"

@@ -1,0 +1,166 @@
+"""Decoding a file, in a decoder process (or inline): stat, content hash, sniff, load.
+
+:func:`process_file` turns one input into events (:mod:`.events`); :func:`worker_main` is a
+decoder process: it takes files from its task pipe and ships their events in chunks
+(:mod:`.transport`).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import signal
+import stat
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from ..errors import DecodeError, MtxError, short
+from .events import Done, Dup, Event, Failed, Sampled
+from .inputs import Input, content_hash
+from .transport import SHM_DIR, Channel, Chunker
+
+
+def _stat_regular(path: Path) -> os.stat_result:
+    """stat() with every way a path can be unusable turned into a one-line DecodeError."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            try:
+                target = os.readlink(path)
+            except OSError:
+                target = "?"
+            raise DecodeError(f"broken symlink: its target {target} does not exist") from None
+        raise DecodeError("file disappeared before it could be read") from None
+    except PermissionError:
+        raise DecodeError("permission denied") from None
+    except OSError as e:
+        if e.errno == 40:  # ELOOP
+            raise DecodeError("symlink loop") from None
+        raise DecodeError(f"cannot stat: {e.strerror or e}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise DecodeError("is a directory, not a file")
+    if not stat.S_ISREG(st.st_mode):
+        raise DecodeError("not a regular file (a FIFO, socket or device); refusing to read it")
+    return st
+
+
+def _hash(path: Path) -> str:
+    try:
+        return content_hash(path)
+    except PermissionError:
+        raise DecodeError("permission denied") from None
+    except OSError as e:
+        raise DecodeError(f"cannot read: {e.strerror or e}") from None
+
+
+def process_file(inp: Input, opts_modality: str | None, rules, configs: dict[str, dict],
+                 emit: Callable[[Event], None], known: frozenset[str] | set[str] = frozenset()) -> None:
+    """Sniff and load one file, emitting ``Sampled`` events then one ``Done`` or ``Failed``.
+
+    A file whose content hash is in ``known`` (already embedded under another path with the
+    same configuration) is not decoded: a ``Dup`` event lets the caller copy its vectors.
+    """
+    from ..modalities import get_modality
+    from ..sniff import sniff
+
+    modality = ""
+    stage = "sniff"
+    try:
+        st = _stat_regular(inp.path)
+        chash = _hash(inp.path)
+        fp = (st.st_size, st.st_mtime_ns, chash)
+        if chash in known:
+            emit(Dup(file=inp.path, fp=fp))
+            return
+        dec = sniff(inp.path, modality=opts_modality, rules=rules)
+        modality = dec.modality
+        stage = "load"
+        mod = get_modality(modality)
+        cfg = mod.config(**configs.get(modality, {}))
+        n = 0
+        for s in mod.load(inp.path, cfg, dec.sniffed):
+            emit(Sampled(file=inp.path, modality=modality, sample=s))
+            n += 1
+        if n == 0:
+            raise DecodeError("no samples in file (empty content)")
+        emit(Done(file=inp.path, modality=modality, reason=dec.reason, fp=fp, n=n))
+    except MtxError as e:
+        emit(Failed(file=inp.path, modality=modality, stage=stage, message=short(e)))
+    except MemoryError:
+        emit(Failed(file=inp.path, modality=modality, stage=stage, message="out of memory while decoding"))
+    except Exception as e:  # noqa: BLE001 - a decoder bug must not stop the run
+        emit(Failed(file=inp.path, modality=modality, stage=stage, message=short(e)))
+
+
+def iter_inline(items: list[Input], modality: str | None, rules, configs: dict[str, dict],
+                known: frozenset[str] = frozenset()) -> Iterator[Event]:
+    """The events of ``items``, decoded one after another in this process (``--workers 0``)."""
+    out: list[Event] = []
+    for inp in items:
+        process_file(inp, modality, rules, configs, out.append, known)
+        yield from out
+        out.clear()
+
+
+# ------------------------------------------------------------------------------------------
+# A decoder process
+# ------------------------------------------------------------------------------------------
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this decoder when the main process dies (even by SIGKILL), so
+    none is left behind waiting on a semaphore or a pipe."""
+    parent = os.getppid()
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it died before the call above
+        os._exit(0)
+
+
+def load_known(path: str | None) -> frozenset[str]:
+    if not path:
+        return frozenset()
+    with open(path, "rb") as f:
+        return pickle.load(f)
+
+
+def worker_main(wid: int, tasks, results, ch: Channel, opts_modality, rules, configs, known_path) -> None:
+    """A decoder process: files arrive in ``("tasks", [(seq, Input)])`` messages on ``tasks``
+    (``("known", path)`` updates the known content hashes; None ends it); events leave in
+    chunks on ``results``, after one ``("ready", wid)`` once the decoders are imported."""
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    with contextlib.suppress(Exception):
+        import torch
+
+        torch.set_num_threads(1)
+    with contextlib.suppress(Exception):
+        from .. import modalities
+
+        modalities.list_modalities()  # import the decoders now, while the parent loads the model
+    known = load_known(known_path)
+    results.send_bytes(pickle.dumps(("ready", wid)))
+    chunker = Chunker(results, ch, use_shm=os.path.isdir(SHM_DIR) and os.access(SHM_DIR, os.W_OK))
+    while True:
+        if not tasks.poll():
+            chunker.flush()  # nothing queued: ship what is done before waiting
+        try:
+            batch = tasks.recv()
+        except EOFError:
+            break
+        if batch is None:
+            break
+        if batch[0] == "known":
+            known = load_known(batch[1])
+            continue
+        for seq, inp in batch[1]:
+            if not chunker.events:
+                chunker.since = time.monotonic()  # a chunk's age counts from the work, not its first event
+            ch.state[0] = seq
+            process_file(inp, opts_modality, rules, configs, lambda m, s=seq: chunker.emit(s, m), known)
+    chunker.flush()
