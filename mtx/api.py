@@ -28,6 +28,10 @@ def embed(
     batch_size: int = 32,
     options: dict[str, dict[str, Any]] | None = None,
     on_error: str = "raise",
+    include: Iterable[str] = (),
+    exclude: Iterable[str] = (),
+    hidden: bool = False,
+    skip_unknown: bool = False,
 ) -> tuple[list[str], np.ndarray]:
     """Embed files in memory (no HDF5), in-process.
 
@@ -43,11 +47,17 @@ def embed(
             tokens as ``batch_size`` images (up to 16 x ``batch_size`` rows).
         options: per-modality config overrides, e.g. ``{"video": {"frames": 32}}``.
         on_error: ``"raise"`` (first bad file raises) or ``"skip"`` (bad files are left out).
+        include: keep only files matching one of these globs (matched against the path relative
+            to the folder, the name and the absolute path; ``*`` also matches ``/``).
+        exclude: leave out files matching one of these globs.
+        hidden: also take hidden files and folders inside folders (skipped by default).
+        skip_unknown: leave out files no modality claims, even with ``on_error="raise"``.
 
     Returns:
         ``(ids, vectors)``: sample ids and a float32 array ``[n, D]`` in the same order.
 
     Raises:
+        UsageError: a path that does not exist.
         MtxError: a bad file (with ``on_error="raise"``), missing weights, bad options.
 
     Example:
@@ -55,16 +65,20 @@ def embed(
         >>> vecs.shape[1]
         64
     """
-    from .pipeline import Embedder, EmbedOptions, discover, process_file, sample_id
+    from .errors import UsageError
+    from .pipeline import Embedder, EmbedOptions, Filters, discover, process_file, sample_id
 
     if isinstance(paths, (str, Path)):
         paths = [paths]
+    found = discover([str(p) for p in paths], filters=Filters(tuple(include), tuple(exclude), hidden))
+    if found.missing:
+        raise UsageError("; ".join(f"{p}: no such file or directory" for p in found.missing))
+    items, problems = found
+    if problems and on_error == "raise":
+        raise MtxError(f"{problems[0][0]}: {problems[0][1]}")
     m = _model(model, weights, device, dtype)
     opts = EmbedOptions(model=m.spec.name, modality=modality, pool=pool, batch_size=batch_size,
                         options=options or {})
-    items, problems = discover([str(p) for p in paths])
-    if problems and on_error == "raise":
-        raise MtxError(f"{problems[0][0]}: {problems[0][1]}")
     emb = Embedder(m, opts)
     configs = {name: emb.config(name).to_dict() for name in {*(opts.options or {})}}
 
@@ -73,9 +87,14 @@ def embed(
         for inp in items:
             events: list = []
             process_file(inp, modality, [], configs, events.append)
-            if events and events[-1].kind == "fail":
+            last = events[-1] if events else None
+            if last is not None and last.kind == "unclaimed":
+                if on_error == "raise" and not skip_unknown:
+                    raise MtxError(f"{inp.path}: sniff: {last.message}")
+                continue
+            if last is not None and last.kind == "fail":
                 if on_error == "raise":
-                    raise MtxError(f"{inp.path}: {events[-1].stage}: {events[-1].message}")
+                    raise MtxError(f"{inp.path}: {last.stage}: {last.message}")
                 continue
             for ev in events:
                 if ev.kind == "sample":
@@ -99,24 +118,26 @@ def inspect_file(model, path: str | Path, *, modality: str | None = None,
                  rules: list[tuple[str, str]] | None = None,
                  options: dict[str, dict[str, Any]] | None = None) -> tuple[dict[str, Any], np.ndarray]:
     """What the encoder receives for ``path``: a report dict and the first sample's tokens [N, D]."""
-    from .errors import DecodeError
+    from .errors import DecodeError, UsageError
     from .modalities import get_modality
     from .pipeline import Embedder, EmbedOptions, sample_id
     from .sniff import sniff as _sniff
 
     path = Path(path)
-    dec = _sniff(path, modality=modality, rules=rules)
-    mod = get_modality(dec.modality)
-    emb = Embedder(model, EmbedOptions(options=options or {}))
-    cfg = emb.config(dec.modality)
     samples = []
     n = 0
     try:
+        dec = _sniff(path, modality=modality, rules=rules)
+        mod = get_modality(dec.modality)
+        emb = Embedder(model, EmbedOptions(options=options or {}))
+        cfg = emb.config(dec.modality)
         for s in mod.load(path, cfg, dec.sniffed):
             if len(samples) < 5:
                 samples.append(s)
             n += 1
-    except MtxError:
+    except MtxError as e:
+        if e.path is None and not isinstance(e, UsageError):  # a refusal names the file it is about
+            e.path = str(path)
         raise
     except Exception as e:  # noqa: BLE001
         raise DecodeError(short(e), path=str(path)) from None

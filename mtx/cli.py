@@ -48,6 +48,13 @@ MapOpt = Annotated[list[str] | None, typer.Option("--map", help="GLOB=MODALITY r
 OptionOpt = Annotated[list[str] | None, typer.Option(
     "--option", "-O", help="Modality option MODALITY.FIELD=VALUE (repeatable), e.g. video.frames=32.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+IncludeOpt = Annotated[list[str] | None, typer.Option(
+    "--include", help="Only files matching GLOB (repeatable), matched against the path relative to "
+    "the input folder, the name and the absolute path; * also matches /.")]
+ExcludeOpt = Annotated[list[str] | None, typer.Option("--exclude", help="Leave out files matching GLOB "
+                                                      "(repeatable; matched like --include).")]
+HiddenOpt = Annotated[bool, typer.Option("--hidden", help="Also take hidden files and folders (names "
+                                         "starting with a dot) inside input folders.")]
 
 
 def _debug() -> bool:
@@ -160,32 +167,45 @@ def embed(
     json_: JsonOpt = False,
     json_lines: Annotated[bool, typer.Option("--json-lines", help="One JSON line per input file on stdout.")] = False,
     null: Annotated[bool, typer.Option("-0", help="The stdin list is NUL-separated.")] = False,
+    include: IncludeOpt = None,
+    exclude: ExcludeOpt = None,
+    hidden: HiddenOpt = False,
+    skip_unknown: Annotated[bool, typer.Option("--skip-unknown", help="Leave out files no modality claims: "
+                                               "counted and listed at the end, not failures.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No banner, no progress.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Tracebacks and per-file lines.")] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
 ) -> None:
-    """Embed INPUTS into one HDF5 file (resumes: rerunning skips finished inputs)."""
+    """Embed INPUTS into one HDF5 file (resumes: rerunning skips finished inputs).
+
+    Folders are walked recursively; hidden files and folders (names starting with a dot) are
+    skipped and counted unless --hidden; --include/--exclude choose files by glob. The output
+    and its side files (OUT.parts/, OUT.lock, OUT.tmp) are never inputs.
+    """
     if verbose:
         os.environ["MTX_DEBUG"] = "1"
+    _check_arguments(inputs)
     _check_choice("--dtype", dtype, DTYPE_CHOICES)
     _check_choice("--pool", pool, POOL_CHOICES)
     _check_choice("--store-dtype", store_dtype, ("float32", "float16"))
     _check_choice("--text-unit", text_unit, ("file", "line"))
-    from .pipeline import EmbedOptions, discover
+    from .pipeline import EmbedOptions, Filters, discover
 
     shortcuts = _shortcuts(frames=frames, clips=clips, window=window, stride=stride, text_unit=text_unit)
     opts = EmbedOptions(model=model, weights=weights, device=device, dtype=dtype, batch_size=batch_size,
                         workers=workers, modality=modality, rules=_parse_map(map_), pool=pool,
                         store_dtype=store_dtype, save_tokens=save_tokens, overwrite=overwrite,
                         options=_parse_options(option, shortcuts), timeout=timeout, part_rows=commit_every,
-                        compile=compile_)
+                        compile=compile_, skip_unknown=skip_unknown)
     if modality:
         from .modalities import get_modality
 
         get_modality(modality)
-    items, problems = discover(inputs, null=null)
+    found = discover(inputs, null=null, filters=Filters(tuple(include or ()), tuple(exclude or ()), hidden, output))
+    _check_found(found)
+    items, problems = found
     if dry_run:
-        raise typer.Exit(_dry_run(items, problems, opts, json_))
+        raise typer.Exit(_dry_run(items, problems, opts, json_, found))
     _check_choice("--engine", engine, ("local", "ray"))
     from ._console import Progress, err
     from .pipeline import embed_inputs
@@ -202,11 +222,34 @@ def embed(
                                progress=_file_events(prog, json_lines, quiet, verbose), on_model=on_model)
     finally:
         prog.__exit__(None, None, None)
+    summary.update(n_hidden=found.hidden, n_excluded=found.excluded)
     _print_summary(summary, json_, quiet)
     if "shard" in summary and not quiet and not json_:
         i, n = summary["shard"]
         err.print(f"shard {i}/{n} committed; when every shard is done: mtx merge {output}")
     raise typer.Exit(EXIT_PARTIAL if summary["n_failed"] else EXIT_OK)
+
+
+def _check_arguments(paths: list[str]) -> None:
+    """A path argument that does not exist is a usage error, before any work (a glob that
+    matches nothing is reported by discovery instead)."""
+    from ._files import check_argument
+
+    missing = [p for p in paths if p != "-" and not any(c in p for c in "*?[") and check_argument(p)]
+    if missing:
+        raise UsageError("; ".join(f"{p}: no such file or directory" for p in missing)
+                         + "; check the path" + ("s" if len(missing) > 1 else ""))
+
+
+def _check_found(found) -> None:
+    """Nothing to embed at all is a usage error that says what was left out and why."""
+    if found.missing:
+        _check_arguments(found.missing)
+    if found.items or found.problems:
+        return
+    left = [f"{found.hidden} hidden (--hidden includes them)"] if found.hidden else []
+    left += [f"{found.excluded} excluded by --include/--exclude"] if found.excluded else []
+    raise UsageError("no input files found" + (f": {', '.join(left)} left out" if left else ""))
 
 
 def _shortcuts(**values: Any) -> dict[str, dict[str, Any]]:
@@ -220,9 +263,10 @@ def _shortcuts(**values: Any) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _dry_run(items, problems: list[tuple[str, str]], opts, json_: bool) -> int:
+def _dry_run(items, problems: list[tuple[str, str]], opts, json_: bool, found=None) -> int:
     """``--dry-run``: each input's modality and the reason; the exit code."""
     from ._console import err, out
+    from .errors import UnknownModality
     from .sniff import sniff
 
     rows = []
@@ -231,15 +275,29 @@ def _dry_run(items, problems: list[tuple[str, str]], opts, json_: bool) -> int:
             d = sniff(it.path, modality=opts.modality, rules=opts.rules)
             rows.append({"id": it.id, "path": str(it.path), "modality": d.modality, "reason": d.reason})
         except MtxError as e:
-            rows.append({"id": it.id, "path": str(it.path), "modality": None, "reason": e.message})
+            skip = opts.skip_unknown and isinstance(e, UnknownModality)
+            rows.append({"id": it.id, "path": str(it.path), "modality": None, "reason": e.reason,
+                         **({"skipped": True} if skip else {})})
+    left = {"n_hidden": found.hidden, "n_excluded": found.excluded} if found is not None else {}
     if json_:
-        out.print_json(json.dumps({"inputs": rows, "problems": problems}))
+        out.print_json(json.dumps({"inputs": rows, "problems": problems, **left}))
     else:
         for r in rows:
-            out.print(f"{r['modality'] or '-':<14} {r['id']}  [dim]({r['reason']})[/dim]")
+            out.print(f"{r['modality'] or ('skipped' if r.get('skipped') else '-'):<14} {r['id']}  "
+                      f"[dim]({r['reason']})[/dim]")
         for p, m in problems:
-            err.print(f"[red]{p}: {m}[/red]")
-    return EXIT_OK if all(r["modality"] for r in rows) and not problems else EXIT_PARTIAL
+            err.print(f"[red]{p}: discover: {m}[/red]")
+        if left_out := _left_out(left):
+            err.print(f"[dim]{left_out}[/dim]")
+    return EXIT_OK if all(r["modality"] or r.get("skipped") for r in rows) and not problems else EXIT_PARTIAL
+
+
+def _left_out(counts: dict[str, Any]) -> str:
+    """What discovery and --skip-unknown left out, in words ('' when nothing)."""
+    parts = [f"{counts['n_hidden']} hidden (--hidden includes them)"] if counts.get("n_hidden") else []
+    parts += [f"{counts['n_excluded']} excluded by --include/--exclude"] if counts.get("n_excluded") else []
+    parts += [f"{counts['n_unknown']} that no modality claims (--skip-unknown)"] if counts.get("n_unknown") else []
+    return ("left out: " + ", ".join(parts)) if parts else ""
 
 
 def _file_events(prog, json_lines: bool, quiet: bool, verbose: bool):
@@ -256,7 +314,7 @@ def _file_events(prog, json_lines: bool, quiet: bool, verbose: bool):
             sys.stdout.flush()
         if ev["status"] == "failed" and not quiet:
             err.print(f"[yellow]failed[/yellow] {ev['path']}: {ev['stage']}: {ev['message']}")
-        elif verbose:
+        elif verbose and ev["status"] == "ok":
             err.print(f"[dim]ok {ev['id']} ({ev['modality']}, {ev['n_samples']} sample(s))[/dim]")
 
     return on_event
@@ -268,12 +326,19 @@ def _print_summary(summary: dict[str, Any], json_: bool, quiet: bool) -> None:
     if json_:
         keys = ("output", "n_inputs", "n_embedded", "n_skipped", "n_failed", "n_samples", "by_modality",
                 "elapsed_s", "samples_per_s", "device", "dtype", "model", "weights")
-        out.print_json(json.dumps({k: summary[k] for k in keys}))
+        extra = {k: summary.get(k, 0) for k in ("n_unknown", "n_hidden", "n_excluded")}
+        out.print_json(json.dumps({**{k: summary[k] for k in keys}, **extra, "unknown": summary.get("unknown", [])}))
     elif not quiet:
         mods = ", ".join(f"{k} {v}" for k, v in sorted(summary["by_modality"].items())) or "nothing new"
+        unknown = summary.get("unknown") or []
+        if unknown:
+            err.print(f"{len(unknown)} file(s) no modality claims, left out (--skip-unknown):")
+            for p in unknown:
+                err.print(f"  {p}", markup=False, highlight=False)
+        left = _left_out(summary)
         err.print(f"[bold]{summary['n_embedded']}[/bold] embedded ({mods}), {summary['n_skipped']} already done, "
                   f"{summary['n_failed']} failed; {summary['n_samples']} samples in {summary['elapsed_s']:.1f} s "
-                  f"({summary['samples_per_s']:.1f}/s) -> {summary['output']}")
+                  f"({summary['samples_per_s']:.1f}/s) -> {summary['output']}" + (f"; {left}" if left else ""))
 
 
 # ------------------------------------------------------------------------------------------
@@ -296,6 +361,7 @@ def tokenize(
     json_: JsonOpt = False,
 ) -> None:
     """Show what the encoder will receive for each FILE: modality and why, samples, tokens."""
+    _check_arguments([str(f) for f in files])
     from ._console import err, out
     from .api import inspect_file
     from .encoder import load_model

@@ -15,6 +15,11 @@ class MtxError(Exception):
         self.path = path
 
     @property
+    def reason(self) -> str:
+        """The message without the path it is about."""
+        return str(self.args[0]) if self.args else self.__class__.__name__
+
+    @property
     def message(self) -> str:
         msg = str(self.args[0]) if self.args else self.__class__.__name__
         return f"{self.path}: {msg}" if self.path and not msg.startswith(self.path) else msg
@@ -87,10 +92,11 @@ class Interrupted(MtxError):
         self.exit_code = 128 + signum
 
 
-def short(exc: BaseException) -> str:
-    """One line describing any exception, for failure rows and stderr."""
+def short(exc: BaseException, *, with_path: bool = True) -> str:
+    """One line describing any exception, for failure rows and stderr; ``with_path=False``
+    leaves out the path an :class:`MtxError` carries (a failure row names its file already)."""
     if isinstance(exc, MtxError):
-        text = exc.message
+        text = exc.message if with_path else exc.reason
     else:
         text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     return " ".join(text.split())[:500]

@@ -22,10 +22,11 @@ from .pipeline import EmbedOptions, Input
 class _ShardEmbedder:
     """Ray actor: model loaded once in ``__init__``; each call embeds the shards in the batch."""
 
-    def __init__(self, output: str, items: list[Input], n_shards: int, opts: EmbedOptions, device: str):
+    def __init__(self, output: str, items: list[Input], n_shards: int, opts: EmbedOptions, device: str,
+                 problems: list[tuple[str, str]] | None = None):
         from .encoder import load_model
 
-        self.output, self.items, self.n, self.opts = output, items, n_shards, opts
+        self.output, self.items, self.n, self.opts, self.problems = output, items, n_shards, opts, problems
         self.model = load_model(opts.model, opts.weights, device, opts.dtype)
         if opts.compile:
             self.model.compile()
@@ -37,14 +38,15 @@ class _ShardEmbedder:
 
         out = []
         for i in batch["shard"]:
-            s = embed_shard(self.output, self.items, (int(i), self.n), self.opts, self.model)
+            s = embed_shard(self.output, self.items, (int(i), self.n), self.opts, self.model, problems=self.problems)
             out.append(json.dumps({k: s[k] for k in ("n_inputs", "n_embedded", "n_skipped", "n_failed",
                                                       "n_samples", "by_modality", "failures", "weights")}))
         return {"shard": list(batch["shard"]), "summary": out}
 
 
 def run_ray(output: str | Path, items: list[Input], opts: EmbedOptions, *, address: str | None = None,
-            workers: int | None = None, gpus_per_worker: float = 0.0, shards_per_worker: int = 4) -> dict:
+            workers: int | None = None, gpus_per_worker: float = 0.0, shards_per_worker: int = 4,
+            problems: list[tuple[str, str]] | None = None) -> dict:
     """Embed ``items`` into ``output`` with a Ray Data actor pool, then merge (copy)."""
     import json
 
@@ -74,7 +76,7 @@ def run_ray(output: str | Path, items: list[Input], opts: EmbedOptions, *, addre
         res = ds.map_batches(
             _ShardEmbedder, batch_size=1, concurrency=n_actors, num_cpus=per_actor_cpu,
             num_gpus=gpus_per_worker or None,
-            fn_constructor_args=(str(output), items, n_shards, o, device),
+            fn_constructor_args=(str(output), items, n_shards, o, device, problems),
             max_restarts=-1, max_task_retries=-1,
         ).take_all()
     finally:
@@ -88,7 +90,7 @@ def run_ray(output: str | Path, items: list[Input], opts: EmbedOptions, *, addre
         for k, v in s["by_modality"].items():
             by_mod[k] = by_mod.get(k, 0) + v
     el = time.monotonic() - t0
-    return {"output": str(output), "n_inputs": len(items), **total, "by_modality": by_mod,
+    return {"output": str(output), "n_inputs": len(items) + len(problems or []), **total, "by_modality": by_mod,
             "failures": [f for s in summaries for f in s["failures"]], "elapsed_s": round(el, 3),
             "samples_per_s": round(total["n_samples"] / el, 3) if el else 0.0, "device": device,
             "dtype": opts.dtype, "model": opts.model, "weights": summaries[0]["weights"] if summaries else "",

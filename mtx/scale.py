@@ -32,17 +32,35 @@ PLAN_VERSION = 1
 def parse_shard(text: str | None) -> tuple[int, int] | None:
     """``I/N`` (0-based I) -> (I, N); or from SLURM array variables when ``text`` is None."""
     if text is None:
-        tid, cnt = os.environ.get("SLURM_ARRAY_TASK_ID"), os.environ.get("SLURM_ARRAY_TASK_COUNT")
-        if tid is None or cnt is None:
-            return None
-        lo = int(os.environ.get("SLURM_ARRAY_TASK_MIN", "0"))
-        return int(tid) - lo, int(cnt)
+        return _slurm_shard()
     try:
         i, n = (int(x) for x in text.split("/"))
     except ValueError:
         raise UsageError(f"--shard {text!r}: expected I/N, e.g. 0/4") from None
     if not (n >= 1 and 0 <= i < n):
         raise UsageError(f"--shard {text!r}: need 0 <= I < N")
+    return i, n
+
+
+def _slurm_shard() -> tuple[int, int] | None:
+    """Shard I of N from a SLURM array task: I counts the task's place in the array
+    (``(ID - MIN) / STEP``), N is ``SLURM_ARRAY_TASK_COUNT``; both checked."""
+    env = {k: os.environ.get(f"SLURM_ARRAY_TASK_{k}") for k in ("ID", "COUNT", "MIN", "STEP")}
+    if env["ID"] is None or env["COUNT"] is None:
+        return None
+    vals = {}
+    for k, default in (("ID", None), ("COUNT", None), ("MIN", "0"), ("STEP", "1")):
+        v = env[k] if env[k] is not None else default
+        try:
+            vals[k] = int(v)
+        except ValueError:
+            raise UsageError(f"SLURM_ARRAY_TASK_{k}={v!r} is not a whole number; pass --shard I/N") from None
+    tid, n, lo, step = vals["ID"], vals["COUNT"], vals["MIN"], max(1, vals["STEP"])
+    said = ", ".join(f"SLURM_ARRAY_TASK_{k}={env[k]}" for k in env if env[k] is not None)
+    i, off = divmod(tid - lo, step)
+    if n < 1 or off or not 0 <= i < n:
+        raise UsageError(f"{said}: that is shard {(tid - lo) / step:g} of {n}, outside 0..{max(n - 1, 0)}; "
+                         "submit a contiguous array (--array=0-<N-1>), or pass --shard I/N explicitly")
     return i, n
 
 
@@ -77,8 +95,7 @@ def load_or_create_plan(output: Path, items: list[Input], n_shards: int, cfg_has
         tmp.unlink()
         fsync_dir(pdir)
     plan = json.loads(path.read_text())
-    if plan["n_shards"] != n_shards:
-        raise UsageError(f"{output}: planned for {plan['n_shards']} shards, this run says {n_shards}")
+    check_plan(output, plan, items, n_shards)
     if plan["config_sha256"] != cfg_hash:
         old = {}
         with contextlib.suppress(OSError, ValueError, KeyError):
@@ -90,14 +107,51 @@ def load_or_create_plan(output: Path, items: list[Input], n_shards: int, cfg_has
     return [Input(Path(p), i) for i, p in plan["items"]]
 
 
+def check_plan(output: Path, plan: dict[str, Any] | None, items: list[Input], n_shards: int) -> None:
+    """Refuse a shard whose shard count or inputs are not the plan's, describing both."""
+    if plan is None:
+        return
+    if plan["n_shards"] != n_shards:
+        raise UsageError(f"{output}: planned for {plan['n_shards']} shards, this run says {n_shards}")
+    planned = [p for _, p in plan["items"]]
+    given = [str(it.path) for it in items]
+    if planned == given:
+        return
+    first = next((k for k, (a, b) in enumerate(zip(planned, given, strict=False)) if a != b), min(len(planned), len(given)))
+    raise UsageError(f"{output}: these inputs are not the ones the shard plan was made for (planned: "
+                     f"{describe_inputs(planned)}; given: {describe_inputs(given)}; first difference at "
+                     f"input {first + 1}: planned {_nth(planned, first)}, given {_nth(given, first)}); pass "
+                     f"every shard the same inputs, or remove {parts_dir_of(output)} to plan again")
+
+
+def _nth(paths: list[str], k: int) -> str:
+    return paths[k] if k < len(paths) else "(none)"
+
+
+def describe_inputs(paths: list[str]) -> str:
+    """``N files under ROOT`` (or ``no files``): enough to tell two input sets apart."""
+    if not paths:
+        return "no files"
+    if len(paths) == 1:
+        return f"1 file, {paths[0]}"
+    try:
+        root = os.path.commonpath(paths)
+    except ValueError:
+        root = "/"
+    return f"{len(paths):,} files under {root}"
+
+
 def read_plan(output: Path) -> dict[str, Any] | None:
     p = parts_dir_of(output) / "plan.json"
     return json.loads(p.read_text()) if p.exists() else None
 
 
 def embed_shard(output: str | Path, items: list[Input], shard: tuple[int, int], opts: EmbedOptions,
-                model, progress=None) -> dict:
-    """The engine-neutral unit: plan (or reuse the plan), embed shard ``i`` of ``n``, commit."""
+                model, progress=None, problems: list[tuple[str, str]] | None = None) -> dict:
+    """The engine-neutral unit: plan (or reuse the plan), embed shard ``i`` of ``n``, commit.
+
+    ``problems``: discovery failures (``discover`` rows), recorded by shard 0 only.
+    """
     from .pipeline import run_config_of, run_embed
 
     output = Path(output)
@@ -105,7 +159,8 @@ def embed_shard(output: str | Path, items: list[Input], shard: tuple[int, int], 
     cfg = run_config_of(model, opts)
     planned = load_or_create_plan(output, items, n, config_hash(cfg), cfg)
     mine = planned[shard_slice(len(planned), i, n)]
-    return run_embed(mine, output, opts, model, progress=progress, shard=shard)
+    return run_embed(mine, output, opts, model, progress=progress, shard=shard,
+                     problems=problems if i == 0 else None)
 
 
 # ------------------------------------------------------------------------------------------
@@ -254,7 +309,7 @@ def merge(output: str | Path, copy: bool = False) -> dict[str, Any]:
 
 
 def _device_main(output: str, items: list[Input], shard: tuple[int, int], opts: EmbedOptions,
-                 device: str, q) -> None:
+                 device: str, q, problems: list[tuple[str, str]] | None = None) -> None:
     import signal
 
     from .encoder import load_model
@@ -264,7 +319,7 @@ def _device_main(output: str, items: list[Input], shard: tuple[int, int], opts: 
         model = load_model(opts.model, opts.weights, device, opts.dtype)
         if opts.compile:
             model.compile()
-        s = embed_shard(output, items, shard, opts, model)
+        s = embed_shard(output, items, shard, opts, model, problems=problems)
         q.put(("ok", shard[0], s))
     except BaseException as e:  # noqa: BLE001 - reported to the parent
         from .errors import short
@@ -272,7 +327,8 @@ def _device_main(output: str, items: list[Input], shard: tuple[int, int], opts: 
         q.put(("error", shard[0], short(e)))
 
 
-def run_devices(output: str | Path, items: list[Input], opts: EmbedOptions, devices: list[str]) -> dict:
+def run_devices(output: str | Path, items: list[Input], opts: EmbedOptions, devices: list[str],
+                problems: list[tuple[str, str]] | None = None) -> dict:
     """One spawned process per device, each with its own model, one shard each; then merge."""
     import multiprocessing as mp
 
@@ -281,7 +337,7 @@ def run_devices(output: str | Path, items: list[Input], opts: EmbedOptions, devi
     q = ctx.Queue()
     per = max(0, (opts.workers if opts.workers is not None else 0) // n) if opts.workers is not None else None
     o = EmbedOptions(**{**vars(opts), "workers": per})
-    procs = [ctx.Process(target=_device_main, args=(str(output), items, (i, n), o, dev, q), daemon=False)
+    procs = [ctx.Process(target=_device_main, args=(str(output), items, (i, n), o, dev, q, problems), daemon=False)
              for i, dev in enumerate(devices)]
     t0 = time.monotonic()
     for p in procs:

@@ -23,6 +23,7 @@ import fnmatch
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ._files import os_error_words, stat_regular
 from .errors import AmbiguousModality, DecodeError, UnknownModality
 from .modalities import get_modality, list_modalities
 from .modalities._base import Evidence, Sniffed
@@ -47,17 +48,14 @@ class Decision:
 
 
 def read_head(path: Path, n: int = HEAD_BYTES) -> bytes:
+    """The first ``n`` bytes of a regular file; a FIFO, device or socket is refused before it is
+    opened (opening a FIFO waits for a writer), in the words every command uses."""
+    stat_regular(path)
     try:
         with open(path, "rb") as f:
             return f.read(n)
-    except IsADirectoryError:
-        raise DecodeError("is a directory, not a file") from None
-    except PermissionError:
-        raise DecodeError("permission denied") from None
-    except FileNotFoundError:
-        raise DecodeError("file disappeared before it could be read") from None
     except OSError as e:
-        raise DecodeError(f"cannot read: {e.strerror or e}") from None
+        raise DecodeError(os_error_words(path, e, listed=True)) from None
 
 
 def _pickled(head: bytes) -> str | None:
@@ -133,7 +131,7 @@ def sniff(path: str | Path, modality: str | None = None,
     if not cands:
         pickled = _pickled(head)
         if pickled:
-            raise UnknownModality(f"{pickled}: refused, never unpickled (a pickle can run code); "
+            raise DecodeError(f"{pickled}: refused, never unpickled (a pickle can run code); "
                                   "save plain arrays or a standard file format", path=str(path))
         magic = head[:8].hex(" ")
         extra = f"; checks that failed: {'; '.join(errors)}" if errors else ""
@@ -148,5 +146,11 @@ def sniff(path: str | Path, modality: str | None = None,
             f"equally strong candidates: {listing}; pass --modality M or --map 'GLOB=M'",
             path=str(path))
     best = cands[0]
-    return Decision(best.modality, f"{best.strength_name}: {best.reason}", tuple(cands), head=head,
-                    format=best.format)
+    return Decision(best.modality, reason_of(best), tuple(cands), head=head, format=best.format)
+
+
+def reason_of(ev: Evidence) -> str:
+    """``strength: reason``, the strength said once ("extension .txt", not "extension:
+    extension .txt")."""
+    name = ev.strength_name
+    return ev.reason if ev.reason.split(" ", 1)[0].rstrip(":") == name else f"{name}: {ev.reason}"

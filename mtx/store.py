@@ -48,6 +48,23 @@ def parts_dir_of(output: Path) -> Path:
     return output.with_name(output.name + ".parts")
 
 
+# What a run writing OUT keeps beside it: OUT.parts/ (parts, run.json, plan.json, shard markers
+# and locks), OUT.lock, OUT.tmp (consolidation, merge). Any OUT.<...>.tmp counts too. A new side
+# file of an output must match this rule: discovery never takes one for an input.
+SIDE_SUFFIXES = ("parts", "lock", "tmp")
+
+
+def is_side_name(name: str, output_name: str) -> bool:
+    """Whether a file called ``name`` beside the output ``output_name`` is that output or one of
+    its side files (see :data:`SIDE_SUFFIXES`)."""
+    if name == output_name:
+        return True
+    if not name.startswith(output_name + "."):
+        return False
+    rest = name[len(output_name) + 1:]
+    return rest in SIDE_SUFFIXES or rest.endswith(".tmp")
+
+
 def fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
@@ -87,7 +104,7 @@ class FileRecord:
     mtime_ns: int
     content_hash: str
     n_samples: int
-    status: str  # "ok" | "failed"
+    status: str  # "ok" | "failed" | "skipped" (no modality claims it; --skip-unknown)
 
 
 @dataclass

@@ -27,6 +27,8 @@ class RunSummary:
     by_modality: dict[str, int] = field(default_factory=dict)
     failures: list[dict[str, Any]] = field(default_factory=list)
     n_copied: int = 0  # inputs whose rows were copied from identical content
+    n_unknown: int = 0  # inputs no modality claims, left out (``--skip-unknown``)
+    unknown: list[str] = field(default_factory=list)  # their paths
     elapsed_s: float = 0.0
     samples_per_s: float = 0.0
     device: str = ""
@@ -77,16 +79,39 @@ class Books:
         return None if st is None or st.failed else st
 
     def problems(self, problems: list[tuple[str, str]]) -> None:
-        """Inputs discovery could not use (a missing path, a glob without match) are failures."""
+        """Inputs discovery could not reach (a broken symlink, an unreadable folder, a glob
+        without match...) are failures of stage ``discover``, reported like any other."""
         from ..store import Failure, FileRecord
 
         if not problems:
             return
         for raw, msg in problems:
             self.summary.n_failed += 1
-            self.summary.failures.append({"path": raw, "stage": "discover", "message": msg})
+            self.summary.failures.append({"path": raw, "modality": "", "stage": "discover", "message": msg})
+            if self.progress:
+                self.progress({"event": "file", "path": raw, "id": raw, "modality": "", "status": "failed",
+                               "n_samples": 0, "stage": "discover", "message": msg})
         self.put(("files", [(FileRecord(raw, raw, "", -1, -1, "", 0, "failed"), Failure(raw, "", "discover", msg))
                             for raw, msg in problems]))
+
+    def unclaimed(self, st: FileState, message: str) -> None:
+        """No modality claims ``st``'s file and the run skips such files: counted, listed at
+        the end, not a failure. Its ``skipped`` record replaces an earlier failure of the file;
+        a later run looks at it again (a newer mtx may read it)."""
+        from ..store import FileRecord
+
+        size = mtime = -1
+        with contextlib.suppress(OSError):
+            size, mtime = fingerprint(st.inp.path)
+        self.finished.append((FileRecord(str(st.inp.path), st.inp.id, "", size, mtime, "", 0, "skipped"), None))
+        self.files_done += 1
+        self.summary.n_unknown += 1
+        self.summary.unknown.append(str(st.inp.path))
+        self.states.pop(st.inp.path, None)
+        if self.progress:
+            self.progress({"event": "file", "path": str(st.inp.path), "id": st.inp.id, "modality": "",
+                           "status": "skipped", "n_samples": 0, "stage": "sniff", "message": message})
+        self.report()
 
     def encoded(self, paths: list[Path]) -> None:
         """One sample of each of ``paths`` was embedded: files whose samples are all in finish."""

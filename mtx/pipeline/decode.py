@@ -10,40 +10,15 @@ import contextlib
 import os
 import pickle
 import signal
-import stat
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ..errors import DecodeError, MtxError, short
-from .events import Done, Dup, Event, Failed, Sampled
+from .._files import stat_regular
+from ..errors import DecodeError, MtxError, UnknownModality, short
+from .events import Done, Dup, Event, Failed, Sampled, Unclaimed
 from .inputs import Input, content_hash
 from .transport import SHM_DIR, Channel, Chunker
-
-
-def _stat_regular(path: Path) -> os.stat_result:
-    """stat() with every way a path can be unusable turned into a one-line DecodeError."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        if os.path.islink(path):
-            try:
-                target = os.readlink(path)
-            except OSError:
-                target = "?"
-            raise DecodeError(f"broken symlink: its target {target} does not exist") from None
-        raise DecodeError("file disappeared before it could be read") from None
-    except PermissionError:
-        raise DecodeError("permission denied") from None
-    except OSError as e:
-        if e.errno == 40:  # ELOOP
-            raise DecodeError("symlink loop") from None
-        raise DecodeError(f"cannot stat: {e.strerror or e}") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise DecodeError("is a directory, not a file")
-    if not stat.S_ISREG(st.st_mode):
-        raise DecodeError("not a regular file (a FIFO, socket or device); refusing to read it")
-    return st
 
 
 def _hash(path: Path) -> str:
@@ -68,7 +43,7 @@ def process_file(inp: Input, opts_modality: str | None, rules, configs: dict[str
     modality = ""
     stage = "sniff"
     try:
-        st = _stat_regular(inp.path)
+        st = stat_regular(inp.path, listed=True)
         chash = _hash(inp.path)
         fp = (st.st_size, st.st_mtime_ns, chash)
         if chash in known:
@@ -86,8 +61,10 @@ def process_file(inp: Input, opts_modality: str | None, rules, configs: dict[str
         if n == 0:
             raise DecodeError("no samples in file (empty content)")
         emit(Done(file=inp.path, modality=modality, reason=dec.reason, fp=fp, n=n))
+    except UnknownModality as e:
+        emit(Unclaimed(file=inp.path, message=short(e, with_path=False)))
     except MtxError as e:
-        emit(Failed(file=inp.path, modality=modality, stage=stage, message=short(e)))
+        emit(Failed(file=inp.path, modality=modality, stage=stage, message=short(e, with_path=False)))
     except MemoryError:
         emit(Failed(file=inp.path, modality=modality, stage=stage, message="out of memory while decoding"))
     except Exception as e:  # noqa: BLE001 - a decoder bug must not stop the run

@@ -64,12 +64,15 @@ def embed_inputs(items: list[Input], output: str | Path, opts: EmbedOptions, *,
     dev_list = device_list(devices, gpus)
     if sum(bool(x) for x in (shard_t, dev_list, engine == "ray")) > 1:
         raise UsageError("choose one of --shard, --devices/--gpus and --engine ray")
+    if shard_t:  # a plan made for other inputs is refused before the model loads
+        scale.check_plan(Path(output), scale.read_plan(Path(output)), items, shard_t[1])
     if dev_list:
-        return scale.run_devices(output, items, opts, dev_list)
+        return scale.run_devices(output, items, opts, dev_list, problems=problems)
     if engine == "ray":
         from ..ray_engine import run_ray
 
-        return run_ray(output, items, opts, address=address, workers=opts.workers, gpus_per_worker=gpus_per_worker)
+        return run_ray(output, items, opts, address=address, workers=opts.workers, gpus_per_worker=gpus_per_worker,
+                       problems=problems)
     pool = start_workers(opts, len(items))  # decoders start while the model loads
     try:
         model = _load_model(opts)
@@ -82,7 +85,8 @@ def embed_inputs(items: list[Input], output: str | Path, opts: EmbedOptions, *,
     if shard_t:
         if pool is not None:
             pool.close()
-        return {**scale.embed_shard(output, items, shard_t, opts, model, progress=progress), "shard": list(shard_t)}
+        return {**scale.embed_shard(output, items, shard_t, opts, model, progress=progress, problems=problems),
+                "shard": list(shard_t)}
     return run_embed(items, output, opts, model, progress=progress, problems=problems, pool=pool)
 
 

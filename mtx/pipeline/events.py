@@ -6,7 +6,8 @@ the process that decoded it, its sequence number on the way from a decoder proce
 process (:mod:`mtx.pipeline.transport`), its path again once received (:mod:`.workers`).
 
 A file produces ``Sampled`` events (one per sample) then exactly one ``Done`` or ``Failed``;
-or, when its content was embedded before under another name, a single ``Dup``.
+or, when its content was embedded before under another name, a single ``Dup``; or, when no
+modality claims it, a single ``Unclaimed``.
 """
 from __future__ import annotations
 
@@ -60,8 +61,17 @@ class Dup(NamedTuple):
     fp: Fingerprint | None = None
 
 
-Event = Sampled | Done | Failed | Dup
-BY_KIND: dict[str, Any] = {"sample": Sampled, "done": Done, "fail": Failed, "dup": Dup}
+class Unclaimed(NamedTuple):
+    """No modality claims ``file`` (``message`` lists what was tried): a ``sniff`` failure, or,
+    with ``--skip-unknown``, a file left out and listed once at the end."""
+
+    kind: str = "unclaimed"
+    file: FileRef = None
+    message: str = ""
+
+
+Event = Sampled | Done | Failed | Dup | Unclaimed
+BY_KIND: dict[str, Any] = {"sample": Sampled, "done": Done, "fail": Failed, "dup": Dup, "unclaimed": Unclaimed}
 
 
 def readdress(ev: tuple, file: FileRef) -> Event:

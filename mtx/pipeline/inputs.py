@@ -2,13 +2,18 @@
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import glob as globlib
 import hashlib
 import os
+import stat
 import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from .._files import NOT_FOUND, check_argument, os_error_words, too_long
 
 
 @dataclass(frozen=True)
@@ -23,13 +28,195 @@ def sample_id(base: str, key: str) -> str:
     return f"{base}#{key}" if key else base
 
 
-def _walk(root: Path) -> Iterator[Path]:
-    """Recursive, sorted, hidden entries skipped, symlinked directories not followed (no loops)."""
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if not name.startswith("."):
-                yield Path(dirpath) / name
+@dataclass(frozen=True)
+class Filters:
+    """Which discovered files become inputs.
+
+    Attributes:
+        include: keep only files matching one of these globs (none: every file).
+        exclude: leave out files matching one of these globs.
+        hidden: also take hidden files and folders (names starting with ``.``) inside walked
+            folders; a hidden file named explicitly is always taken.
+        output: the output being written: it and its side files (``OUT.parts/``, ``OUT.lock``,
+            ``OUT.tmp``...) are never inputs, wherever they sit.
+
+    A glob is matched (``fnmatch``: ``*`` also matches ``/``) against the file's path relative
+    to the folder it was found in, its name, and its absolute path; any match counts.
+    """
+
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    hidden: bool = False
+    output: str | Path | None = None
+
+    def wants(self, ap: Path, rel: str) -> bool:
+        names = (rel, ap.name, str(ap))
+        if self.include and not any(fnmatch.fnmatchcase(n, g) for g in self.include for n in names):
+            return False
+        return not any(fnmatch.fnmatchcase(n, g) for g in self.exclude for n in names)
+
+
+@dataclass
+class Discovery:
+    """What :func:`discover` found. Unpacks as ``items, problems`` (the older return value).
+
+    Attributes:
+        items: the inputs, sorted by id, de-duplicated, companions removed.
+        problems: ``(path, message)`` of every input discovery could not reach (a broken
+            symlink, a loop, an unreadable folder, a path over the length limit, a name on a
+            stdin list that does not exist, a glob that matched nothing): ``discover`` failures.
+        missing: path arguments that do not exist (a usage error for the command line).
+        hidden: hidden files and folders skipped inside walked folders.
+        excluded: files left out by ``include``/``exclude``.
+    """
+
+    items: list[Input] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    hidden: int = 0
+    excluded: int = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        yield self.items
+        yield self.problems
+
+
+class _OutputGuard:
+    """Tells the output and its side files apart from inputs (by real directory, so a symlinked
+    or relative spelling of the same folder is recognised)."""
+
+    def __init__(self, output: str | Path | None):
+        self.name = ""
+        if output is not None:
+            out = Path(os.path.abspath(Path(output).expanduser()))
+            self.name = out.name
+            self.dir = os.path.realpath(out.parent)
+            self.parts = os.path.join(self.dir, out.name + ".parts")
+        self._real: dict[str, str] = {}
+
+    def covers(self, path: str) -> bool:
+        if not self.name:
+            return False
+        parent, name = os.path.split(path)
+        real = self._real.get(parent)
+        if real is None:
+            real = self._real[parent] = os.path.realpath(parent)
+        from ..store import is_side_name
+
+        return ((real == self.dir and is_side_name(name, self.name)) or real == self.parts
+                or real.startswith(self.parts + os.sep))
+
+
+class _Finder:
+    """One discovery: walks, checks and collects (see :func:`discover`)."""
+
+    def __init__(self, flt: Filters):
+        self.flt = flt
+        self.guard = _OutputGuard(flt.output)
+        self.out = Discovery()
+        self.found: dict[str, tuple[Path | None, str]] = {}  # abs path -> (its root, raw argument)
+        self._seen_problems: set[str] = set()
+
+    def problem(self, path: str, message: str) -> None:
+        if path not in self._seen_problems:
+            self._seen_problems.add(path)
+            self.out.problems.append((path, message))
+
+    def add_file(self, path: str, root: Path | None) -> None:
+        ap = os.path.abspath(path)
+        if self.guard.covers(ap) or ap in self.found:
+            return
+        why = too_long(ap)
+        if why:
+            self.problem(ap, why)
+            return
+        self.found[ap] = (root, path)
+
+    def argument(self, raw: str, *, listed: bool = False) -> None:
+        """A path named on the command line (or, ``listed``, on a stdin list)."""
+        p = os.path.expanduser(raw)
+        if not listed and check_argument(p) == NOT_FOUND:
+            if any(c in raw for c in "*?["):
+                self.glob(raw)
+            else:
+                self.out.missing.append(raw)
+            return
+        ap = os.path.abspath(p)
+        try:
+            st = os.stat(p)
+        except OSError as e:
+            self.problem(ap, os_error_words(p, e))
+            return
+        if stat.S_ISDIR(st.st_mode):
+            self.walk(ap)
+        else:
+            self.add_file(ap, None)
+
+    def glob(self, raw: str) -> None:
+        hits = sorted(globlib.glob(os.path.expanduser(raw), recursive=True, include_hidden=self.flt.hidden))
+        if not hits:
+            self.problem(raw, "glob matched no files")
+        for h in hits:
+            if os.path.isdir(h) and not os.path.islink(h):
+                self.walk(os.path.abspath(h))
+            else:
+                self.add_file(h, None)
+
+    def walk(self, root: str) -> None:
+        """Every file under ``root``: sorted, symlinked folders not followed (no loops), hidden
+        entries skipped and counted, every folder or link that cannot be read a problem."""
+        if self.guard.covers(root):
+            return
+        stack = [root]
+        while stack:
+            d = stack.pop()
+            try:
+                with os.scandir(d) as it:
+                    entries = sorted(it, key=lambda e: e.name)
+            except OSError as e:
+                self.problem(d, f"{os_error_words(d, e)}: the files in this folder cannot be listed")
+                continue
+            subdirs = []
+            for e in entries:
+                if self.guard.covers(e.path):
+                    continue
+                if not self.flt.hidden and e.name.startswith("."):
+                    self.out.hidden += 1
+                    continue
+                kind = self._kind(e)
+                if kind == "dir":
+                    subdirs.append(e.path)
+                elif kind == "file":
+                    self.add_file(e.path, Path(root))
+            stack.extend(reversed(subdirs))
+
+    def _kind(self, e: os.DirEntry) -> str:
+        """'dir', 'file' (anything else that is not a folder; the decoders refuse special
+        files), or 'skip' (a symlink to a folder: not followed)."""
+        try:
+            if e.is_dir(follow_symlinks=False):
+                return "dir"
+            if not e.is_symlink():
+                return "file"
+            st = os.stat(e.path)  # where the link points
+        except OSError as err:
+            self.problem(e.path, os_error_words(e.path, err))
+            return "skip"
+        return "skip" if stat.S_ISDIR(st.st_mode) else "file"
+
+    def items(self) -> list[Input]:
+        out = []
+        companions = _companions(Path(ap) for ap in self.found)
+        for ap, (root, _raw) in self.found.items():
+            path = Path(ap)
+            if path in companions:
+                continue
+            rel = _rel_id(path, root)
+            if self.flt.wants(path, rel):
+                out.append(Input(path, rel))
+            else:
+                self.out.excluded += 1
+        return out
 
 
 def _rel_id(path: Path, root: Path | None) -> str:
@@ -49,53 +236,29 @@ def read_stdin_list(stream, null: bool) -> list[str]:
     return [p for p in (x.strip("\n") if null else x.strip() for x in parts) if p]
 
 
-def _expand(raw: str, stdin, null: bool) -> Iterator[tuple[Path, Path | None] | str]:
-    """(file, its input root or None) for every file ``raw`` names, or a problem message."""
-    if raw == "-":
-        src = stdin if stdin is not None else (sys.stdin.buffer if null else sys.stdin)
-        for line in read_stdin_list(src, null):
-            yield from _files_of(Path(line))
-        return
-    p = Path(raw).expanduser()
-    if p.is_dir() or p.exists() or p.is_symlink():
-        yield from _files_of(p)
-    elif any(c in raw for c in "*?["):
-        hits = sorted(globlib.glob(raw, recursive=True))
-        if not hits:
-            yield "glob matched no files"
-        for h in hits:
-            yield from _files_of(Path(h))
-    else:
-        yield "no such file or directory"
-
-
-def _files_of(p: Path) -> Iterator[tuple[Path, Path | None]]:
-    if p.is_dir():
-        root = Path(os.path.abspath(p))
-        for f in _walk(p):
-            yield f, root
-    else:
-        yield p, None
-
-
-def discover(inputs: Iterable[str], *, stdin=None, null: bool = False) -> tuple[list[Input], list[tuple[str, str]]]:
+def discover(inputs: Iterable[str], *, stdin=None, null: bool = False,
+             filters: Filters | None = None) -> Discovery:
     """Expand paths, directories (recursive), globs and ``-`` into a sorted, de-duplicated list.
 
-    Returns ``(inputs, problems)`` where problems are ``(path, message)`` for inputs that do not
-    exist or cannot be listed. Companion files (an ENVI header's data file) are removed.
+    Args:
+        inputs: paths, folders (walked), globs, or ``-`` for a list of paths on stdin.
+        stdin: the stream ``-`` reads (default: ``sys.stdin``).
+        null: the stdin list is NUL-separated.
+        filters: include/exclude globs, hidden files, the output to keep out (:class:`Filters`).
+
+    Returns:
+        A :class:`Discovery` (it unpacks as ``items, problems``). Companion files (an ENVI
+        header's data file) are removed.
     """
-    found: dict[Path, Input] = {}
-    problems: list[tuple[str, str]] = []
+    finder = _Finder(filters or Filters())
     for raw in inputs:
-        for hit in _expand(raw, stdin, null):
-            if isinstance(hit, str):
-                problems.append((raw, hit))
-                continue
-            ap = Path(os.path.abspath(hit[0]))
-            if ap not in found:
-                found[ap] = Input(ap, _rel_id(ap, hit[1]))
-    companions = _companions(found)
-    items = [v for k, v in found.items() if k not in companions]
+        if raw == "-":
+            src = stdin if stdin is not None else (sys.stdin.buffer if null else sys.stdin)
+            for line in read_stdin_list(src, null):
+                finder.argument(line, listed=True)
+        else:
+            finder.argument(raw)
+    items = finder.items()
     # Two roots can hold the same relative name (A/x.txt and B/x.txt): such ids fall back to the
     # path relative to the working directory (or absolute), so every id stays unique.
     counts: dict[str, int] = {}
@@ -103,7 +266,8 @@ def discover(inputs: Iterable[str], *, stdin=None, null: bool = False) -> tuple[
         counts[it.id] = counts.get(it.id, 0) + 1
     items = [Input(it.path, _rel_id(it.path, None)) if counts[it.id] > 1 else it for it in items]
     items.sort(key=lambda i: (i.id, str(i.path)))
-    return items, problems
+    finder.out.items = items
+    return finder.out
 
 
 def _companions(found: Iterable[Path]) -> set[Path]:

@@ -35,6 +35,7 @@ class EmbedOptions:
     queue_size: int = 256
     part_rows: int = 1024
     part_seconds: float = 30.0
+    skip_unknown: bool = False  # files no modality claims are left out and listed, not failures
 
     def modality_config(self, name: str):
         from ..modalities import get_modality

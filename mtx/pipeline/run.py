@@ -20,7 +20,7 @@ from .batching import Batch
 from .books import Books, ProgressFn, RunSummary
 from .compute import BatchResult, Compute, Embedder
 from .decode import iter_inline
-from .events import Done, Dup, Event, Failed, Sampled
+from .events import Done, Dup, Event, Failed, Sampled, Unclaimed
 from .inputs import Input, fingerprint, sample_id
 from .options import EmbedOptions, default_workers, run_config_of
 from .workers import WorkerPool, start_workers
@@ -94,7 +94,7 @@ class Run:
         self.store = Store(output, self.run_config, overwrite=opts.overwrite, store_dtype=opts.store_dtype,
                            part_rows=opts.part_rows, part_seconds=opts.part_seconds,
                            modality_configs=self.configs, shard=shard)
-        self.summary = RunSummary(str(output), len(items))
+        self.summary = RunSummary(str(output), len(items) + len(self.problems))
         self.books = Books(self.summary, progress, self.t0)
         self.todo: list[Input] = []
         self.by_hash: dict[str, Any] = {}  # content hash -> record of an embedded file
@@ -102,7 +102,7 @@ class Run:
         self.writer: Writer | None = None
         self.compute: Compute | None = None
         self._handlers = {"sample": self._on_sample, "done": self._on_done, "fail": self._on_fail,
-                          "dup": self._on_dup}
+                          "dup": self._on_dup, "unclaimed": self._on_unclaimed}
 
     # -- the run ---------------------------------------------------------------------------
     def execute(self) -> RunSummary:
@@ -265,6 +265,17 @@ class Run:
 
     def _on_fail(self, ev: Failed) -> None:
         self._fail(ev.file, ev.modality, ev.stage, ev.message)
+
+    def _on_unclaimed(self, ev: Unclaimed) -> None:
+        """No modality claims the file: left out with ``skip_unknown``, else a sniff failure."""
+        st = self.books.live(ev.file)
+        if st is None:
+            return
+        if self.opts.skip_unknown:
+            self.batcher.drop(ev.file)
+            self.books.unclaimed(st, ev.message)
+        else:
+            self._fail(ev.file, "", "sniff", ev.message)
 
     def _on_dup(self, ev: Dup) -> None:
         """Same bytes as a file embedded earlier under another name: copy, don't recompute."""
