@@ -165,6 +165,29 @@ def _symlink_pair(p: Path) -> None:
     os.symlink(p, other)
 
 
+def _too_deep(p: Path) -> None:
+    """A folder ``p`` whose path is just over PATH_MAX (a text file inside): it can be reached
+    only relative to its parent's descriptor, never by name."""
+    from mtx._files import PATH_MAX
+
+    parent = p.with_name("deep")
+    room = PATH_MAX - 6 - len(str(parent))  # the parent's path ends at PATH_MAX - 6 bytes
+    parts = ["d" * 200] * (room // 201)  # each adds 201 bytes ("/" + name)
+    if room % 201 > 1:
+        parts.append("e" * (room % 201 - 1))
+    deep = str(parent.joinpath(*parts))
+    os.makedirs(deep)
+    fd = os.open(deep, os.O_RDONLY)
+    try:
+        os.mkdir(p.name, dir_fd=fd)
+        f = os.open(f"{p.name}/note.txt", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+        os.write(f, b"unreachable by name\n")
+        os.close(f)
+    finally:
+        os.close(fd)
+    assert len(os.fsencode(os.path.join(deep, p.name))) >= PATH_MAX
+
+
 def _write_bytes_name(name: bytes, data: bytes) -> Callable[[Path, Path], None]:
     def make(p: Path, marker: Path) -> None:  # noqa: ARG001 - p: the escaped name, unused
         with open(os.fsencode(p.parent) + b"/" + name, "wb") as f:
@@ -387,8 +410,10 @@ CASES: list[Case] = [
     C("evil.pkl", "", "a pickle whose payload runs exec", lambda p, m: p.write_bytes(_evil(m)),
       "sniff", "never unpickled"),
     C("dangling_link.png", "image", "symlink to a missing file",
-      lambda p, m: os.symlink(p.with_name("no_such_target.png"), p), "sniff", "broken symlink"),
-    C("loop_a.png", "image", "symlink loop", lambda p, m: _symlink_pair(p), "sniff", "symlink loop"),
+      lambda p, m: os.symlink(p.with_name("no_such_target.png"), p), "discover", "broken symlink"),
+    C("loop_a.png", "image", "symlink loop", lambda p, m: _symlink_pair(p), "discover", "symlink loop"),
+    C("too_long_path", "text", "a folder whose path is over PATH_MAX (a text file inside)",
+      lambda p, m: _too_deep(p), "discover", "path too long"),
     C("bad\\xff.txt", "text", "non-UTF-8 file name, empty file", _write_bytes_name(b"bad\xff.txt", b""),
       "sniff", "0 bytes"),
     C("caf\\xe9_good.png", "image", "non-UTF-8 file name, good PNG", _write_bytes_name(b"caf\xe9_good.png", _png(20, 20, 5)),

@@ -139,19 +139,24 @@ def test_stdin_list_and_nul(tmp_path, monkeypatch, capsys):
 
 def test_dry_run_and_missing_input(tmp_path, capsys):
     d = _imgs(tmp_path / "in", 1)
-    assert main(["embed", str(d), str(tmp_path / "nope"), "-o", str(tmp_path / "o.h5"), *TINY,
-                 "--dry-run", "--json"]) == 3
+    os.symlink(tmp_path / "gone.png", d / "link.png")
+    assert main(["embed", str(d), "-o", str(tmp_path / "o.h5"), *TINY, "--dry-run", "--json"]) == 3
     r = json.loads(capsys.readouterr().out)
     assert r["inputs"][0]["modality"] == "image" and "PNG" in r["inputs"][0]["reason"]
-    assert r["problems"][0][1] == "no such file or directory"
+    assert r["problems"] == [[str(d / "link.png"), f"broken symlink: its target {tmp_path / 'gone.png'} does not exist"]]
     assert not (tmp_path / "o.h5").exists()
-    # Embedding for real: the missing input becomes a failure row of stage "discover".
-    assert main(["embed", str(d), str(tmp_path / "nope"), "-o", str(tmp_path / "o.h5"), *TINY, "-q"]) == 3
+    # A path argument that does not exist is a usage error: nothing is created, dry run or not.
+    for extra in (["--dry-run"], []):
+        assert main(["embed", str(d), str(tmp_path / "nope"), "-o", str(tmp_path / "o.h5"), *TINY, *extra]) == 2
+        assert f"{tmp_path / 'nope'}: no such file or directory" in capsys.readouterr().err
+        assert not (tmp_path / "o.h5").exists()
+    # Embedding for real: the broken link becomes a failure row of stage "discover".
+    assert main(["embed", str(d), "-o", str(tmp_path / "o.h5"), *TINY, "-q"]) == 3
     with h5py.File(tmp_path / "o.h5") as f:
         assert list(f["id"].asstr()[()]) == ["img0.png"]
         assert [(os.path.basename(p), st) for p, st in zip(f["failures/path"].asstr()[()],
                                                             f["failures/stage"].asstr()[()], strict=True)] \
-            == [("nope", "discover")]
+            == [("link.png", "discover")]
 
 
 def test_tokenize_reports_197_tokens_for_b16(tmp_path, capsys):
