@@ -32,10 +32,13 @@ complete -c mtx -n '__fish_seen_subcommand_from embed' -l devices -r
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l dry-run
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l dtype -x -a 'auto float32 bfloat16 float16'
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l engine -x -a 'local ray'
+complete -c mtx -n '__fish_seen_subcommand_from embed' -l exclude -r
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l frames -r
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l gpus -r
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l gpus-per-worker -r
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l help
+complete -c mtx -n '__fish_seen_subcommand_from embed' -l hidden
+complete -c mtx -n '__fish_seen_subcommand_from embed' -l include -r
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l json
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l json-lines
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l map -r
@@ -49,6 +52,7 @@ complete -c mtx -n '__fish_seen_subcommand_from embed' -l pool -x -a 'cls mean m
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l quiet
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l save-tokens
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l shard -r
+complete -c mtx -n '__fish_seen_subcommand_from embed' -l skip-unknown
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l store-dtype -x -a 'float32 float16'
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l stride -r
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l text-unit -x -a 'file line'

@@ -47,7 +47,7 @@ _mtx() {
                 --text-unit) COMPREPLY=($(compgen -W "file line" -- "$cur")); return ;;
                 --engine) COMPREPLY=($(compgen -W "local ray" -- "$cur")); return ;;
             esac
-            COMPREPLY=($(compgen -W "--address --batch-size --clips --commit-every --compile --device --devices --dry-run --dtype --engine --frames --gpus --gpus-per-worker --help --json --json-lines --map --modality --model --no-progress --option --output --overwrite --pool --quiet --save-tokens --shard --store-dtype --stride --text-unit --timeout --verbose --weights --window --workers -0 -O -b -j -m -o -q -v -w" -- "$cur") $(compgen -f -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "--address --batch-size --clips --commit-every --compile --device --devices --dry-run --dtype --engine --exclude --frames --gpus --gpus-per-worker --help --hidden --include --json --json-lines --map --modality --model --no-progress --option --output --overwrite --pool --quiet --save-tokens --shard --skip-unknown --store-dtype --stride --text-unit --timeout --verbose --weights --window --workers -0 -O -b -j -m -o -q -v -w" -- "$cur") $(compgen -f -- "$cur")) ;;
         "export")
             case "$prev" in
                 --output|-o) COMPREPLY=($(compgen -f -- "$cur")); return ;;
