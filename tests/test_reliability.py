@@ -115,9 +115,9 @@ def test_file_deleted_between_discovery_and_load(tmp_path, monkeypatch):
     real = pipeline.discover
 
     def discover_then_delete(*a, **kw):
-        items, problems = real(*a, **kw)
+        found = real(*a, **kw)
         (d / "i0001.png").unlink()
-        return items, problems
+        return found
 
     monkeypatch.setattr(pipeline, "discover", discover_then_delete)
     out = tmp_path / "o.h5"

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .._files import stat_regular
-from ..errors import DecodeError, MtxError, UnknownModality, short
+from ..errors import DecodeError, UnknownModality, short
 from .events import Done, Dup, Event, Failed, Sampled, Unclaimed
 from .inputs import Input, content_hash
 from .transport import SHM_DIR, Channel, Chunker
@@ -62,13 +62,17 @@ def process_file(inp: Input, opts_modality: str | None, rules, configs: dict[str
             raise DecodeError("no samples in file (empty content)")
         emit(Done(file=inp.path, modality=modality, reason=dec.reason, fp=fp, n=n))
     except UnknownModality as e:
-        emit(Unclaimed(file=inp.path, message=short(e, with_path=False)))
-    except MtxError as e:
-        emit(Failed(file=inp.path, modality=modality, stage=stage, message=short(e, with_path=False)))
+        emit(Unclaimed(file=inp.path, message=_reason(e, inp.path)))
     except MemoryError:
         emit(Failed(file=inp.path, modality=modality, stage=stage, message="out of memory while decoding"))
     except Exception as e:  # noqa: BLE001 - a decoder bug must not stop the run
-        emit(Failed(file=inp.path, modality=modality, stage=stage, message=short(e)))
+        emit(Failed(file=inp.path, modality=modality, stage=stage, message=_reason(e, inp.path)))
+
+
+def _reason(e: BaseException, path: Path) -> str:
+    """The one-line reason of a failure row, which names its file already: the path is not
+    repeated (a library's message that quotes it gets the file's name instead)."""
+    return short(e, with_path=False).replace(str(path), path.name)
 
 
 def iter_inline(items: list[Input], modality: str | None, rules, configs: dict[str, dict],

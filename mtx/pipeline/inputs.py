@@ -49,8 +49,10 @@ class Filters:
     hidden: bool = False
     output: str | Path | None = None
 
-    def wants(self, ap: Path, rel: str) -> bool:
-        names = (rel, ap.name, str(ap))
+    def wants(self, ap: str, rel: str) -> bool:
+        if not self.include and not self.exclude:
+            return True
+        names = (rel, os.path.basename(ap), ap)
         if self.include and not any(fnmatch.fnmatchcase(n, g) for g in self.include for n in names):
             return False
         return not any(fnmatch.fnmatchcase(n, g) for g in self.exclude for n in names)
@@ -80,12 +82,21 @@ class Discovery:
         yield self.items
         yield self.problems
 
+    def __getitem__(self, i: int) -> Any:
+        return (self.items, self.problems)[i]
+
+    def __len__(self) -> int:
+        return 2
+
 
 class _OutputGuard:
     """Tells the output and its side files apart from inputs (by real directory, so a symlinked
     or relative spelling of the same folder is recognised)."""
 
     def __init__(self, output: str | Path | None):
+        from ..store import is_side_name
+
+        self.is_side_name = is_side_name
         self.name = ""
         if output is not None:
             out = Path(os.path.abspath(Path(output).expanduser()))
@@ -101,9 +112,7 @@ class _OutputGuard:
         real = self._real.get(parent)
         if real is None:
             real = self._real[parent] = os.path.realpath(parent)
-        from ..store import is_side_name
-
-        return ((real == self.dir and is_side_name(name, self.name)) or real == self.parts
+        return ((real == self.dir and self.is_side_name(name, self.name)) or real == self.parts
                 or real.startswith(self.parts + os.sep))
 
 
@@ -114,7 +123,7 @@ class _Finder:
         self.flt = flt
         self.guard = _OutputGuard(flt.output)
         self.out = Discovery()
-        self.found: dict[str, tuple[Path | None, str]] = {}  # abs path -> (its root, raw argument)
+        self.found: dict[str, str | None] = {}  # abs path -> the folder it was found in
         self._seen_problems: set[str] = set()
 
     def problem(self, path: str, message: str) -> None:
@@ -122,7 +131,7 @@ class _Finder:
             self._seen_problems.add(path)
             self.out.problems.append((path, message))
 
-    def add_file(self, path: str, root: Path | None) -> None:
+    def add_file(self, path: str, root: str | None) -> None:
         ap = os.path.abspath(path)
         if self.guard.covers(ap) or ap in self.found:
             return
@@ -130,7 +139,7 @@ class _Finder:
         if why:
             self.problem(ap, why)
             return
-        self.found[ap] = (root, path)
+        self.found[ap] = root
 
     def argument(self, raw: str, *, listed: bool = False) -> None:
         """A path named on the command line (or, ``listed``, on a stdin list)."""
@@ -187,7 +196,7 @@ class _Finder:
                 if kind == "dir":
                     subdirs.append(e.path)
                 elif kind == "file":
-                    self.add_file(e.path, Path(root))
+                    self.add_file(e.path, root)
             stack.extend(reversed(subdirs))
 
     def _kind(self, e: os.DirEntry) -> str:
@@ -206,17 +215,26 @@ class _Finder:
 
     def items(self) -> list[Input]:
         out = []
-        companions = _companions(Path(ap) for ap in self.found)
-        for ap, (root, _raw) in self.found.items():
-            path = Path(ap)
-            if path in companions:
+        companions = {str(c) for c in _companions(Path(ap) for ap in self.found)}
+        cwd = os.getcwd()
+        for ap, root in self.found.items():
+            if ap in companions:
                 continue
-            rel = _rel_id(path, root)
-            if self.flt.wants(path, rel):
-                out.append(Input(path, rel))
+            rel = _rel(ap, str(root)) if root is not None else None
+            rel = rel or _rel(ap, cwd) or Path(ap).as_posix()
+            if self.flt.wants(ap, rel):
+                out.append(Input(Path(ap), rel))
             else:
                 self.out.excluded += 1
         return out
+
+
+def _rel(ap: str, root: str) -> str | None:
+    """``ap`` relative to the folder ``root`` (posix), or None when it is not inside it."""
+    prefix = root if root.endswith(os.sep) else root + os.sep
+    if ap.startswith(prefix) and len(ap) > len(prefix):
+        return ap[len(prefix):].replace(os.sep, "/")
+    return None
 
 
 def _rel_id(path: Path, root: Path | None) -> str:
