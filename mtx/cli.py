@@ -185,6 +185,9 @@ def embed(
     if verbose:
         os.environ["MTX_DEBUG"] = "1"
     _check_arguments(inputs)
+    from .scale import parse_shard
+
+    shard_t = parse_shard(shard)  # --shard or the SLURM array variables, range-checked at once
     _check_choice("--dtype", dtype, DTYPE_CHOICES)
     _check_choice("--pool", pool, POOL_CHOICES)
     _check_choice("--store-dtype", store_dtype, ("float32", "float16"))
@@ -217,7 +220,7 @@ def embed(
         prog.__enter__()
 
     try:
-        summary = embed_inputs(items, output, opts, problems=problems, engine=engine, shard=shard, devices=devices,
+        summary = embed_inputs(items, output, opts, problems=problems, engine=engine, shard=shard_t, devices=devices,
                                gpus=gpus, address=address, gpus_per_worker=gpus_per_worker,
                                progress=_file_events(prog, json_lines, quiet, verbose), on_model=on_model)
     finally:
