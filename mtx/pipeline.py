@@ -968,7 +968,8 @@ class Embedder:
             from .modalities import get_modality
 
             tok = self.tokenizer(modality)
-            self.pools[modality] = self.opts.pool or get_modality(modality).default_pool(tok.init)
+            fitted = (tok.file_info or {}).get("fit_pool")  # a fitted tokenizer: the pooling it was trained with
+            self.pools[modality] = self.opts.pool or fitted or get_modality(modality).default_pool(tok.init)
         return self.pools[modality]
 
     def prepare(self, modality: str, samples: list) -> dict:
@@ -1096,6 +1097,9 @@ def run_config_of(model, opts: EmbedOptions) -> dict[str, Any]:
         "options": opts.options,
         "forced_modality": opts.modality,
         "rules": opts.rules,
+        # Fitted tokenizer files (only when used, so other outputs keep their config hash).
+        **({"tokenizers": {m: t["file_sha256"] for m, t in sorted(model.weights.tokenizer_files.items())}}
+           if model.weights.tokenizer_files else {}),
     }
 
 
