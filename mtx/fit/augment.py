@@ -84,11 +84,17 @@ _AUDIO_DB = np.log(10) / 10 / (2 * 4.5689974)
 
 
 def audio(samples: list[Sample], rng: Rng) -> list[Sample]:
-    """audio (log-mel fbank): circular time shift within the clip, gain +-6 dB, Gaussian noise
-    (sigma 0.05 in normalised log-mel units), one frequency mask of up to 16 mel bins."""
+    """audio (log-mel fbank): circular time shift within the clip, gain +-6 dB, a pitch shift
+    of up to +-8 mel bins (the spectrum moved along the mel axis), Gaussian noise (sigma 0.05 in
+    normalised log-mel units), one frequency mask of up to 16 mel bins."""
     out = []
     for s in samples:
         fb = _signal(s.arrays["fbank"], s.arrays["frames"], rng, 0.05, 6.0, log_domain=_AUDIO_DB)
+        shift = int(rng.integers(-8, 9))
+        if shift:
+            edge = fb[:, :1] if shift > 0 else fb[:, -1:]
+            fb = np.concatenate([np.repeat(edge, shift, 1), fb[:, :-shift]], 1) if shift > 0 else \
+                np.concatenate([fb[:, -shift:], np.repeat(edge, -shift, 1)], 1)
         w = int(rng.integers(0, 17))
         f0 = int(rng.integers(0, fb.shape[1] - w + 1))
         fb[:, f0:f0 + w] = fb.mean()
@@ -96,10 +102,24 @@ def audio(samples: list[Sample], rng: Rng) -> list[Sample]:
     return out
 
 
+def _drift(x: np.ndarray, rng: Rng, scale: float) -> np.ndarray:
+    """Add a random smooth drift per channel (a random walk through 4 knots, linearly
+    interpolated; its size ``scale`` x the channel's standard deviation)."""
+    s, c, t = x.shape
+    knots = np.cumsum(rng.normal(0, 1, (s, c, 5)), axis=-1)
+    knots -= knots.mean(-1, keepdims=True)
+    grid = np.linspace(0, 4, t)
+    lo = np.minimum(grid.astype(int), 3)
+    w = (grid - lo).astype(np.float32)
+    curve = knots[..., lo] * (1 - w) + knots[..., lo + 1] * w
+    return (x + scale * x.std(-1, keepdims=True) * curve).astype(np.float32)
+
+
 def time_series(samples: list[Sample], rng: Rng) -> list[Sample]:
     """time_series (z-scored channels): circular time shift, per-channel gain x0.7-1.4 (+-3 dB),
-    Gaussian noise (sigma 0.1)."""
-    return [_new(s, series=_signal(s.arrays["series"], None, rng, 0.1, 3.0)) for s in samples]
+    a random smooth drift (a 4-knot random walk, 0.5 x the channel's deviation), Gaussian noise
+    (sigma 0.1)."""
+    return [_new(s, series=_signal(_drift(s.arrays["series"], rng, 0.5), None, rng, 0.1, 3.0)) for s in samples]
 
 
 def imu(samples: list[Sample], rng: Rng) -> list[Sample]:

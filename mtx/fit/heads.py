@@ -34,16 +34,18 @@ class LinearHead(nn.Module):
 
 
 class ProjectionHead(nn.Module):
-    """SimCLR projection head: Linear(D, D) - GELU - Linear(D, out); InfoNCE runs on its output,
-    the pooled vector before it is what embed stores."""
+    """The contrastive objective's small projection head: BatchNorm (no affine, as in
+    :class:`LinearHead`) then Linear(D, out). InfoNCE runs on its output; the pooled vector
+    before it is what embed stores. A linear head (rather than SimCLR's two-layer one) leaves
+    the invariances the objective teaches in the pooled vector, where k-NN search sees them."""
 
     def __init__(self, dim: int, out: int = 128):
         super().__init__()
-        self.fc1 = nn.Linear(dim, dim)
-        self.fc2 = nn.Linear(dim, out)
+        self.bn = nn.BatchNorm1d(dim, affine=False, eps=1e-6)
+        self.fc = nn.Linear(dim, out)
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(v)))
+        return self.fc(self.bn(v))
 
 
 def make_head(kind: str, dim: int, out: int) -> nn.Module:

