@@ -217,11 +217,6 @@ def fit(
 
     if objective is None:
         objective = "supervised" if (labels or target) else "contrastive"
-    from .modalities import get_modality
-
-    mod = get_modality(modality)
-    if lr is None:
-        lr = 3e-4 if mod.clip_init and (weights or [None]) != ["seeded"] else 3e-3
     opts = FitOptions(modality=modality, model=model, weights=weights, device=device, dtype=dtype, objective=objective,
                       task=task, labels=labels, val_labels=val_labels, target=target, val=val, epochs=epochs, lr=lr,
                       weight_decay=weight_decay, batch_size=batch_size, warmup=warmup, patience=patience, seed=seed,

@@ -24,7 +24,7 @@ import shutil
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +66,7 @@ class FitOptions:
     target: str | None = None  # tables: a column as the label (left out of the tokens)
     val: float = 0.2
     epochs: int = 30
-    lr: float = 1e-3
+    lr: float | None = None  # None: 3e-3 for a seeded tokenizer, 3e-4 for one starting from CLIP
     weight_decay: float = 0.05
     batch_size: int = 32
     warmup: float = 0.1  # share of all steps
@@ -102,7 +102,7 @@ class FitOptions:
             raise UsageError("--val-labels needs --labels for the training samples")
         if not 0.0 <= self.val < 1.0:
             raise UsageError(f"--val {self.val}: a share of the samples in [0, 1)")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+        if self.epochs < 1 or self.batch_size < 1 or (self.lr is not None and self.lr <= 0):
             raise UsageError("--epochs, --batch-size and --lr must be positive")
         if self.objective == "contrastive" and self.batch_size < 2:
             raise UsageError("--objective contrastive needs --batch-size of at least 2 (negatives)")
@@ -280,11 +280,20 @@ class _Eval:
         from ..modalities._base import canonical_json
         from ..pipeline import Embedder, EmbedOptions
 
-        model.tokenizers[(modality, canonical_json(cfg.to_dict()))] = tok
+        self.key = (modality, canonical_json(cfg.to_dict()))
+        self.model, self.before = model, model.tokenizers.get(self.key)
+        model.tokenizers[self.key] = tok
         self.emb = Embedder(model, EmbedOptions(pool=pool_mode, options={modality: cfg_over}, batch_size=batch_size))
         self.mod = get_modality(modality)
         self.modality = modality
         self.batch_size = batch_size
+
+    def uninstall(self) -> None:
+        """Give the model back its own tokenizer for this modality."""
+        if self.before is None:
+            self.model.tokenizers.pop(self.key, None)
+        else:
+            self.model.tokenizers[self.key] = self.before
 
     def vectors(self, samples) -> np.ndarray:
         groups: dict[Any, list[int]] = {}
@@ -353,7 +362,8 @@ class _Lock:
             os.close(self.fd)
 
 
-def fit(inputs: list[str], output: str | Path, opts: FitOptions, progress: ProgressFn | None = None) -> dict[str, Any]:
+def fit(inputs: list[str], output: str | Path, opts: FitOptions, progress: ProgressFn | None = None,
+        model=None) -> dict[str, Any]:
     """Train ``opts.modality``'s tokenizer + a head on ``inputs``; write the tokenizer file.
 
     Args:
@@ -361,6 +371,8 @@ def fit(inputs: list[str], output: str | Path, opts: FitOptions, progress: Progr
         output: the tokenizer file to write (safetensors).
         opts: the run's settings (see :class:`FitOptions`).
         progress: called with ``{"event": "decode"|"labels"|"start"|"step"|"epoch"|..., ...}``.
+        model: an already loaded :class:`mtx.encoder.Model` to train against (its encoder is
+            left as it is); default: load ``opts.model``/``opts.weights``.
 
     Returns:
         A summary: output, sha256, epochs, best epoch and validation metric, the validation
@@ -382,7 +394,7 @@ def fit(inputs: list[str], output: str | Path, opts: FitOptions, progress: Progr
         with contextlib.ExitStack() as stack:
             if signal.getsignal(signal.SIGTERM) is not None and _main_thread():
                 old_handler = signal.signal(signal.SIGTERM, _sigterm)
-            return _run(inputs, output, work, opts, emit, stack)
+            return _run(inputs, output, work, opts, emit, stack, model)
     finally:
         if old_handler is not None:
             signal.signal(signal.SIGTERM, old_handler)
@@ -401,7 +413,7 @@ def _sigterm(signum, frame):  # noqa: ARG001
     raise KeyboardInterrupt
 
 
-def _run(inputs, output: Path, work: Path, opts: FitOptions, emit: ProgressFn, stack) -> dict[str, Any]:
+def _run(inputs, output: Path, work: Path, opts: FitOptions, emit: ProgressFn, stack, model=None) -> dict[str, Any]:
     import torch
 
     from .. import __version__
@@ -423,12 +435,15 @@ def _run(inputs, output: Path, work: Path, opts: FitOptions, emit: ProgressFn, s
     items, problems = discover(inputs)
     if not items:
         raise UsageError("no input files found" + (f" ({problems[0][0]}: {problems[0][1]})" if problems else ""))
-    model = load_model(opts.model, opts.weights, opts.device, opts.dtype)
+    if model is None:
+        model = load_model(opts.model, opts.weights, opts.device, opts.dtype)
     dtype_name = str(model.dtype).removeprefix("torch.")
     enc_sha = encoder_sha256(model)
     front = model.weights.front if mod.clip_init else None
     start_init = "clip" if front is not None else "seeded"
     pool_mode = opts.pool or mod.default_pool(start_init)
+    if opts.lr is None:  # a CLIP front end is a good start to keep; a seeded one has everything to learn
+        opts = replace(opts, lr=3e-4 if start_init == "clip" else 3e-3)
     hyper = {k: getattr(opts, k) for k in ("objective", "task", "val", "epochs", "lr", "weight_decay", "batch_size",
                                            "warmup", "patience", "seed", "grad_checkpointing", "temperature",
                                            "proj_dim", "target")}
@@ -513,6 +528,7 @@ def _run(inputs, output: Path, work: Path, opts: FitOptions, emit: ProgressFn, s
                          + (" of two (contrastive)" if min_size > 1 else ""))
     warm = max(1, int(round(opts.warmup * total)))
     ev = _Eval(model, tok, opts.modality, cfg, cfg_over, pool_mode, opts.batch_size)
+    stack.callback(ev.uninstall)
 
     state = {"epoch": 0, "step": 0, "best": None, "history": [], "bad": 0}
     if ckpt is not None:
