@@ -3,10 +3,13 @@ complete -c mtx -f
 complete -c mtx -n '__fish_use_subcommand' -a bench -d 'Measure this machine on synthetic inputs (seeded weights) and suggest...'
 complete -c mtx -n '__fish_use_subcommand' -a embed -d 'Embed INPUTS into one HDF5 file (resumes: rerunning skips finished inputs).'
 complete -c mtx -n '__fish_use_subcommand' -a export -d 'Stream the vectors with their ids, modality and path to npy, Parquet, JSON...'
+complete -c mtx -n '__fish_use_subcommand' -a fit -d 'Train MODALITY\'s tokenizer (and a head) against the frozen encoder; write one...'
 complete -c mtx -n '__fish_use_subcommand' -a info -d 'Summarise an embeddings file: rows per modality, model, weights, tokenizers,...'
 complete -c mtx -n '__fish_use_subcommand' -a merge -d 'Verify every shard\'s parts and build OUT (idempotent: re-merging changes...'
 complete -c mtx -n '__fish_use_subcommand' -a modalities -d 'List the registered modalities, their file types, tokens and tokenizer init.'
 complete -c mtx -n '__fish_use_subcommand' -a models -d 'List encoder presets, their geometry, weight sources and whether they are...'
+complete -c mtx -n '__fish_use_subcommand' -a predict -d 'Label INPUTS with a fitted tokenizer\'s head: per sample the label and the...'
+complete -c mtx -n '__fish_use_subcommand' -a probe -d 'How well FILE\'s vectors separate a labelling: cross-validated linear probe...'
 complete -c mtx -n '__fish_use_subcommand' -a similar -d 'Cosine top-k: the rows of FILE most similar to each QUERY (a file or an id).'
 complete -c mtx -n '__fish_use_subcommand' -a status -d 'Show done / running / pending shards, committed rows and throughput.'
 complete -c mtx -n '__fish_use_subcommand' -a tokenize -d 'Show what the encoder will receive for each FILE: modality and why, samples,...'
@@ -54,6 +57,7 @@ complete -c mtx -n '__fish_seen_subcommand_from embed' -l store-dtype -x -a 'flo
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l stride -r
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l text-unit -x -a 'file line'
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l timeout -r
+complete -c mtx -n '__fish_seen_subcommand_from embed' -l tokenizer -r -F
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l verbose
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l weights -r -F
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l window -r
@@ -68,7 +72,7 @@ complete -c mtx -n '__fish_seen_subcommand_from embed' -s q
 complete -c mtx -n '__fish_seen_subcommand_from embed' -s v
 complete -c mtx -n '__fish_seen_subcommand_from embed' -s w -r -F
 complete -c mtx -n '__fish_seen_subcommand_from embed' -F
-complete -c mtx -n '__fish_seen_subcommand_from export' -l format -x -a 'npy parquet jsonl safetensors'
+complete -c mtx -n '__fish_seen_subcommand_from export' -l format -x -a 'npy parquet jsonl safetensors csv'
 complete -c mtx -n '__fish_seen_subcommand_from export' -l help
 complete -c mtx -n '__fish_seen_subcommand_from export' -l json
 complete -c mtx -n '__fish_seen_subcommand_from export' -l modality -x -a 'audio graph hyperspectral image imu infrared point_cloud tabular text time_series video xray'
@@ -79,6 +83,44 @@ complete -c mtx -n '__fish_seen_subcommand_from export' -s f -r
 complete -c mtx -n '__fish_seen_subcommand_from export' -s o -r -F
 complete -c mtx -n '__fish_seen_subcommand_from export' -s q
 complete -c mtx -n '__fish_seen_subcommand_from export' -F
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l batch-size -r
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l device -x -a 'auto cpu cuda cuda:0 cuda:1'
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l dtype -x -a 'auto float32 bfloat16 float16'
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l epochs -r
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l grad-checkpointing
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l help
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l json
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l labels -r -F
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l lr -r
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l modality -x -a 'audio graph hyperspectral image imu infrared point_cloud tabular text time_series video xray'
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l model -x -a 'meta-b16 meta-l14 clip-b16 clip-l14 tiny'
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l no-progress
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l objective -x -a 'supervised contrastive'
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l option -r
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l output -r -F
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l overwrite
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l patience -r
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l pool -x -a 'cls mean max'
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l quiet
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l seed -r
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l target -r
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l task -x -a 'classification regression'
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l temperature -r
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l timeout -r
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l val -r
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l val-labels -r -F
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l warmup -r
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l weight-decay -r
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l weights -r -F
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l workers -r
+complete -c mtx -n '__fish_seen_subcommand_from fit' -s O -r
+complete -c mtx -n '__fish_seen_subcommand_from fit' -s b -r
+complete -c mtx -n '__fish_seen_subcommand_from fit' -s j -r
+complete -c mtx -n '__fish_seen_subcommand_from fit' -s m -x -a 'meta-b16 meta-l14 clip-b16 clip-l14 tiny'
+complete -c mtx -n '__fish_seen_subcommand_from fit' -s o -r -F
+complete -c mtx -n '__fish_seen_subcommand_from fit' -s q
+complete -c mtx -n '__fish_seen_subcommand_from fit' -s w -r -F
+complete -c mtx -n '__fish_seen_subcommand_from fit' -F
 complete -c mtx -n '__fish_seen_subcommand_from info' -l failures
 complete -c mtx -n '__fish_seen_subcommand_from info' -l help
 complete -c mtx -n '__fish_seen_subcommand_from info' -l json
@@ -93,10 +135,36 @@ complete -c mtx -n '__fish_seen_subcommand_from modalities' -F
 complete -c mtx -n '__fish_seen_subcommand_from models' -l help
 complete -c mtx -n '__fish_seen_subcommand_from models' -l json
 complete -c mtx -n '__fish_seen_subcommand_from models' -F
+complete -c mtx -n '__fish_seen_subcommand_from predict' -l batch-size -r
+complete -c mtx -n '__fish_seen_subcommand_from predict' -l device -x -a 'auto cpu cuda cuda:0 cuda:1'
+complete -c mtx -n '__fish_seen_subcommand_from predict' -l dtype -x -a 'auto float32 bfloat16 float16'
+complete -c mtx -n '__fish_seen_subcommand_from predict' -l format -x -a 'npy parquet jsonl safetensors csv'
+complete -c mtx -n '__fish_seen_subcommand_from predict' -l help
+complete -c mtx -n '__fish_seen_subcommand_from predict' -l output -r -F
+complete -c mtx -n '__fish_seen_subcommand_from predict' -l quiet
+complete -c mtx -n '__fish_seen_subcommand_from predict' -l tokenizer -r -F
+complete -c mtx -n '__fish_seen_subcommand_from predict' -l weights -r -F
+complete -c mtx -n '__fish_seen_subcommand_from predict' -l workers -r
+complete -c mtx -n '__fish_seen_subcommand_from predict' -s b -r
+complete -c mtx -n '__fish_seen_subcommand_from predict' -s f -r
+complete -c mtx -n '__fish_seen_subcommand_from predict' -s j -r
+complete -c mtx -n '__fish_seen_subcommand_from predict' -s o -r -F
+complete -c mtx -n '__fish_seen_subcommand_from predict' -s q
+complete -c mtx -n '__fish_seen_subcommand_from predict' -s w -r -F
+complete -c mtx -n '__fish_seen_subcommand_from predict' -F
+complete -c mtx -n '__fish_seen_subcommand_from probe' -l folds -r
+complete -c mtx -n '__fish_seen_subcommand_from probe' -l help
+complete -c mtx -n '__fish_seen_subcommand_from probe' -l json
+complete -c mtx -n '__fish_seen_subcommand_from probe' -l labels -r -F
+complete -c mtx -n '__fish_seen_subcommand_from probe' -l modality -x -a 'audio graph hyperspectral image imu infrared point_cloud tabular text time_series video xray'
+complete -c mtx -n '__fish_seen_subcommand_from probe' -l seed -r
+complete -c mtx -n '__fish_seen_subcommand_from probe' -s k -r
+complete -c mtx -n '__fish_seen_subcommand_from probe' -F
 complete -c mtx -n '__fish_seen_subcommand_from similar' -l device -x -a 'auto cpu cuda cuda:0 cuda:1'
 complete -c mtx -n '__fish_seen_subcommand_from similar' -l help
 complete -c mtx -n '__fish_seen_subcommand_from similar' -l json
 complete -c mtx -n '__fish_seen_subcommand_from similar' -l modality -x -a 'audio graph hyperspectral image imu infrared point_cloud tabular text time_series video xray'
+complete -c mtx -n '__fish_seen_subcommand_from similar' -l tokenizer -r -F
 complete -c mtx -n '__fish_seen_subcommand_from similar' -l top -r
 complete -c mtx -n '__fish_seen_subcommand_from similar' -l weights -r -F
 complete -c mtx -n '__fish_seen_subcommand_from similar' -s k -r
@@ -113,6 +181,7 @@ complete -c mtx -n '__fish_seen_subcommand_from tokenize' -l modality -x -a 'aud
 complete -c mtx -n '__fish_seen_subcommand_from tokenize' -l model -x -a 'meta-b16 meta-l14 clip-b16 clip-l14 tiny'
 complete -c mtx -n '__fish_seen_subcommand_from tokenize' -l option -r
 complete -c mtx -n '__fish_seen_subcommand_from tokenize' -l save -r -F
+complete -c mtx -n '__fish_seen_subcommand_from tokenize' -l tokenizer -r -F
 complete -c mtx -n '__fish_seen_subcommand_from tokenize' -l weights -r -F
 complete -c mtx -n '__fish_seen_subcommand_from tokenize' -s O -r
 complete -c mtx -n '__fish_seen_subcommand_from tokenize' -s m -x -a 'meta-b16 meta-l14 clip-b16 clip-l14 tiny'

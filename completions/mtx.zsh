@@ -11,10 +11,13 @@ _mtx() {
             " bench"|"bench") path="bench" ;;
             " embed"|"embed") path="embed" ;;
             " export"|"export") path="export" ;;
+            " fit"|"fit") path="fit" ;;
             " info"|"info") path="info" ;;
             " merge"|"merge") path="merge" ;;
             " modalities"|"modalities") path="modalities" ;;
             " models"|"models") path="models" ;;
+            " predict"|"predict") path="predict" ;;
+            " probe"|"probe") path="probe" ;;
             " similar"|"similar") path="similar" ;;
             " status"|"status") path="status" ;;
             " tokenize"|"tokenize") path="tokenize" ;;
@@ -31,21 +34,26 @@ _mtx() {
         --pool) COMPREPLY=($(compgen -W "cls mean max" -- "$cur")); return ;;
         --text-unit) COMPREPLY=($(compgen -W "file line" -- "$cur")); return ;;
         --modality) COMPREPLY=($(compgen -W "audio graph hyperspectral image imu infrared point_cloud tabular text time_series video xray" -- "$cur")); return ;;
-        --format) COMPREPLY=($(compgen -W "npy parquet jsonl safetensors" -- "$cur")); return ;;
-        --output|--save|--weights|-o|-w) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        --format) COMPREPLY=($(compgen -W "npy parquet jsonl safetensors csv" -- "$cur")); return ;;
+        --objective) COMPREPLY=($(compgen -W "supervised contrastive" -- "$cur")); return ;;
+        --task) COMPREPLY=($(compgen -W "classification regression" -- "$cur")); return ;;
+        --labels|--output|--save|--tokenizer|--val-labels|--weights|-o|-w) COMPREPLY=($(compgen -f -- "$cur")); return ;;
     esac
     case "$path" in
-        "") COMPREPLY=($(compgen -W "bench embed export info merge modalities models similar status tokenize weights --help --install-completion --show-completion" -- "$cur")) ;;
+        "") COMPREPLY=($(compgen -W "bench embed export fit info merge modalities models predict probe similar status tokenize weights --help --install-completion --show-completion" -- "$cur")) ;;
         "bench") COMPREPLY=($(compgen -W "--device --dtype --help --json --modality --model --n -m" -- "$cur") $(compgen -f -- "$cur")) ;;
-        "embed") COMPREPLY=($(compgen -W "--address --batch-size --clips --commit-every --compile --device --devices --dry-run --dtype --engine --frames --gpus --gpus-per-worker --help --json --json-lines --map --modality --model --no-progress --option --output --overwrite --pool --quiet --save-tokens --shard --store-dtype --stride --text-unit --timeout --verbose --weights --window --workers -0 -O -b -j -m -o -q -v -w" -- "$cur") $(compgen -f -- "$cur")) ;;
+        "embed") COMPREPLY=($(compgen -W "--address --batch-size --clips --commit-every --compile --device --devices --dry-run --dtype --engine --frames --gpus --gpus-per-worker --help --json --json-lines --map --modality --model --no-progress --option --output --overwrite --pool --quiet --save-tokens --shard --store-dtype --stride --text-unit --timeout --tokenizer --verbose --weights --window --workers -0 -O -b -j -m -o -q -v -w" -- "$cur") $(compgen -f -- "$cur")) ;;
         "export") COMPREPLY=($(compgen -W "--format --help --json --modality --output --overwrite --quiet -f -o -q" -- "$cur") $(compgen -f -- "$cur")) ;;
+        "fit") COMPREPLY=($(compgen -W "--batch-size --device --dtype --epochs --grad-checkpointing --help --json --labels --lr --modality --model --no-progress --objective --option --output --overwrite --patience --pool --quiet --seed --target --task --temperature --timeout --val --val-labels --warmup --weight-decay --weights --workers -O -b -j -m -o -q -w" -- "$cur") $(compgen -f -- "$cur")) ;;
         "info") COMPREPLY=($(compgen -W "--failures --help --json" -- "$cur") $(compgen -f -- "$cur")) ;;
         "merge") COMPREPLY=($(compgen -W "--copy --help --json" -- "$cur") $(compgen -f -- "$cur")) ;;
         "modalities") COMPREPLY=($(compgen -W "--help --json" -- "$cur") $(compgen -f -- "$cur")) ;;
         "models") COMPREPLY=($(compgen -W "--help --json" -- "$cur") $(compgen -f -- "$cur")) ;;
-        "similar") COMPREPLY=($(compgen -W "--device --help --json --modality --top --weights -k -w" -- "$cur") $(compgen -f -- "$cur")) ;;
+        "predict") COMPREPLY=($(compgen -W "--batch-size --device --dtype --format --help --output --quiet --tokenizer --weights --workers -b -f -j -o -q -w" -- "$cur") $(compgen -f -- "$cur")) ;;
+        "probe") COMPREPLY=($(compgen -W "--folds --help --json --labels --modality --seed -k" -- "$cur") $(compgen -f -- "$cur")) ;;
+        "similar") COMPREPLY=($(compgen -W "--device --help --json --modality --tokenizer --top --weights -k -w" -- "$cur") $(compgen -f -- "$cur")) ;;
         "status") COMPREPLY=($(compgen -W "--help --json" -- "$cur") $(compgen -f -- "$cur")) ;;
-        "tokenize") COMPREPLY=($(compgen -W "--device --help --json --map --modality --model --option --save --weights -O -m -w" -- "$cur") $(compgen -f -- "$cur")) ;;
+        "tokenize") COMPREPLY=($(compgen -W "--device --help --json --map --modality --model --option --save --tokenizer --weights -O -m -w" -- "$cur") $(compgen -f -- "$cur")) ;;
         "weights") COMPREPLY=($(compgen -W "fetch --help" -- "$cur")) ;;
         "weights fetch") COMPREPLY=($(compgen -W "--help" -- "$cur") $(compgen -f -- "$cur")) ;;
     esac

@@ -25,9 +25,11 @@ CHOICES = {
     "--pool": "cls mean max",
     "--text-unit": "file line",
     "--modality": "audio graph hyperspectral image imu infrared point_cloud tabular text time_series video xray",
-    "--format": "npy parquet jsonl safetensors",
+    "--format": "npy parquet jsonl safetensors csv",
+    "--objective": "supervised contrastive",
+    "--task": "classification regression",
 }
-FILE_OPTS = {"--output", "-o", "--weights", "-w", "--save"}
+FILE_OPTS = {"--output", "-o", "--weights", "-w", "--save", "--tokenizer", "--labels", "--val-labels"}
 
 
 def _tree():

@@ -5,8 +5,8 @@ topology, word order or a feature interaction, never in mean or scale), a tokeni
 one set with the tiny seeded encoder is probed on a held-out set exactly as ``mtx probe`` does
 (cross-validated logistic regression and cosine k-NN), beside the seeded tokenizer. The
 contrastive objective, without labels, is checked where its generic augmentations cover the
-sets' nuisances (node/edge dropping for graphs: k-NN; rotation and jitter for point clouds,
-shift and drift for series: at these sizes the linear probe gains, k-NN stays about flat).
+sets' nuisances (rotation, scaling and jitter for point clouds; shift, gain and drift for
+series).
 benchmarks/fit_quality.py reports the same with B/16.
 """
 from __future__ import annotations
@@ -28,10 +28,10 @@ SETS = {
     "time_series": (24, 16, 25, {}),
     "audio": (24, 16, 25, {}),
     "graph": (48, 16, 30, {}),
-    "point_cloud": (16, 16, 20, PC_SMALL),
+    "point_cloud": (24, 16, 12, PC_SMALL),
 }
 # modalities whose contrastive fit (no labels) is checked, with its epochs
-CONTRASTIVE = {"graph": 15, "point_cloud": 12, "time_series": 20}
+CONTRASTIVE = {"point_cloud": 15, "time_series": 20}
 
 
 def _make(root, modality: str):
@@ -71,7 +71,7 @@ def _fit(root, modality: str, objective: str, out: str, epochs: int | None = Non
     return fit([str(root / "train")], root / out, opts)
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def one_thread():
     """One intra-op thread: these small models run faster so, and the numbers stay put."""
     import torch
@@ -99,8 +99,4 @@ def test_fitted_tokenizer_beats_seeded_on_held_out(tmp_path, modality):
     con = _probe(tmp_path, modality, tmp_path / "con.safetensors")
     print(f"{modality} contrastive: k-NN seeded {seeded['knn']['accuracy']:.3f} -> {con['knn']['accuracy']:.3f}; "
           f"linear {seeded['linear']['accuracy']:.3f} -> {con['linear']['accuracy']:.3f}")
-    if modality == "graph":
-        assert con["knn"]["accuracy"] >= seeded["knn"]["accuracy"] + 0.1
-    else:  # at this size k-NN stays about flat; what the objective learned shows in the linear probe
-        assert con["linear"]["accuracy"] >= seeded["linear"]["accuracy"] + 0.1
-        assert con["knn"]["accuracy"] >= seeded["knn"]["accuracy"] - 0.05
+    assert con["knn"]["accuracy"] >= seeded["knn"]["accuracy"] + 0.05

@@ -441,7 +441,11 @@ def _run(inputs, output: Path, work: Path, opts: FitOptions, emit: ProgressFn, s
     enc_sha = encoder_sha256(model)
     front = model.weights.front if mod.clip_init else None
     start_init = "clip" if front is not None else "seeded"
-    pool_mode = opts.pool or mod.default_pool(start_init)
+    # Pooling as embed pools a fitted (init=file) tokenizer: CLS, except where the modality pools
+    # otherwise for every init (audio: mean over tokens and segments). The CLS token is trained:
+    # its embedding sets its queries into the frozen blocks, a learned attention pooling that a
+    # mean cannot be (docs/fit.md has the measurements).
+    pool_mode = opts.pool or mod.default_pool("file")
     if opts.lr is None:  # a CLIP front end is a good start to keep; a seeded one has everything to learn
         opts = replace(opts, lr=3e-4 if start_init == "clip" else 3e-3)
     hyper = {k: getattr(opts, k) for k in ("objective", "task", "val", "epochs", "lr", "weight_decay", "batch_size",
@@ -682,7 +686,8 @@ def _run(inputs, output: Path, work: Path, opts: FitOptions, emit: ProgressFn, s
                 optim.step()
                 state["step"] += 1
                 losses.append(loss.item())
-                emit({"event": "step", "epoch": epoch, "step": bi + 1, "steps": len(batches), "loss": losses[-1], "lr": lr})
+                emit({"event": "step", "epoch": epoch, "step": bi + 1, "steps": len(batches), "loss": losses[-1], "lr": lr,
+                      "batch": batch})
             m = evaluate()
             m.update(epoch=epoch + 1, train_loss=float(np.mean(losses)) if losses else None)
             state["history"].append({k: m.get(k) for k in ("epoch", "train_loss", "loss", "metric")})
