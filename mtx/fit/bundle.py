@@ -244,6 +244,16 @@ def tokenizer_options(refs: dict[str, Path] | list[str], options: dict[str, dict
     return out
 
 
+def model_options(model: "Model", options: dict[str, dict[str, Any]] | None) -> dict[str, dict[str, Any]]:
+    """``options`` with the recorded config of each fitted tokenizer the model carries underneath
+    (what :func:`tokenizer_options` does from files, for a model already loaded)."""
+    out = {k: dict(v) for k, v in (options or {}).items()}
+    for mod, info in model.weights.tokenizer_files.items():
+        cfg = json.loads(info["fit_json"]).get("config", {})
+        out[mod] = {**cfg, **out.get(mod, {})}
+    return out
+
+
 def attach(lw: "LoadedWeights", paths: list[str]) -> None:
     """Add tokenizer files to loaded weights (state dicts + provenance); one per modality."""
     for p in paths:
