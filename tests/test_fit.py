@@ -415,3 +415,35 @@ def test_augmentations_keep_batch_keys_and_follow_the_seed(tmp_path):
                       for k in s.arrays if s.arrays[k].shape == x.arrays[k].shape)
         assert changed or name == "graph", name
         mod.collate(a)  # the views of a batch still collate
+
+
+def test_spilled_sample_cache_gives_the_same_file(series, fitted, tmp_path, monkeypatch):
+    from mtx.fit.data import SampleCache, decode_samples
+    from mtx.pipeline import discover
+
+    items, _ = discover([str(series)])
+    mem = decode_samples(items, "time_series", {}, workers=0)
+    disk = decode_samples(items, "time_series", {}, workers=0,
+                          cache=SampleCache(max_bytes=0, spill=tmp_path / "c.bin"))
+    assert disk.cache.spilled == len(disk) == len(mem) and disk.ids == mem.ids
+    for i in range(len(mem)):
+        for k, a in mem.cache.get(i).arrays.items():
+            np.testing.assert_array_equal(disk.cache.get(i).arrays[k], a)
+    disk.cache.close()
+    assert not (tmp_path / "c.bin").exists()
+    monkeypatch.setenv("MTX_FIT_CACHE_MB", "0")  # every decoded sample goes to the cache file
+    s = fit([str(series)], tmp_path / "t.safetensors", _opts(epochs=4))
+    assert s["sha256"] == fitted[1]["sha256"]
+    assert not (tmp_path / "t.safetensors.fit").exists()
+
+
+def test_labels_by_path_column(series, tmp_path):
+    from mtx.fit.labels import match_labels
+
+    files = sorted(p for c in series.iterdir() for p in c.iterdir())
+    ids = [f"{p.parent.name}/{p.name}" for p in files]
+    rel = _write_labels(series.parent / "by_path.csv",
+                        [(os.path.relpath(p, series.parent), "x" if i % 2 else "y") for i, p in enumerate(files)],
+                        key="path")
+    labels, rep = match_labels(ids, files, rel)
+    assert labels == ["x" if i % 2 else "y" for i in range(len(files))] and rep.n_labelled == len(files)

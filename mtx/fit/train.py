@@ -521,6 +521,8 @@ def _run(inputs, output: Path, work: Path, opts: FitOptions, emit: ProgressFn, s
     with seeded(opts.seed):
         head = make_head(head_kind, model.spec.dim, head_out).to(dev)
     optim = _adamw(_param_groups([tok, head], opts.weight_decay), opts.lr)
+    # float16 (CUDA) gradients through the frozen blocks can underflow: scale the loss. A no-op otherwise.
+    scaler = torch.amp.GradScaler(dev.type, enabled=model.dtype == torch.float16)
     cls_index = {c: i for i, c in enumerate(classes)}
     keys = [mod.batch_key(cache.get(i)) for i in range(len(dec))]
     segs = [cache.get(i).n_segments for i in range(len(dec))]
@@ -680,10 +682,12 @@ def _run(inputs, output: Path, work: Path, opts: FitOptions, emit: ProgressFn, s
                     g["lr"] = lr
                 loss = loss_of(batch, epoch, bi)
                 optim.zero_grad(set_to_none=True)
-                loss.backward()
+                scaler.scale(loss).backward()
+                scaler.unscale_(optim)
                 torch.nn.utils.clip_grad_norm_([p for g in optim.param_groups for p in g["params"]], 1.0,
                                                foreach=True)
-                optim.step()
+                scaler.step(optim)
+                scaler.update()
                 state["step"] += 1
                 losses.append(loss.item())
                 emit({"event": "step", "epoch": epoch, "step": bi + 1, "steps": len(batches), "loss": losses[-1], "lr": lr,
