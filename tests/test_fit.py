@@ -447,3 +447,20 @@ def test_labels_by_path_column(series, tmp_path):
                         key="path")
     labels, rep = match_labels(ids, files, rel)
     assert labels == ["x" if i % 2 else "y" for i in range(len(files))] and rep.n_labelled == len(files)
+
+
+def test_samples_of_different_shapes_train_in_mixed_batches(tmp_path):
+    """Series of different lengths do not collate together; each forms its own batch key, and a
+    step runs them as sub-batches instead of dropping them."""
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        for i in range(5):
+            n = 40 + 7 * i + (3 if c == "b" else 0)
+            x = np.sin(np.arange(n) / (2 if c == "a" else 5)) + 0.1 * rng.standard_normal(n)
+            (tmp_path / c / f"s{i}.csv").write_text("t,v\n" + "".join(f"{k},{v:.4f}\n" for k, v in enumerate(x)))
+    events = []
+    s = fit([str(tmp_path)], tmp_path / "t.safetensors", _opts(epochs=2, val=0.0), progress=events.append)
+    steps = [ev for ev in events if ev["event"] == "step" and ev["epoch"] == 0]
+    assert sorted(i for ev in steps for i in ev["batch"]) == list(range(10))  # every sample trained
+    assert s["n_train"] == 10 and s["epochs"] == 2

@@ -212,28 +212,44 @@ def _fingerprint(items) -> list[tuple[str, int, int]]:
 
 def _plan(train: list[int], keys: list[Any], segs: list[int], batch_size: int, seed: int, epoch: int,
           min_size: int) -> list[list[int]]:
-    """This epoch's batches: samples of one batch key, shuffled, cut at ``batch_size`` encoder
-    rows (at least ``min_size`` samples), in a shuffled order; the same for the same seed."""
+    """This epoch's batches, the same for the same seed: samples of one batch key (as embed
+    batches them), shuffled, cut at ``batch_size`` encoder rows; what is left of each key (fewer
+    than ``min_size`` samples: series of a rare length, say) goes into mixed batches, which the
+    step runs as one sub-batch per key. Batch order shuffled."""
     rng = np.random.default_rng([seed, epoch, 1])
     groups: dict[Any, list[int]] = {}
     for i in train:
         groups.setdefault(keys[i], []).append(i)
     batches: list[list[int]] = []
-    for g in groups.values():
-        order = [g[j] for j in rng.permutation(len(g))]
+    rest: list[int] = []
+
+    def cut(order: list[int], out: list[list[int]], left: list[int] | None) -> None:
         cur: list[int] = []
         rows = 0
         for i in order:
             if cur and rows + segs[i] > batch_size and len(cur) >= min_size:
-                batches.append(cur)
+                out.append(cur)
                 cur, rows = [], 0
             cur.append(i)
             rows += segs[i]
-        if cur:
-            if len(cur) < min_size and batches and keys[batches[-1][0]] == keys[cur[0]]:
-                batches[-1] += cur
-            elif len(cur) >= min_size:
-                batches.append(cur)
+        if not cur:
+            return
+        if len(cur) >= min_size or left is None:
+            if len(cur) < min_size and out:
+                out[-1] += cur
+            else:
+                out.append(cur)
+        else:
+            left += cur
+
+    for g in groups.values():
+        cut([g[j] for j in rng.permutation(len(g))], batches, rest)
+    if rest:
+        mixed: list[list[int]] = []
+        cut(rest, mixed, None)
+        if len(mixed[-1]) < min_size and batches:
+            batches[-1] += mixed.pop()
+        batches += [b for b in mixed if len(b) >= min_size]
     return [batches[j] for j in rng.permutation(len(batches))]
 
 
@@ -551,8 +567,20 @@ def _run(inputs, output: Path, work: Path, opts: FitOptions, emit: ProgressFn, s
         return torch.tensor([cls_index[labels[i]] for i in batch], dtype=torch.long, device=dev)
 
     def forward(samples: list) -> torch.Tensor:
-        inputs = {k: v.to(dev) for k, v in mod.collate(samples).items()}
-        return pooled(model, tok, inputs, [s.n_segments for s in samples], pool_mode, opts.grad_checkpointing)
+        """Pooled vectors of ``samples`` in order: one tokenizer/encoder pass per batch key."""
+        parts: dict[Any, list[int]] = {}
+        for j, s in enumerate(samples):
+            parts.setdefault(mod.batch_key(s), []).append(j)
+        outs, order = [], []
+        for idx in parts.values():
+            sub = [samples[j] for j in idx]
+            inputs = {k: v.to(dev) for k, v in mod.collate(sub).items()}
+            outs.append(pooled(model, tok, inputs, [s.n_segments for s in sub], pool_mode, opts.grad_checkpointing))
+            order += idx
+        v = outs[0] if len(outs) == 1 else torch.cat(outs)
+        if order != sorted(order):
+            v = v[torch.argsort(torch.tensor(order, device=v.device))]
+        return v
 
     def loss_of(batch: list[int], epoch: int, step: int) -> torch.Tensor:
         samples = [cache.get(i) for i in batch]
