@@ -464,3 +464,20 @@ def test_samples_of_different_shapes_train_in_mixed_batches(tmp_path):
     steps = [ev for ev in events if ev["event"] == "step" and ev["epoch"] == 0]
     assert sorted(i for ev in steps for i in ev["batch"]) == list(range(10))  # every sample trained
     assert s["n_train"] == 10 and s["epochs"] == 2
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl"])
+def test_label_file_formats(tmp_path, fmt):
+    from mtx.fit.labels import match_labels
+
+    rows = [("t.csv#row=0", "a"), ("t.csv#row=1", "b"), ("t.csv#row=2", "")]
+    p = tmp_path / f"l.{fmt}"
+    if fmt == "jsonl":
+        p.write_text("".join(json.dumps({"id": i, "label": lab}) + "\n" for i, lab in rows))
+    else:
+        sep = "\t" if fmt == "tsv" else ","
+        p.write_text(f"id{sep}label\n" + "".join(f"{i}{sep}{lab}\n" for i, lab in rows))
+    ids = ["t.csv#row=0", "t.csv#row=1", "t.csv#row=2", "t.csv#row=3"]
+    labels, rep = match_labels(ids, [tmp_path / "t.csv"] * 4, p)
+    assert labels == ["a", "b", None, None]  # an empty label is no label
+    assert rep.missing == ["t.csv#row=2", "t.csv#row=3"] and not rep.unknown

@@ -546,8 +546,7 @@ def _run(inputs, output: Path, work: Path, opts: FitOptions, emit: ProgressFn, s
     plans = [len(_plan(train, keys, segs, opts.batch_size, opts.seed, e, min_size)) for e in range(opts.epochs)]
     total = sum(plans)
     if total == 0:
-        raise UsageError("not enough training samples for one batch"
-                         + (" of two (contrastive)" if min_size > 1 else ""))
+        raise UsageError(f"{len(train)} training sample(s): a step needs at least two; add inputs or lower --val")
     warm = max(1, int(round(opts.warmup * total)))
     ev = _Eval(model, tok, opts.modality, cfg, cfg_over, pool_mode, opts.batch_size)
     stack.callback(ev.uninstall)
