@@ -26,7 +26,7 @@ class _ShardEmbedder:
         from .encoder import load_model
 
         self.output, self.items, self.n, self.opts = output, items, n_shards, opts
-        self.model = load_model(opts.model, opts.weights, device, opts.dtype)
+        self.model = load_model(opts.model, opts.weights, device, opts.dtype, tokenizers=opts.tokenizers)
         if opts.compile:
             self.model.compile()
 

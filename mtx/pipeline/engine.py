@@ -60,6 +60,7 @@ def embed_inputs(items: list[Input], output: str | Path, opts: EmbedOptions, *,
         raise UsageError("no input files found")
     if engine not in ENGINES:
         raise UsageError(f"--engine {engine!r}: choose one of {', '.join(ENGINES)}")
+    opts = opts.with_fitted()  # --tokenizer files checked once; every engine loads them with the model
     shard_t = shard if isinstance(shard, tuple) else scale.parse_shard(shard)
     dev_list = device_list(devices, gpus)
     if sum(bool(x) for x in (shard_t, dev_list, engine == "ray")) > 1:
@@ -89,7 +90,7 @@ def embed_inputs(items: list[Input], output: str | Path, opts: EmbedOptions, *,
 def _load_model(opts: EmbedOptions):
     from ..encoder import load_model
 
-    model = load_model(opts.model, opts.weights, opts.device, opts.dtype)
+    model = load_model(opts.model, opts.weights, opts.device, opts.dtype, tokenizers=opts.tokenizers)
     if opts.compile:
         model.compile()
     return model
