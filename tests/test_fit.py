@@ -481,3 +481,92 @@ def test_label_file_formats(tmp_path, fmt):
     labels, rep = match_labels(ids, [tmp_path / "t.csv"] * 4, p)
     assert labels == ["a", "b", None, None]  # an empty label is no label
     assert rep.missing == ["t.csv#row=2", "t.csv#row=3"] and not rep.unknown
+
+
+# ------------------------------------------------------------------------------------------
+# Through the pipeline package: engines, decoder processes, the batcher
+# ------------------------------------------------------------------------------------------
+
+
+def _rows(path: Path) -> tuple[dict[str, np.ndarray], dict]:
+    with h5py.File(path, "r") as f:
+        return (dict(zip(f["id"].asstr()[()], f["embeddings"][()], strict=True)),
+                dict(f["modalities/time_series"].attrs))
+
+
+def test_embed_tokenizer_through_shards_and_weights_equals_the_fit_vectors(series, fitted, tmp_path):
+    """``EmbedOptions.tokenizers`` is resolved once by ``embed_inputs`` and loaded by the engine
+    that runs: two shards + merge, and the file given as ``--weights`` (a bundle), give the fit
+    run's own validation vectors, and record the file."""
+    from mtx.pipeline import EmbedOptions, discover, embed_inputs
+
+    out, s = fitted
+    items, _ = discover([str(series)])
+    opts = EmbedOptions(model="tiny", weights=["seeded"], device="cpu", dtype="float32", workers=0,
+                        tokenizers=[f"time_series={out}"])
+    sharded = tmp_path / "sharded.h5"
+    for i in range(2):
+        assert embed_inputs(items, sharded, opts, shard=(i, 2))["shard"] == [i, 2]
+    assert main(["merge", str(sharded)]) == 0
+    as_weights = tmp_path / "w.h5"
+    assert main(["embed", str(series), "-o", str(as_weights), "-m", "tiny", "-w", "seeded", "-w", str(out),
+                 "-j", "0", "-q", "--dtype", "float32"]) == 0
+    for path in (sharded, as_weights):
+        rows, attrs = _rows(path)
+        np.testing.assert_allclose(np.stack([rows[i] for i in s["val_ids"]]), s["val_vectors"], atol=1e-5, rtol=0)
+        assert attrs["init"] == "file" and attrs["file_sha256"] == s["sha256"] and attrs["pool"] == s["pool"]
+
+
+def test_bad_files_are_reported_skips_with_decoder_processes(series, tmp_path, capsys):
+    """Decoding runs in the pipeline's decoder processes (-j 2): an unreadable file in a class
+    folder is one row of the label report, and the fit goes on."""
+    import shutil
+
+    d = tmp_path / "d"
+    shutil.copytree(series, d)
+    (d / "p06" / "broken.csv").write_bytes(b"\x00\xff\x00 not a series \xfe" * 10)
+    rc = main(["fit", str(d), "--modality", "time_series", "-o", str(tmp_path / "t.safetensors"), *TINY,
+               "-j", "2", "--epochs", "1", "--labels", "folders", "--json"])
+    assert rc == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["labels"]["failed"]["count"] == 1 and "broken.csv" in s["labels"]["failed"]["examples"][0]
+    assert s["n_train"] + s["n_val"] == 24
+
+
+def test_training_batches_come_from_the_batcher_one_key_each(tmp_path):
+    """Each step's samples share a batch key (the embed Batcher's buckets) and hold at most
+    --batch-size rows unless they are the mixed leftovers; the same seed plans the same epochs."""
+    from mtx.fit.loop import MIN_BATCH
+
+    rng = np.random.default_rng(0)
+    lengths = [40] * 9 + [64] * 7 + [50]  # a rare length: mixed into another batch
+    for k, n in enumerate(lengths):
+        c = tmp_path / "d" / ("a" if k % 2 else "b")
+        c.mkdir(parents=True, exist_ok=True)
+        x = np.sin(np.arange(n) / (2 if k % 2 else 5)) + 0.1 * rng.standard_normal(n)
+        (c / f"s{k}.csv").write_text("t,v\n" + "".join(f"{i},{v:.4f}\n" for i, v in enumerate(x)))
+    runs = []
+    for _ in range(2):
+        events = []
+        s = fit([str(tmp_path / "d")], tmp_path / f"t{len(runs)}.safetensors", _opts(epochs=2, val=0.0, batch_size=4),
+                progress=events.append)
+        runs.append([ev["batch"] for ev in events if ev["event"] == "step"])
+    assert runs[0] == runs[1] and s["n_train"] == len(lengths)
+    first = runs[0][: len(runs[0]) // 2]
+    assert sorted(i for b in first for i in b) == list(range(len(lengths)))
+    single_key = [b for b in first if len({lengths[i] for i in _file_index(tmp_path / "d", b)}) == 1]
+    assert all(len(b) <= 4 for b in single_key) and len(single_key) >= len(first) - 1
+    assert all(len(b) >= MIN_BATCH for b in first)
+
+
+def _file_index(root: Path, batch: list[int]) -> list[int]:
+    """Sample index (sorted ids, as discovered) -> the k of its file s{k}.csv."""
+    names = sorted(f"{p.parent.name}/{p.name}" for p in root.rglob("*.csv"))
+    return [int(names[i].split("/s")[1].removesuffix(".csv")) for i in batch]
+
+
+def test_cli_choice_values_match_the_library():
+    from mtx._choices import Objective, Task, values
+    from mtx.fit.options import OBJECTIVES, TASKS
+
+    assert values(Objective) == OBJECTIVES and values(Task) == TASKS
