@@ -570,3 +570,35 @@ def test_cli_choice_values_match_the_library():
     from mtx.fit.options import OBJECTIVES, TASKS
 
     assert values(Objective) == OBJECTIVES and values(Task) == TASKS
+
+
+def test_device_processes_and_ray_actors_load_the_resolved_tokenizers(series, fitted, tmp_path):
+    """``--devices`` and ``--engine ray`` hand the resolved options to other processes: the
+    per-device function (run here, in-process) and the Ray actor load the fitted tokenizer."""
+    import queue
+    import signal as sig
+
+    from mtx import scale
+    from mtx.pipeline import EmbedOptions, discover
+    from mtx.ray_engine import _ShardEmbedder
+
+    out, s = fitted
+    items, _ = discover([str(series)])
+    opts = EmbedOptions(model="tiny", weights=["seeded"], device="cpu", dtype="float32", workers=0,
+                        tokenizers=[f"time_series={out}"]).with_fitted()
+    assert opts.tokenizers == [str(out)] and opts.weights == ["seeded"]
+    assert opts.options["time_series"] == read_meta(out)["config"]
+    actor = _ShardEmbedder(str(tmp_path / "r.h5"), items, 1, opts, "cpu")
+    assert actor.model.weights.tokenizer_files["time_series"]["file_sha256"] == s["sha256"]
+    q: queue.Queue = queue.Queue()
+    handler = sig.getsignal(sig.SIGINT)
+    try:
+        scale._device_main(str(tmp_path / "d.h5"), items, (0, 1), opts, "cpu", q)
+    finally:
+        sig.signal(sig.SIGINT, handler)
+    kind, _, payload = q.get_nowait()
+    assert kind == "ok", payload
+    scale.merge(tmp_path / "d.h5", copy=True)
+    rows, attrs = _rows(tmp_path / "d.h5")
+    np.testing.assert_allclose(np.stack([rows[i] for i in s["val_ids"]]), s["val_vectors"], atol=1e-5, rtol=0)
+    assert attrs["file_sha256"] == s["sha256"]
