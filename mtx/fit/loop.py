@@ -124,7 +124,6 @@ class Trainer:
         import torch
 
         from ..modalities._base import seeded
-        from ..pipeline import Batcher, BatchLimits
         from .heads import make_head
 
         self.opts, self.model, self.mod, self.data, self.info = opts, model, mod, data, info
@@ -144,16 +143,22 @@ class Trainer:
         self.emb = self.ev.emb
         self.cls_index = {c: i for i, c in enumerate(data.classes)}
         self.keys = [mod.batch_key(data.cache.get(i)) for i in range(len(data.decoded))]
-        n = len(data.train)
-        self.batcher_of = lambda n: Batcher(BatchLimits(rows=opts.batch_size, tokens=0, max_rows=opts.batch_size,
-                                                        queue=n + 1, queue_tokens=0), self.emb.cost)
-        self.total = sum(len(self.plan(e)) for e in range(opts.epochs)) if n else 0
+        self.total = sum(len(self.plan(e)) for e in range(opts.epochs)) if data.train else 0
         self.warm = max(1, int(round(opts.warmup * self.total)))
         self.state: dict[str, Any] = {"epoch": 0, "step": 0, "best": None, "history": [], "bad": 0}
 
+    def batcher(self, n: int):
+        """The pipeline's batcher with the optimizer's limits: a bucket closes at exactly
+        ``--batch-size`` rows (no token budget: the batch size is a hyperparameter here), and
+        never early for a full buffer (all ``n`` samples of an epoch are planned at once)."""
+        from ..pipeline import Batcher, BatchLimits
+
+        b = self.opts.batch_size
+        return Batcher(BatchLimits(rows=b, tokens=0, max_rows=b, queue=n + 1, queue_tokens=0), self.emb.cost)
+
     def plan(self, epoch: int) -> list[list[int]]:
         o = self.opts
-        return plan(self.data, self.keys, self.batcher_of, o.modality, o.batch_size, o.seed, epoch)
+        return plan(self.data, self.keys, self.batcher, o.modality, o.batch_size, o.seed, epoch)
 
     # -- forward and loss ------------------------------------------------------------------
     def targets(self, batch: list[int]):
