@@ -37,7 +37,9 @@ def embed_inputs(items: list[Input], output: str | Path, opts: EmbedOptions, *,
             rows of a local run).
         output: the HDF5 output.
         opts: the run's options; the model is loaded from ``opts.model``/``weights``/``device``/
-            ``dtype`` (and compiled with ``opts.compile``).
+            ``dtype`` (and compiled with ``opts.compile``), with the fitted tokenizers of
+            ``opts.tokenizers`` (and ``MTX_TOKENIZERS``), checked here once
+            (:meth:`EmbedOptions.with_fitted`) and loaded by whichever engine runs.
         engine: ``local`` (this process and its decoder processes) or ``ray``.
         shard: ``"I/N"`` or ``(I, N)``: embed only shard I of N and commit it for ``mtx merge``;
             None reads ``SLURM_ARRAY_TASK_ID``/``SLURM_ARRAY_TASK_COUNT`` when set.
