@@ -9,10 +9,13 @@ _mtx() {
             " bench"|"bench") path="bench" ;;
             " embed"|"embed") path="embed" ;;
             " export"|"export") path="export" ;;
+            " fit"|"fit") path="fit" ;;
             " info"|"info") path="info" ;;
             " merge"|"merge") path="merge" ;;
             " modalities"|"modalities") path="modalities" ;;
             " models"|"models") path="models" ;;
+            " predict"|"predict") path="predict" ;;
+            " probe"|"probe") path="probe" ;;
             " similar"|"similar") path="similar" ;;
             " status"|"status") path="status" ;;
             " tokenize"|"tokenize") path="tokenize" ;;
@@ -22,7 +25,7 @@ _mtx() {
     done
     case "$path" in
         "")
-            COMPREPLY=($(compgen -W "bench embed export info merge modalities models similar status tokenize weights --help --install-completion --show-completion" -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "bench embed export fit info merge modalities models predict probe similar status tokenize weights --help --install-completion --show-completion" -- "$cur")) ;;
         "bench")
             case "$prev" in
                 --modality) COMPREPLY=($(compgen -W "image infrared xray video audio point_cloud hyperspectral tabular time_series imu graph text" -- "$cur")); return ;;
@@ -33,7 +36,7 @@ _mtx() {
             COMPREPLY=($(compgen -W "--device --dtype --help --json --modality --model --n -m" -- "$cur")) ;;
         "embed")
             case "$prev" in
-                --output|-o) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --output|--tokenizer|-o) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --model|-m) COMPREPLY=($(compgen -W "meta-b16 meta-l14 clip-b16 clip-l14 tiny" -- "$cur")); return ;;
                 --weights|-w) COMPREPLY=($(compgen -W "seeded" -- "$cur") $(compgen -f -- "$cur")); return ;;
                 --device) COMPREPLY=($(compgen -W "auto cpu cuda cuda:0 cuda:1" -- "$cur")); return ;;
@@ -41,11 +44,11 @@ _mtx() {
                 --modality) COMPREPLY=($(compgen -W "image infrared xray video audio point_cloud hyperspectral tabular time_series imu graph text" -- "$cur")); return ;;
                 --pool) COMPREPLY=($(compgen -W "cls mean max" -- "$cur")); return ;;
                 --store-dtype) COMPREPLY=($(compgen -W "float32 float16" -- "$cur")); return ;;
-                --option|-O) COMPREPLY=($(compgen -W "image.size= image.max_pixels= infrared.size= infrared.lo_percentile= infrared.hi_percentile= xray.size= xray.lo_percentile= xray.hi_percentile= video.frames= video.clips= video.size= audio.segment_frames= audio.max_segments= audio.per_window= audio.quality= audio.block_seconds= point_cloud.points= point_cloud.presample= point_cloud.groups= point_cloud.group_size= point_cloud.seed= point_cloud.mesh_sampling= point_cloud.min_mesh_vertices= point_cloud.surface_samples= point_cloud.npz_key= point_cloud.bin_fields= hyperspectral.key= hyperspectral.band_axis= hyperspectral.max_bands= hyperspectral.grid= hyperspectral.lo_percentile= hyperspectral.hi_percentile= tabular.format= tabular.delimiter= tabular.header= tabular.encoding= tabular.stats_rows= tabular.numeric_share= tabular.chunk_rows= tabular.block_bytes= tabular.decimal= tabular.max_record_bytes= tabular.max_columns= time_series.window= time_series.stride= time_series.patch= time_series.patch_stride= time_series.max_tokens= time_series.time_column= imu.rate= imu.max_windows= imu.window= imu.stride= graph.format= graph.k= graph.max_tokens= graph.attributes= graph.attr_dim= text.unit= text.window= text.max_windows= text.encoding=" -- "$cur")); return ;;
+                --option|-O) COMPREPLY=($(compgen -W "image.size= image.max_pixels= infrared.size= infrared.lo_percentile= infrared.hi_percentile= xray.size= xray.lo_percentile= xray.hi_percentile= video.frames= video.clips= video.size= audio.segment_frames= audio.max_segments= audio.per_window= audio.quality= audio.block_seconds= point_cloud.points= point_cloud.presample= point_cloud.groups= point_cloud.group_size= point_cloud.seed= point_cloud.mesh_sampling= point_cloud.min_mesh_vertices= point_cloud.surface_samples= point_cloud.npz_key= point_cloud.bin_fields= hyperspectral.key= hyperspectral.band_axis= hyperspectral.max_bands= hyperspectral.grid= hyperspectral.lo_percentile= hyperspectral.hi_percentile= tabular.format= tabular.delimiter= tabular.header= tabular.encoding= tabular.stats_rows= tabular.numeric_share= tabular.chunk_rows= tabular.block_bytes= tabular.decimal= tabular.max_record_bytes= tabular.max_columns= tabular.drop= time_series.window= time_series.stride= time_series.patch= time_series.patch_stride= time_series.max_tokens= time_series.time_column= imu.rate= imu.max_windows= imu.window= imu.stride= graph.format= graph.k= graph.max_tokens= graph.attributes= graph.attr_dim= text.unit= text.window= text.max_windows= text.encoding=" -- "$cur")); return ;;
                 --text-unit) COMPREPLY=($(compgen -W "file line" -- "$cur")); return ;;
                 --engine) COMPREPLY=($(compgen -W "local ray" -- "$cur")); return ;;
             esac
-            COMPREPLY=($(compgen -W "--address --batch-size --clips --commit-every --compile --device --devices --dry-run --dtype --engine --exclude --frames --gpus --gpus-per-worker --help --hidden --include --json --json-lines --map --modality --model --no-progress --option --output --overwrite --pool --quiet --save-tokens --shard --skip-unknown --store-dtype --stride --text-unit --timeout --verbose --weights --window --workers -0 -O -b -j -m -o -q -v -w" -- "$cur") $(compgen -f -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "--address --batch-size --clips --commit-every --compile --device --devices --dry-run --dtype --engine --exclude --frames --gpus --gpus-per-worker --help --hidden --include --json --json-lines --map --modality --model --no-progress --option --output --overwrite --pool --quiet --save-tokens --shard --skip-unknown --store-dtype --stride --text-unit --timeout --tokenizer --verbose --weights --window --workers -0 -O -b -j -m -o -q -v -w" -- "$cur") $(compgen -f -- "$cur")) ;;
         "export")
             case "$prev" in
                 --output|-o) COMPREPLY=($(compgen -f -- "$cur")); return ;;
@@ -53,6 +56,21 @@ _mtx() {
                 --modality) COMPREPLY=($(compgen -W "image infrared xray video audio point_cloud hyperspectral tabular time_series imu graph text" -- "$cur")); return ;;
             esac
             COMPREPLY=($(compgen -W "--format --help --json --modality --output --overwrite --quiet -f -o -q" -- "$cur") $(compgen -f -- "$cur")) ;;
+        "fit")
+            case "$prev" in
+                --output|--val-labels|-o) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --modality) COMPREPLY=($(compgen -W "image infrared xray video audio point_cloud hyperspectral tabular time_series imu graph text" -- "$cur")); return ;;
+                --labels) COMPREPLY=($(compgen -W "folders" -- "$cur") $(compgen -f -- "$cur")); return ;;
+                --objective) COMPREPLY=($(compgen -W "supervised contrastive" -- "$cur")); return ;;
+                --task) COMPREPLY=($(compgen -W "classification regression" -- "$cur")); return ;;
+                --pool) COMPREPLY=($(compgen -W "cls mean max" -- "$cur")); return ;;
+                --model|-m) COMPREPLY=($(compgen -W "meta-b16 meta-l14 clip-b16 clip-l14 tiny" -- "$cur")); return ;;
+                --weights|-w) COMPREPLY=($(compgen -W "seeded" -- "$cur") $(compgen -f -- "$cur")); return ;;
+                --device) COMPREPLY=($(compgen -W "auto cpu cuda cuda:0 cuda:1" -- "$cur")); return ;;
+                --dtype) COMPREPLY=($(compgen -W "auto float32 bfloat16 float16" -- "$cur")); return ;;
+                --option|-O) COMPREPLY=($(compgen -W "image.size= image.max_pixels= infrared.size= infrared.lo_percentile= infrared.hi_percentile= xray.size= xray.lo_percentile= xray.hi_percentile= video.frames= video.clips= video.size= audio.segment_frames= audio.max_segments= audio.per_window= audio.quality= audio.block_seconds= point_cloud.points= point_cloud.presample= point_cloud.groups= point_cloud.group_size= point_cloud.seed= point_cloud.mesh_sampling= point_cloud.min_mesh_vertices= point_cloud.surface_samples= point_cloud.npz_key= point_cloud.bin_fields= hyperspectral.key= hyperspectral.band_axis= hyperspectral.max_bands= hyperspectral.grid= hyperspectral.lo_percentile= hyperspectral.hi_percentile= tabular.format= tabular.delimiter= tabular.header= tabular.encoding= tabular.stats_rows= tabular.numeric_share= tabular.chunk_rows= tabular.block_bytes= tabular.decimal= tabular.max_record_bytes= tabular.max_columns= tabular.drop= time_series.window= time_series.stride= time_series.patch= time_series.patch_stride= time_series.max_tokens= time_series.time_column= imu.rate= imu.max_windows= imu.window= imu.stride= graph.format= graph.k= graph.max_tokens= graph.attributes= graph.attr_dim= text.unit= text.window= text.max_windows= text.encoding=" -- "$cur")); return ;;
+            esac
+            COMPREPLY=($(compgen -W "--batch-size --device --dtype --epochs --grad-checkpointing --help --json --labels --lr --modality --model --no-progress --objective --option --output --overwrite --patience --pool --quiet --seed --target --task --temperature --timeout --val --val-labels --warmup --weight-decay --weights --workers -O -b -j -m -o -q -w" -- "$cur") $(compgen -f -- "$cur")) ;;
         "info")
             COMPREPLY=($(compgen -W "--failures --help --json" -- "$cur") $(compgen -f -- "$cur")) ;;
         "merge")
@@ -61,13 +79,29 @@ _mtx() {
             COMPREPLY=($(compgen -W "--help --json" -- "$cur")) ;;
         "models")
             COMPREPLY=($(compgen -W "--help --json" -- "$cur")) ;;
+        "predict")
+            case "$prev" in
+                --output|--tokenizer|-o) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --format|-f) COMPREPLY=($(compgen -W "csv jsonl" -- "$cur")); return ;;
+                --weights|-w) COMPREPLY=($(compgen -W "seeded" -- "$cur") $(compgen -f -- "$cur")); return ;;
+                --device) COMPREPLY=($(compgen -W "auto cpu cuda cuda:0 cuda:1" -- "$cur")); return ;;
+                --dtype) COMPREPLY=($(compgen -W "auto float32 bfloat16 float16" -- "$cur")); return ;;
+            esac
+            COMPREPLY=($(compgen -W "--batch-size --device --dtype --format --help --output --quiet --tokenizer --weights --workers -b -f -j -o -q -w" -- "$cur") $(compgen -f -- "$cur")) ;;
+        "probe")
+            case "$prev" in
+                --labels) COMPREPLY=($(compgen -W "folders" -- "$cur") $(compgen -f -- "$cur")); return ;;
+                --modality) COMPREPLY=($(compgen -W "image infrared xray video audio point_cloud hyperspectral tabular time_series imu graph text" -- "$cur")); return ;;
+            esac
+            COMPREPLY=($(compgen -W "--folds --help --json --labels --modality --seed -k" -- "$cur") $(compgen -f -- "$cur")) ;;
         "similar")
             case "$prev" in
                 --modality) COMPREPLY=($(compgen -W "image infrared xray video audio point_cloud hyperspectral tabular time_series imu graph text" -- "$cur")); return ;;
                 --weights|-w) COMPREPLY=($(compgen -W "seeded" -- "$cur") $(compgen -f -- "$cur")); return ;;
                 --device) COMPREPLY=($(compgen -W "auto cpu cuda cuda:0 cuda:1" -- "$cur")); return ;;
+                --tokenizer) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             esac
-            COMPREPLY=($(compgen -W "--device --help --json --modality --top --weights -k -w" -- "$cur") $(compgen -f -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "--device --help --json --modality --tokenizer --top --weights -k -w" -- "$cur") $(compgen -f -- "$cur")) ;;
         "status")
             COMPREPLY=($(compgen -W "--help --json" -- "$cur") $(compgen -f -- "$cur")) ;;
         "tokenize")
@@ -75,11 +109,11 @@ _mtx() {
                 --model|-m) COMPREPLY=($(compgen -W "meta-b16 meta-l14 clip-b16 clip-l14 tiny" -- "$cur")); return ;;
                 --weights|-w) COMPREPLY=($(compgen -W "seeded" -- "$cur") $(compgen -f -- "$cur")); return ;;
                 --modality) COMPREPLY=($(compgen -W "image infrared xray video audio point_cloud hyperspectral tabular time_series imu graph text" -- "$cur")); return ;;
-                --option|-O) COMPREPLY=($(compgen -W "image.size= image.max_pixels= infrared.size= infrared.lo_percentile= infrared.hi_percentile= xray.size= xray.lo_percentile= xray.hi_percentile= video.frames= video.clips= video.size= audio.segment_frames= audio.max_segments= audio.per_window= audio.quality= audio.block_seconds= point_cloud.points= point_cloud.presample= point_cloud.groups= point_cloud.group_size= point_cloud.seed= point_cloud.mesh_sampling= point_cloud.min_mesh_vertices= point_cloud.surface_samples= point_cloud.npz_key= point_cloud.bin_fields= hyperspectral.key= hyperspectral.band_axis= hyperspectral.max_bands= hyperspectral.grid= hyperspectral.lo_percentile= hyperspectral.hi_percentile= tabular.format= tabular.delimiter= tabular.header= tabular.encoding= tabular.stats_rows= tabular.numeric_share= tabular.chunk_rows= tabular.block_bytes= tabular.decimal= tabular.max_record_bytes= tabular.max_columns= time_series.window= time_series.stride= time_series.patch= time_series.patch_stride= time_series.max_tokens= time_series.time_column= imu.rate= imu.max_windows= imu.window= imu.stride= graph.format= graph.k= graph.max_tokens= graph.attributes= graph.attr_dim= text.unit= text.window= text.max_windows= text.encoding=" -- "$cur")); return ;;
+                --option|-O) COMPREPLY=($(compgen -W "image.size= image.max_pixels= infrared.size= infrared.lo_percentile= infrared.hi_percentile= xray.size= xray.lo_percentile= xray.hi_percentile= video.frames= video.clips= video.size= audio.segment_frames= audio.max_segments= audio.per_window= audio.quality= audio.block_seconds= point_cloud.points= point_cloud.presample= point_cloud.groups= point_cloud.group_size= point_cloud.seed= point_cloud.mesh_sampling= point_cloud.min_mesh_vertices= point_cloud.surface_samples= point_cloud.npz_key= point_cloud.bin_fields= hyperspectral.key= hyperspectral.band_axis= hyperspectral.max_bands= hyperspectral.grid= hyperspectral.lo_percentile= hyperspectral.hi_percentile= tabular.format= tabular.delimiter= tabular.header= tabular.encoding= tabular.stats_rows= tabular.numeric_share= tabular.chunk_rows= tabular.block_bytes= tabular.decimal= tabular.max_record_bytes= tabular.max_columns= tabular.drop= time_series.window= time_series.stride= time_series.patch= time_series.patch_stride= time_series.max_tokens= time_series.time_column= imu.rate= imu.max_windows= imu.window= imu.stride= graph.format= graph.k= graph.max_tokens= graph.attributes= graph.attr_dim= text.unit= text.window= text.max_windows= text.encoding=" -- "$cur")); return ;;
                 --device) COMPREPLY=($(compgen -W "auto cpu cuda cuda:0 cuda:1" -- "$cur")); return ;;
-                --save) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --save|--tokenizer) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             esac
-            COMPREPLY=($(compgen -W "--device --help --json --map --modality --model --option --save --weights -O -m -w" -- "$cur") $(compgen -f -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "--device --help --json --map --modality --model --option --save --tokenizer --weights -O -m -w" -- "$cur") $(compgen -f -- "$cur")) ;;
         "weights")
             COMPREPLY=($(compgen -W "fetch --help" -- "$cur")) ;;
         "weights fetch")

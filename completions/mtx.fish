@@ -3,10 +3,13 @@ complete -c mtx -f
 complete -c mtx -n '__fish_use_subcommand' -a bench -d 'Measure this machine on synthetic inputs (seeded weights) and suggest...'
 complete -c mtx -n '__fish_use_subcommand' -a embed -d 'Embed INPUTS into one HDF5 file (resumes: rerunning skips finished inputs).'
 complete -c mtx -n '__fish_use_subcommand' -a export -d 'Stream the vectors with their ids, modality and path to npy, Parquet, JSON...'
+complete -c mtx -n '__fish_use_subcommand' -a fit -d 'Train MODALITY\'s tokenizer (and a head) against the frozen encoder; write one...'
 complete -c mtx -n '__fish_use_subcommand' -a info -d 'Summarise an embeddings file: rows per modality, model, weights, tokenizers,...'
 complete -c mtx -n '__fish_use_subcommand' -a merge -d 'Verify every shard\'s parts and build OUT (idempotent: re-merging changes...'
 complete -c mtx -n '__fish_use_subcommand' -a modalities -d 'List the registered modalities, their file types, tokens and tokenizer init.'
 complete -c mtx -n '__fish_use_subcommand' -a models -d 'List encoder presets, their geometry, weight sources and whether they are...'
+complete -c mtx -n '__fish_use_subcommand' -a predict -d 'Label INPUTS with a fitted tokenizer\'s head: per sample the label and the...'
+complete -c mtx -n '__fish_use_subcommand' -a probe -d 'How well FILE\'s vectors separate a labelling: cross-validated linear probe...'
 complete -c mtx -n '__fish_use_subcommand' -a similar -d 'Cosine top-k: the rows of FILE most similar to each QUERY (a file or an id).'
 complete -c mtx -n '__fish_use_subcommand' -a status -d 'Show done / running / pending shards, committed rows and throughput.'
 complete -c mtx -n '__fish_use_subcommand' -a tokenize -d 'Show what the encoder will receive for each FILE: modality and why, samples,...'
@@ -45,7 +48,7 @@ complete -c mtx -n '__fish_seen_subcommand_from embed' -l map -r
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l modality -x -a 'image infrared xray video audio point_cloud hyperspectral tabular time_series imu graph text'
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l model -x -a 'meta-b16 meta-l14 clip-b16 clip-l14 tiny'
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l no-progress
-complete -c mtx -n '__fish_seen_subcommand_from embed' -l option -x -a 'image.size= image.max_pixels= infrared.size= infrared.lo_percentile= infrared.hi_percentile= xray.size= xray.lo_percentile= xray.hi_percentile= video.frames= video.clips= video.size= audio.segment_frames= audio.max_segments= audio.per_window= audio.quality= audio.block_seconds= point_cloud.points= point_cloud.presample= point_cloud.groups= point_cloud.group_size= point_cloud.seed= point_cloud.mesh_sampling= point_cloud.min_mesh_vertices= point_cloud.surface_samples= point_cloud.npz_key= point_cloud.bin_fields= hyperspectral.key= hyperspectral.band_axis= hyperspectral.max_bands= hyperspectral.grid= hyperspectral.lo_percentile= hyperspectral.hi_percentile= tabular.format= tabular.delimiter= tabular.header= tabular.encoding= tabular.stats_rows= tabular.numeric_share= tabular.chunk_rows= tabular.block_bytes= tabular.decimal= tabular.max_record_bytes= tabular.max_columns= time_series.window= time_series.stride= time_series.patch= time_series.patch_stride= time_series.max_tokens= time_series.time_column= imu.rate= imu.max_windows= imu.window= imu.stride= graph.format= graph.k= graph.max_tokens= graph.attributes= graph.attr_dim= text.unit= text.window= text.max_windows= text.encoding='
+complete -c mtx -n '__fish_seen_subcommand_from embed' -l option -x -a 'image.size= image.max_pixels= infrared.size= infrared.lo_percentile= infrared.hi_percentile= xray.size= xray.lo_percentile= xray.hi_percentile= video.frames= video.clips= video.size= audio.segment_frames= audio.max_segments= audio.per_window= audio.quality= audio.block_seconds= point_cloud.points= point_cloud.presample= point_cloud.groups= point_cloud.group_size= point_cloud.seed= point_cloud.mesh_sampling= point_cloud.min_mesh_vertices= point_cloud.surface_samples= point_cloud.npz_key= point_cloud.bin_fields= hyperspectral.key= hyperspectral.band_axis= hyperspectral.max_bands= hyperspectral.grid= hyperspectral.lo_percentile= hyperspectral.hi_percentile= tabular.format= tabular.delimiter= tabular.header= tabular.encoding= tabular.stats_rows= tabular.numeric_share= tabular.chunk_rows= tabular.block_bytes= tabular.decimal= tabular.max_record_bytes= tabular.max_columns= tabular.drop= time_series.window= time_series.stride= time_series.patch= time_series.patch_stride= time_series.max_tokens= time_series.time_column= imu.rate= imu.max_windows= imu.window= imu.stride= graph.format= graph.k= graph.max_tokens= graph.attributes= graph.attr_dim= text.unit= text.window= text.max_windows= text.encoding='
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l output -r -F
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l overwrite
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l pool -x -a 'cls mean max'
@@ -57,12 +60,13 @@ complete -c mtx -n '__fish_seen_subcommand_from embed' -l store-dtype -x -a 'flo
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l stride -r
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l text-unit -x -a 'file line'
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l timeout -r
+complete -c mtx -n '__fish_seen_subcommand_from embed' -l tokenizer -r -F
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l verbose
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l weights -r -F -a 'seeded'
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l window -r
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l workers -r
 complete -c mtx -n '__fish_seen_subcommand_from embed' -s 0
-complete -c mtx -n '__fish_seen_subcommand_from embed' -s O -x -a 'image.size= image.max_pixels= infrared.size= infrared.lo_percentile= infrared.hi_percentile= xray.size= xray.lo_percentile= xray.hi_percentile= video.frames= video.clips= video.size= audio.segment_frames= audio.max_segments= audio.per_window= audio.quality= audio.block_seconds= point_cloud.points= point_cloud.presample= point_cloud.groups= point_cloud.group_size= point_cloud.seed= point_cloud.mesh_sampling= point_cloud.min_mesh_vertices= point_cloud.surface_samples= point_cloud.npz_key= point_cloud.bin_fields= hyperspectral.key= hyperspectral.band_axis= hyperspectral.max_bands= hyperspectral.grid= hyperspectral.lo_percentile= hyperspectral.hi_percentile= tabular.format= tabular.delimiter= tabular.header= tabular.encoding= tabular.stats_rows= tabular.numeric_share= tabular.chunk_rows= tabular.block_bytes= tabular.decimal= tabular.max_record_bytes= tabular.max_columns= time_series.window= time_series.stride= time_series.patch= time_series.patch_stride= time_series.max_tokens= time_series.time_column= imu.rate= imu.max_windows= imu.window= imu.stride= graph.format= graph.k= graph.max_tokens= graph.attributes= graph.attr_dim= text.unit= text.window= text.max_windows= text.encoding='
+complete -c mtx -n '__fish_seen_subcommand_from embed' -s O -x -a 'image.size= image.max_pixels= infrared.size= infrared.lo_percentile= infrared.hi_percentile= xray.size= xray.lo_percentile= xray.hi_percentile= video.frames= video.clips= video.size= audio.segment_frames= audio.max_segments= audio.per_window= audio.quality= audio.block_seconds= point_cloud.points= point_cloud.presample= point_cloud.groups= point_cloud.group_size= point_cloud.seed= point_cloud.mesh_sampling= point_cloud.min_mesh_vertices= point_cloud.surface_samples= point_cloud.npz_key= point_cloud.bin_fields= hyperspectral.key= hyperspectral.band_axis= hyperspectral.max_bands= hyperspectral.grid= hyperspectral.lo_percentile= hyperspectral.hi_percentile= tabular.format= tabular.delimiter= tabular.header= tabular.encoding= tabular.stats_rows= tabular.numeric_share= tabular.chunk_rows= tabular.block_bytes= tabular.decimal= tabular.max_record_bytes= tabular.max_columns= tabular.drop= time_series.window= time_series.stride= time_series.patch= time_series.patch_stride= time_series.max_tokens= time_series.time_column= imu.rate= imu.max_windows= imu.window= imu.stride= graph.format= graph.k= graph.max_tokens= graph.attributes= graph.attr_dim= text.unit= text.window= text.max_windows= text.encoding='
 complete -c mtx -n '__fish_seen_subcommand_from embed' -s b -r
 complete -c mtx -n '__fish_seen_subcommand_from embed' -s j -r
 complete -c mtx -n '__fish_seen_subcommand_from embed' -s m -x -a 'meta-b16 meta-l14 clip-b16 clip-l14 tiny'
@@ -82,6 +86,44 @@ complete -c mtx -n '__fish_seen_subcommand_from export' -s f -x -a 'npy parquet 
 complete -c mtx -n '__fish_seen_subcommand_from export' -s o -r -F
 complete -c mtx -n '__fish_seen_subcommand_from export' -s q
 complete -c mtx -n '__fish_seen_subcommand_from export' -F
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l batch-size -r
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l device -x -a 'auto cpu cuda cuda:0 cuda:1'
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l dtype -x -a 'auto float32 bfloat16 float16'
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l epochs -r
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l grad-checkpointing
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l help
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l json
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l labels -r -F -a 'folders'
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l lr -r
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l modality -x -a 'image infrared xray video audio point_cloud hyperspectral tabular time_series imu graph text'
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l model -x -a 'meta-b16 meta-l14 clip-b16 clip-l14 tiny'
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l no-progress
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l objective -x -a 'supervised contrastive'
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l option -x -a 'image.size= image.max_pixels= infrared.size= infrared.lo_percentile= infrared.hi_percentile= xray.size= xray.lo_percentile= xray.hi_percentile= video.frames= video.clips= video.size= audio.segment_frames= audio.max_segments= audio.per_window= audio.quality= audio.block_seconds= point_cloud.points= point_cloud.presample= point_cloud.groups= point_cloud.group_size= point_cloud.seed= point_cloud.mesh_sampling= point_cloud.min_mesh_vertices= point_cloud.surface_samples= point_cloud.npz_key= point_cloud.bin_fields= hyperspectral.key= hyperspectral.band_axis= hyperspectral.max_bands= hyperspectral.grid= hyperspectral.lo_percentile= hyperspectral.hi_percentile= tabular.format= tabular.delimiter= tabular.header= tabular.encoding= tabular.stats_rows= tabular.numeric_share= tabular.chunk_rows= tabular.block_bytes= tabular.decimal= tabular.max_record_bytes= tabular.max_columns= tabular.drop= time_series.window= time_series.stride= time_series.patch= time_series.patch_stride= time_series.max_tokens= time_series.time_column= imu.rate= imu.max_windows= imu.window= imu.stride= graph.format= graph.k= graph.max_tokens= graph.attributes= graph.attr_dim= text.unit= text.window= text.max_windows= text.encoding='
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l output -r -F
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l overwrite
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l patience -r
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l pool -x -a 'cls mean max'
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l quiet
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l seed -r
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l target -r
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l task -x -a 'classification regression'
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l temperature -r
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l timeout -r
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l val -r
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l val-labels -r -F
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l warmup -r
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l weight-decay -r
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l weights -r -F -a 'seeded'
+complete -c mtx -n '__fish_seen_subcommand_from fit' -l workers -r
+complete -c mtx -n '__fish_seen_subcommand_from fit' -s O -x -a 'image.size= image.max_pixels= infrared.size= infrared.lo_percentile= infrared.hi_percentile= xray.size= xray.lo_percentile= xray.hi_percentile= video.frames= video.clips= video.size= audio.segment_frames= audio.max_segments= audio.per_window= audio.quality= audio.block_seconds= point_cloud.points= point_cloud.presample= point_cloud.groups= point_cloud.group_size= point_cloud.seed= point_cloud.mesh_sampling= point_cloud.min_mesh_vertices= point_cloud.surface_samples= point_cloud.npz_key= point_cloud.bin_fields= hyperspectral.key= hyperspectral.band_axis= hyperspectral.max_bands= hyperspectral.grid= hyperspectral.lo_percentile= hyperspectral.hi_percentile= tabular.format= tabular.delimiter= tabular.header= tabular.encoding= tabular.stats_rows= tabular.numeric_share= tabular.chunk_rows= tabular.block_bytes= tabular.decimal= tabular.max_record_bytes= tabular.max_columns= tabular.drop= time_series.window= time_series.stride= time_series.patch= time_series.patch_stride= time_series.max_tokens= time_series.time_column= imu.rate= imu.max_windows= imu.window= imu.stride= graph.format= graph.k= graph.max_tokens= graph.attributes= graph.attr_dim= text.unit= text.window= text.max_windows= text.encoding='
+complete -c mtx -n '__fish_seen_subcommand_from fit' -s b -r
+complete -c mtx -n '__fish_seen_subcommand_from fit' -s j -r
+complete -c mtx -n '__fish_seen_subcommand_from fit' -s m -x -a 'meta-b16 meta-l14 clip-b16 clip-l14 tiny'
+complete -c mtx -n '__fish_seen_subcommand_from fit' -s o -r -F
+complete -c mtx -n '__fish_seen_subcommand_from fit' -s q
+complete -c mtx -n '__fish_seen_subcommand_from fit' -s w -r -F -a 'seeded'
+complete -c mtx -n '__fish_seen_subcommand_from fit' -F
 complete -c mtx -n '__fish_seen_subcommand_from info' -l failures
 complete -c mtx -n '__fish_seen_subcommand_from info' -l help
 complete -c mtx -n '__fish_seen_subcommand_from info' -l json
@@ -94,10 +136,36 @@ complete -c mtx -n '__fish_seen_subcommand_from modalities' -l help
 complete -c mtx -n '__fish_seen_subcommand_from modalities' -l json
 complete -c mtx -n '__fish_seen_subcommand_from models' -l help
 complete -c mtx -n '__fish_seen_subcommand_from models' -l json
+complete -c mtx -n '__fish_seen_subcommand_from predict' -l batch-size -r
+complete -c mtx -n '__fish_seen_subcommand_from predict' -l device -x -a 'auto cpu cuda cuda:0 cuda:1'
+complete -c mtx -n '__fish_seen_subcommand_from predict' -l dtype -x -a 'auto float32 bfloat16 float16'
+complete -c mtx -n '__fish_seen_subcommand_from predict' -l format -x -a 'csv jsonl'
+complete -c mtx -n '__fish_seen_subcommand_from predict' -l help
+complete -c mtx -n '__fish_seen_subcommand_from predict' -l output -r -F
+complete -c mtx -n '__fish_seen_subcommand_from predict' -l quiet
+complete -c mtx -n '__fish_seen_subcommand_from predict' -l tokenizer -r -F
+complete -c mtx -n '__fish_seen_subcommand_from predict' -l weights -r -F -a 'seeded'
+complete -c mtx -n '__fish_seen_subcommand_from predict' -l workers -r
+complete -c mtx -n '__fish_seen_subcommand_from predict' -s b -r
+complete -c mtx -n '__fish_seen_subcommand_from predict' -s f -x -a 'csv jsonl'
+complete -c mtx -n '__fish_seen_subcommand_from predict' -s j -r
+complete -c mtx -n '__fish_seen_subcommand_from predict' -s o -r -F
+complete -c mtx -n '__fish_seen_subcommand_from predict' -s q
+complete -c mtx -n '__fish_seen_subcommand_from predict' -s w -r -F -a 'seeded'
+complete -c mtx -n '__fish_seen_subcommand_from predict' -F
+complete -c mtx -n '__fish_seen_subcommand_from probe' -l folds -r
+complete -c mtx -n '__fish_seen_subcommand_from probe' -l help
+complete -c mtx -n '__fish_seen_subcommand_from probe' -l json
+complete -c mtx -n '__fish_seen_subcommand_from probe' -l labels -r -F -a 'folders'
+complete -c mtx -n '__fish_seen_subcommand_from probe' -l modality -x -a 'image infrared xray video audio point_cloud hyperspectral tabular time_series imu graph text'
+complete -c mtx -n '__fish_seen_subcommand_from probe' -l seed -r
+complete -c mtx -n '__fish_seen_subcommand_from probe' -s k -r
+complete -c mtx -n '__fish_seen_subcommand_from probe' -F
 complete -c mtx -n '__fish_seen_subcommand_from similar' -l device -x -a 'auto cpu cuda cuda:0 cuda:1'
 complete -c mtx -n '__fish_seen_subcommand_from similar' -l help
 complete -c mtx -n '__fish_seen_subcommand_from similar' -l json
 complete -c mtx -n '__fish_seen_subcommand_from similar' -l modality -x -a 'image infrared xray video audio point_cloud hyperspectral tabular time_series imu graph text'
+complete -c mtx -n '__fish_seen_subcommand_from similar' -l tokenizer -r -F
 complete -c mtx -n '__fish_seen_subcommand_from similar' -l top -r
 complete -c mtx -n '__fish_seen_subcommand_from similar' -l weights -r -F -a 'seeded'
 complete -c mtx -n '__fish_seen_subcommand_from similar' -s k -r
@@ -112,10 +180,11 @@ complete -c mtx -n '__fish_seen_subcommand_from tokenize' -l json
 complete -c mtx -n '__fish_seen_subcommand_from tokenize' -l map -r
 complete -c mtx -n '__fish_seen_subcommand_from tokenize' -l modality -x -a 'image infrared xray video audio point_cloud hyperspectral tabular time_series imu graph text'
 complete -c mtx -n '__fish_seen_subcommand_from tokenize' -l model -x -a 'meta-b16 meta-l14 clip-b16 clip-l14 tiny'
-complete -c mtx -n '__fish_seen_subcommand_from tokenize' -l option -x -a 'image.size= image.max_pixels= infrared.size= infrared.lo_percentile= infrared.hi_percentile= xray.size= xray.lo_percentile= xray.hi_percentile= video.frames= video.clips= video.size= audio.segment_frames= audio.max_segments= audio.per_window= audio.quality= audio.block_seconds= point_cloud.points= point_cloud.presample= point_cloud.groups= point_cloud.group_size= point_cloud.seed= point_cloud.mesh_sampling= point_cloud.min_mesh_vertices= point_cloud.surface_samples= point_cloud.npz_key= point_cloud.bin_fields= hyperspectral.key= hyperspectral.band_axis= hyperspectral.max_bands= hyperspectral.grid= hyperspectral.lo_percentile= hyperspectral.hi_percentile= tabular.format= tabular.delimiter= tabular.header= tabular.encoding= tabular.stats_rows= tabular.numeric_share= tabular.chunk_rows= tabular.block_bytes= tabular.decimal= tabular.max_record_bytes= tabular.max_columns= time_series.window= time_series.stride= time_series.patch= time_series.patch_stride= time_series.max_tokens= time_series.time_column= imu.rate= imu.max_windows= imu.window= imu.stride= graph.format= graph.k= graph.max_tokens= graph.attributes= graph.attr_dim= text.unit= text.window= text.max_windows= text.encoding='
+complete -c mtx -n '__fish_seen_subcommand_from tokenize' -l option -x -a 'image.size= image.max_pixels= infrared.size= infrared.lo_percentile= infrared.hi_percentile= xray.size= xray.lo_percentile= xray.hi_percentile= video.frames= video.clips= video.size= audio.segment_frames= audio.max_segments= audio.per_window= audio.quality= audio.block_seconds= point_cloud.points= point_cloud.presample= point_cloud.groups= point_cloud.group_size= point_cloud.seed= point_cloud.mesh_sampling= point_cloud.min_mesh_vertices= point_cloud.surface_samples= point_cloud.npz_key= point_cloud.bin_fields= hyperspectral.key= hyperspectral.band_axis= hyperspectral.max_bands= hyperspectral.grid= hyperspectral.lo_percentile= hyperspectral.hi_percentile= tabular.format= tabular.delimiter= tabular.header= tabular.encoding= tabular.stats_rows= tabular.numeric_share= tabular.chunk_rows= tabular.block_bytes= tabular.decimal= tabular.max_record_bytes= tabular.max_columns= tabular.drop= time_series.window= time_series.stride= time_series.patch= time_series.patch_stride= time_series.max_tokens= time_series.time_column= imu.rate= imu.max_windows= imu.window= imu.stride= graph.format= graph.k= graph.max_tokens= graph.attributes= graph.attr_dim= text.unit= text.window= text.max_windows= text.encoding='
 complete -c mtx -n '__fish_seen_subcommand_from tokenize' -l save -r -F
+complete -c mtx -n '__fish_seen_subcommand_from tokenize' -l tokenizer -r -F
 complete -c mtx -n '__fish_seen_subcommand_from tokenize' -l weights -r -F -a 'seeded'
-complete -c mtx -n '__fish_seen_subcommand_from tokenize' -s O -x -a 'image.size= image.max_pixels= infrared.size= infrared.lo_percentile= infrared.hi_percentile= xray.size= xray.lo_percentile= xray.hi_percentile= video.frames= video.clips= video.size= audio.segment_frames= audio.max_segments= audio.per_window= audio.quality= audio.block_seconds= point_cloud.points= point_cloud.presample= point_cloud.groups= point_cloud.group_size= point_cloud.seed= point_cloud.mesh_sampling= point_cloud.min_mesh_vertices= point_cloud.surface_samples= point_cloud.npz_key= point_cloud.bin_fields= hyperspectral.key= hyperspectral.band_axis= hyperspectral.max_bands= hyperspectral.grid= hyperspectral.lo_percentile= hyperspectral.hi_percentile= tabular.format= tabular.delimiter= tabular.header= tabular.encoding= tabular.stats_rows= tabular.numeric_share= tabular.chunk_rows= tabular.block_bytes= tabular.decimal= tabular.max_record_bytes= tabular.max_columns= time_series.window= time_series.stride= time_series.patch= time_series.patch_stride= time_series.max_tokens= time_series.time_column= imu.rate= imu.max_windows= imu.window= imu.stride= graph.format= graph.k= graph.max_tokens= graph.attributes= graph.attr_dim= text.unit= text.window= text.max_windows= text.encoding='
+complete -c mtx -n '__fish_seen_subcommand_from tokenize' -s O -x -a 'image.size= image.max_pixels= infrared.size= infrared.lo_percentile= infrared.hi_percentile= xray.size= xray.lo_percentile= xray.hi_percentile= video.frames= video.clips= video.size= audio.segment_frames= audio.max_segments= audio.per_window= audio.quality= audio.block_seconds= point_cloud.points= point_cloud.presample= point_cloud.groups= point_cloud.group_size= point_cloud.seed= point_cloud.mesh_sampling= point_cloud.min_mesh_vertices= point_cloud.surface_samples= point_cloud.npz_key= point_cloud.bin_fields= hyperspectral.key= hyperspectral.band_axis= hyperspectral.max_bands= hyperspectral.grid= hyperspectral.lo_percentile= hyperspectral.hi_percentile= tabular.format= tabular.delimiter= tabular.header= tabular.encoding= tabular.stats_rows= tabular.numeric_share= tabular.chunk_rows= tabular.block_bytes= tabular.decimal= tabular.max_record_bytes= tabular.max_columns= tabular.drop= time_series.window= time_series.stride= time_series.patch= time_series.patch_stride= time_series.max_tokens= time_series.time_column= imu.rate= imu.max_windows= imu.window= imu.stride= graph.format= graph.k= graph.max_tokens= graph.attributes= graph.attr_dim= text.unit= text.window= text.max_windows= text.encoding='
 complete -c mtx -n '__fish_seen_subcommand_from tokenize' -s m -x -a 'meta-b16 meta-l14 clip-b16 clip-l14 tiny'
 complete -c mtx -n '__fish_seen_subcommand_from tokenize' -s w -r -F -a 'seeded'
 complete -c mtx -n '__fish_seen_subcommand_from tokenize' -F

@@ -32,11 +32,17 @@ Pool = _choice("Pool", ("cls", "mean", "max"))  # mtx.encoder.POOLS
 StoreDtype = _choice("StoreDtype", ("float32", "float16"))
 TextUnit = _choice("TextUnit", ("file", "line"))  # text.unit
 Engine = _choice("Engine", ("local", "ray"))
+Objective = _choice("Objective", ("supervised", "contrastive"))  # mtx.fit.options.OBJECTIVES
+Task = _choice("Task", ("classification", "regression"))  # mtx.fit.options.TASKS
+PredictFormat = _choice("PredictFormat", ("csv", "jsonl"))
 
 # Open-ended options (not choices: cuda:N, any weights file): option -> (words, also files?).
 OPEN_COMPLETIONS: dict[str, tuple[tuple[str, ...], bool]] = {
     "--device": (("auto", "cpu", "cuda", "cuda:0", "cuda:1"), False),
     "--weights": (("seeded",), True),
+    "--tokenizer": ((), True),  # MODALITY=FILE or FILE
+    "--labels": (("folders",), True),
+    "--val-labels": ((), True),
 }
 
 

@@ -74,6 +74,15 @@ def show_info(file: Path, all_failures: bool, json_: bool) -> None:
                   str(ma.get("sha256", "-"))[:16])
     out.print()
     out.print(t)
+    fitted = {name: ma for name, ma in s["modalities"].items() if ma.get("init") == "file"}
+    if fitted:
+        from ._cli_fit import fit_info_lines
+
+        out.print()
+        for name, ma in sorted(fitted.items()):
+            for i, line in enumerate(fit_info_lines(ma)):
+                out.print(f"[bold]{'fitted ' + name if i == 0 else ''}[/bold]  {line}" if i == 0 else
+                          f"{'':<{len('fitted ' + name)}}  {line}", highlight=False)
     if s["virtual"]:
         out.print()
         st = Table("source file", "size", "found", box=None, pad_edge=False)
@@ -156,6 +165,9 @@ def similar(
     device: Annotated[str, typer.Option("--device", envvar="MTX_DEVICE",
                                         help="Where query files are embedded: auto, cpu, cuda or cuda:N.")] = "auto",
     json_: JsonFlag = False,
+    tokenizer: Annotated[list[str] | None, typer.Option(
+        "--tokenizer", help="MODALITY=FILE: where a fitted tokenizer the store records now is (checked against "
+        "its recorded sha256).", show_default=False)] = None,
 ) -> None:
     """Cosine top-k: the rows of FILE most similar to each QUERY (a file or an id).
 
@@ -164,7 +176,8 @@ def similar(
     from ._console import err, out
     from .similar import similar as run_similar
 
-    res = run_similar(file, queries, k=k, modality=modality, weights=weights or None, device=device)
+    res = run_similar(file, queries, k=k, modality=modality, weights=weights or None, device=device,
+                      tokenizers=tokenizer)
     if not json_:
         for note in {n for q in res for n in q.get("notes", [])}:
             err.print(f"[yellow]note: {note}[/yellow]")

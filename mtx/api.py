@@ -77,6 +77,10 @@ def embed(
     if problems and on_error == "raise":
         raise MtxError(f"{problems[0][0]}: {problems[0][1]}")
     m = _model(model, weights, device, dtype)
+    if m.weights.tokenizer_files:  # fitted tokenizers bring the preprocessing they were trained with
+        from .fit.bundle import model_options
+
+        options = model_options(m, options)
     opts = EmbedOptions(model=m.spec.name, modality=modality, pool=pool, batch_size=batch_size,
                         options=options or {})
     emb = Embedder(m, opts)
@@ -188,6 +192,10 @@ def tokenize(path: str | Path, *, model: Any = "meta-b16", weights: str | list[s
         (197, 64)
     """
     m = _model(model, weights, "cpu", "float32")
+    if m.weights.tokenizer_files:
+        from .fit.bundle import model_options
+
+        options = model_options(m, options)
     rep, first = inspect_file(m, path, modality=modality, options=options)
     rep["tokens"] = first
     return rep

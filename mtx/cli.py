@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from ._choices import Dtype, Engine, Modality, Pool, Preset, StoreDtype, TextUnit, plain_choices, values
+from ._cli_fit import TokenizerOpt, fit_info_lines, with_tokenizers
 from .errors import MtxError, UsageError
 
 app = typer.Typer(
@@ -175,6 +176,7 @@ def embed(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No banner, no progress.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Tracebacks and per-file lines.")] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
+    tokenizer: TokenizerOpt = None,
 ) -> None:
     """Embed INPUTS into one HDF5 file (resumes: rerunning skips finished inputs).
 
@@ -199,7 +201,7 @@ def embed(
                         workers=workers, modality=modality, rules=_parse_map(map_), pool=pool,
                         store_dtype=store_dtype, save_tokens=save_tokens, overwrite=overwrite,
                         options=_parse_options(option, shortcuts), timeout=timeout, part_rows=commit_every,
-                        compile=compile_, skip_unknown=skip_unknown)
+                        compile=compile_, skip_unknown=skip_unknown, tokenizers=tokenizer or [])
     if modality:
         from .modalities import get_modality
 
@@ -362,6 +364,7 @@ def tokenize(
     save: Annotated[Path | None, typer.Option("--save", help="Write the encoder-input tokens [N, D] "
                                               "(float32) of the first sample to this .npy file.")] = None,
     json_: JsonOpt = False,
+    tokenizer: TokenizerOpt = None,
 ) -> None:
     """Show what the encoder will receive for each FILE: modality and why, samples, tokens."""
     _check_arguments([str(f) for f in files])
@@ -369,14 +372,14 @@ def tokenize(
     from .api import inspect_file
     from .encoder import load_model
 
+    weights, options = with_tokenizers(tokenizer, weights, _parse_options(option))
     m = load_model(model, weights, device, "float32")
     _banner(m, json_)
     reports = []
     failed = 0
     for i, f in enumerate(files):
         try:
-            rep, first_tokens = inspect_file(m, f, modality=modality, rules=_parse_map(map_),
-                                             options=_parse_options(option))
+            rep, first_tokens = inspect_file(m, f, modality=modality, rules=_parse_map(map_), options=options)
         except MtxError as e:
             failed += 1
             reports.append({"path": str(f), "error": e.message})
@@ -406,6 +409,9 @@ def _print_tokenize(rep: dict[str, Any]) -> None:
     out.print(f"  tokenizer  {rep['tokenizer']['tokenizer']}  init={rep['tokenizer']['init']}"
               + (f" seed={rep['tokenizer']['seed']}" if rep["tokenizer"]["init"] == "seeded" else "")
               + f"  pool={rep['pool']}")
+    if rep["tokenizer"].get("file_path"):
+        for i, line in enumerate(fit_info_lines(rep["tokenizer"])):
+            out.print(f"  {'fitted' if i == 0 else '':<10} {line}", highlight=False)
     out.print(f"  samples    {rep['n_samples']}" + (" (showing the first 5)" if rep["n_samples"] > 5 else ""))
     t = Table(show_edge=False, box=None, pad_edge=False)
     for c in ("sample", "segments", "tokens [N, D]", "padding", "facts"):
@@ -574,9 +580,13 @@ def weights_fetch(name: Annotated[Preset, typer.Argument(help="Preset to downloa
 
 
 from ._cli_data import export, similar  # noqa: E402 - commands that read an output
+from ._cli_fit import fit, predict, probe  # noqa: E402 - fitted tokenizers
 
 app.command()(plain_choices(export))
 app.command()(plain_choices(similar))
+app.command()(plain_choices(fit))
+app.command()(plain_choices(predict))
+app.command()(plain_choices(probe))
 
 
 # ------------------------------------------------------------------------------------------

@@ -161,6 +161,7 @@ class Model:
                     raise WeightsError(f"tokenizer weights for {modality} do not fit: "
                                        f"{str(e).splitlines()[0]}") from None
                 tok.init, tok.seed = "file", None
+                tok.file_info = self.weights.tokenizer_files.get(modality)
             tok.requires_grad_(False).eval().to(self.device)
             self.tokenizers[key] = tok
         return tok
@@ -235,6 +236,7 @@ def load_model(
     weights: str | list[str] | None = None,
     device: str | None = None,
     dtype: str = "float32",
+    tokenizers: list[str] | None = None,
 ) -> Model:
     """Load a preset's encoder on a device.
 
@@ -245,12 +247,15 @@ def load_model(
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         dtype: compute dtype: ``float32``, ``bfloat16``, ``float16`` or ``auto`` (bf16 where the
             hardware runs it natively, else float32).
+        tokenizers: fitted tokenizer files (``mtx fit``) to use instead of the built-in ones
+            (the same as adding them to ``weights``).
 
     Returns:
         A :class:`Model`.
 
     Raises:
-        WeightsError: weights missing, unsafe, corrupt or of another geometry.
+        WeightsError: weights missing, unsafe, corrupt or of another geometry; a tokenizer
+            file trained against other encoder weights.
         DeviceError: the device or dtype is not available.
 
     Example:
@@ -263,7 +268,12 @@ def load_model(
     dtype = resolve_dtype(dtype, dev)
     if dtype == "float16" and dev.type == "cpu":
         raise DeviceError("--dtype float16 needs a CUDA device; on CPU use bfloat16 or float32")
-    wl = [weights] if isinstance(weights, str) else weights
-    lw = resolve(spec, wl)
+    wl = [weights] if isinstance(weights, str) else list(weights or [])
+    lw = resolve(spec, [*wl, *(tokenizers or [])])
     enc = build_encoder(spec, lw).to(dev, DTYPES[dtype])
-    return Model(spec, enc, lw, dev, DTYPES[dtype])
+    m = Model(spec, enc, lw, dev, DTYPES[dtype])
+    if lw.tokenizer_files:
+        from .fit.bundle import check_encoder
+
+        check_encoder(m)
+    return m

@@ -27,7 +27,7 @@ class _ShardEmbedder:
         from .encoder import load_model
 
         self.output, self.items, self.n, self.opts, self.problems = output, items, n_shards, opts, problems
-        self.model = load_model(opts.model, opts.weights, device, opts.dtype)
+        self.model = load_model(opts.model, opts.weights, device, opts.dtype, tokenizers=opts.tokenizers)
         if opts.compile:
             self.model.compile()
 

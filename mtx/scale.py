@@ -316,7 +316,7 @@ def _device_main(output: str, items: list[Input], shard: tuple[int, int], opts: 
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        model = load_model(opts.model, opts.weights, device, opts.dtype)
+        model = load_model(opts.model, opts.weights, device, opts.dtype, tokenizers=opts.tokenizers)
         if opts.compile:
             model.compile()
         s = embed_shard(output, items, shard, opts, model, problems=problems)

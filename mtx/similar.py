@@ -26,7 +26,8 @@ class StoreEmbedder:
     weights sha256, encoder sha256, per-modality preprocessing config, tokenizer sha256 and pool.
     """
 
-    def __init__(self, reader, *, weights: str | list[str] | None = None, device: str | None = None):
+    def __init__(self, reader, *, weights: str | list[str] | None = None, device: str | None = None,
+                 tokenizers: list[str] | None = None):
         self.path = reader.path
         self.attrs = reader.attrs
         self.mod_attrs = reader.modality_attrs()
@@ -37,7 +38,7 @@ class StoreEmbedder:
             self.modality_configs = json.loads(a.get("modality_configs_json", "{}"))
         except ValueError:
             raise self._refuse("its recorded configuration (config_json) is not valid JSON") from None
-        self.model = self._load_model(weights, device)
+        self.model = self._load_model(weights, device, tokenizers)
         from .pipeline import Embedder, EmbedOptions
 
         self.emb = Embedder(self.model, EmbedOptions(model=self.model.spec.name, pool=self.run_config.get("pool"),
@@ -47,8 +48,9 @@ class StoreEmbedder:
     def _refuse(self, why: str) -> NotReproducible:
         return NotReproducible(f"{self.path}: cannot embed queries the way this file was embedded: {why}")
 
-    def _load_model(self, weights, device):
+    def _load_model(self, weights, device, tokenizers=None):
         from .encoder import load_model
+        from .fit.bundle import parse_refs, recorded_tokenizers
         from .weights import get_preset
 
         a = self.attrs
@@ -69,8 +71,14 @@ class StoreEmbedder:
         if weights is None and seeded:
             weights = "seeded"
         dtype = str(a.get("compute_dtype") or "float32")
+        fitted, self.missing_tokenizers = recorded_tokenizers(self.mod_attrs, parse_refs(tokenizers))
+        for mod in sorted(self.mod_attrs):
+            if self.mod_attrs[mod].get("init") == "file":
+                self.notes.append(f"{mod} queries are embedded with the fitted tokenizer "
+                                  f"{self.mod_attrs[mod].get('file_path')} (sha256 "
+                                  f"{str(self.mod_attrs[mod].get('file_sha256'))[:16]}), as the store's rows")
         try:
-            m = load_model(spec.name, weights, device, dtype)
+            m = load_model(spec.name, weights, device, dtype, tokenizers=fitted)
         except WeightsError as e:
             raise self._refuse(f"its weights ({a.get('weights_source')}, sha256 "
                                f"{str(a.get('weights_sha256'))[:16]}) cannot be loaded here: {e.message}; "
@@ -97,6 +105,8 @@ class StoreEmbedder:
         from .modalities import get_modality
 
         mod = get_modality(modality)
+        if modality in self.missing_tokenizers:
+            raise self._refuse(self.missing_tokenizers[modality])
         ma = self.mod_attrs.get(modality, {})
         rec = self.modality_configs.get(modality)
         if rec is None and ma.get("config_json"):
@@ -208,6 +218,7 @@ def similar(
     weights: str | list[str] | None = None,
     device: str | None = None,
     chunk_rows: int | None = None,
+    tokenizers: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Find the ``k`` rows of ``store`` most cosine-similar to each query.
 
@@ -222,6 +233,8 @@ def similar(
             not found through ``MTX_WEIGHTS`` / the Hugging Face cache.
         device: where query files are embedded (``auto``, ``cpu``, ``cuda``...).
         chunk_rows: rows read per step (default: ~64 MiB of vectors).
+        tokenizers: fitted tokenizer files (``MODALITY=FILE``) when those the store records
+            have moved (each is checked against the recorded sha256).
 
     Returns:
         One dict per query: ``query``, ``kind`` (``file``/``id``/``vector``), ``modality`` and
@@ -252,7 +265,7 @@ def similar(
             from .modalities import get_modality
 
             get_modality(modality)  # unknown names raise; known ones simply have no rows here
-        expanded, notes = _query_vectors(r, queries, weights, device)
+        expanded, notes = _query_vectors(r, queries, weights, device, tokenizers)
         if not expanded:
             raise UsageError("no query given")
         q = np.stack([v for _, v in expanded])
@@ -273,7 +286,7 @@ def similar(
 Label = tuple[str, str, str | None]  # (query, kind, modality)
 
 
-def _query_vectors(r, queries: list, weights, device) -> tuple[list[tuple[Label, np.ndarray]], list[str]]:
+def _query_vectors(r, queries: list, weights, device, tokenizers=None) -> tuple[list[tuple[Label, np.ndarray]], list[str]]:
     """Each query as ``((label, kind, modality), vector)`` (a file query: one per sample), and
     the notes of the query embedder."""
     import numpy as np
@@ -294,7 +307,7 @@ def _query_vectors(r, queries: list, weights, device) -> tuple[list[tuple[Label,
         for i, v, mod in _id_vectors(r, ids):
             vecs[i] = v
             labels[i] = (labels[i][0], "id", mod)
-    emb = StoreEmbedder(r, weights=weights, device=device) if files else None
+    emb = StoreEmbedder(r, weights=weights, device=device, tokenizers=tokenizers) if files else None
     file_vecs = {i: emb.embed_file(p) for i, p in files} if emb else {}
     expanded: list[tuple[Label, np.ndarray]] = []
     for i, lab in enumerate(labels):

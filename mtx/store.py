@@ -76,7 +76,10 @@ def fsync_dir(path: Path) -> None:
 
 def config_diff(old: dict[str, Any], new: dict[str, Any]) -> str:
     """``key old -> new`` for every top-level setting that differs (for refusals users can act on)."""
-    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    def same(a: Any, b: Any) -> bool:  # JSON-equal: a recorded list equals the tuple it was written from
+        return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+    keys = sorted(k for k in set(old) | set(new) if not same(old.get(k), new.get(k)))
     if not old:
         return "unknown earlier settings"
     return ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in keys)[:600] or "format"

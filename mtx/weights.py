@@ -149,6 +149,8 @@ class LoadedWeights:
     front: ClipFront | None = None
     norm: tuple["torch.Tensor", "torch.Tensor"] | None = None  # CLIP ln_post
     tokenizers: dict[str, dict[str, "torch.Tensor"]] = field(default_factory=dict)
+    # modality -> provenance of a fitted tokenizer file (mtx.fit.bundle): path, sha256, metadata
+    tokenizer_files: dict[str, dict[str, str]] = field(default_factory=dict)
     source: str = "seeded"  # human-readable provenance
     files: list[dict[str, Any]] = field(default_factory=list)  # path, format, sha256, size
 
@@ -397,9 +399,19 @@ def resolve(spec: EncoderSpec, weights: list[str] | None) -> LoadedWeights:
     """Find and load the weights for ``spec`` (see module docstring for the order)."""
     import torch  # noqa: F401 - fail early and clearly if torch is missing
 
-    paths = [w for w in (weights or []) if w]
+    from .fit.bundle import attach, split_weights
+
+    # Fitted tokenizer files (`mtx fit`) ride along with any encoder weights, seeded included.
+    paths, tokenizer_files = split_weights([w for w in (weights or []) if w])
     if not paths and os.environ.get("MTX_WEIGHTS"):
-        paths = [p for p in os.environ["MTX_WEIGHTS"].split(os.pathsep) if p]
+        paths, more = split_weights([p for p in os.environ["MTX_WEIGHTS"].split(os.pathsep) if p])
+        tokenizer_files += more
+    lw = _resolve_encoder(spec, paths)
+    attach(lw, tokenizer_files)
+    return lw
+
+
+def _resolve_encoder(spec: EncoderSpec, paths: list[str]) -> LoadedWeights:
     if paths == ["seeded"]:
         return LoadedWeights(None, source="seeded")
     if "seeded" in paths:

@@ -447,6 +447,8 @@ class Tokenizer(nn.Module):
 
     init: str = "seeded"
     seed: int | None = None
+    # init=file: the fitted tokenizer file's path, sha256, training metadata and pooling (mtx.fit)
+    file_info: dict[str, str] | None = None
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -454,6 +456,7 @@ class Tokenizer(nn.Module):
             "init": self.init,
             "seed": -1 if self.seed is None else int(self.seed),
             "sha256": state_sha256(self),
+            **(self.file_info or {}),
         }
 
 

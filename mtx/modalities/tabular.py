@@ -840,8 +840,12 @@ class TabularConfig(ModalityConfig):
     decimal: str = ""  # '' = detect (',' when the delimiter is not ',' and cells read 3,14 / 1.234,5) | . | ,
     max_record_bytes: int = 64 << 20  # longest CSV line/record (a header, one huge cell) read; blocks grow to it
     max_columns: int = 2047  # more columns -> a uniform selection of this many (recorded)
+    drop: list[str] = field(default_factory=list)  # columns left out of the tokens (`mtx fit --target`)
 
     def __post_init__(self):
+        if isinstance(self.drop, str):
+            self.drop = [c for c in self.drop.split(",") if c]
+        self.drop = [str(c) for c in self.drop]
         if self.format not in FORMATS:
             raise UsageError(f"tabular format must be one of {', '.join(FORMATS)}, not {self.format!r}")
         if self.header not in ("auto", "yes", "no"):
@@ -852,6 +856,12 @@ class TabularConfig(ModalityConfig):
         if self.decimal not in ("", ".", ","):
             raise UsageError(f"tabular decimal must be '.' or ',' (or '' to detect), not {self.decimal!r}")
         check_codec(self.encoding)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = super().to_dict()
+        if not d["drop"]:
+            del d["drop"]  # absent unless used: outputs written before the option keep their config
+        return d
 
 
 class TabularTokenizer(Tokenizer):
@@ -1029,9 +1039,11 @@ class tabular(Modality):  # noqa: N801 - class name == registry key == module na
         if seen == 0:
             raise DecodeError("empty table: a header but no data rows")
         names = src.columns
-        keep = np.arange(len(names))
-        if len(names) > cfg.max_columns:
-            keep = np.unique(np.linspace(0, len(names) - 1, cfg.max_columns).round().astype(np.int64))
+        keep = np.array([j for j, c in enumerate(names) if c not in cfg.drop], np.int64)
+        if not len(keep):
+            raise DecodeError(f"no columns left after drop={cfg.drop}")
+        if len(keep) > cfg.max_columns:
+            keep = keep[np.unique(np.linspace(0, len(keep) - 1, cfg.max_columns).round().astype(np.int64))]
         cols_meta = []
         for j in keep:
             s = stats[j]
@@ -1043,7 +1055,9 @@ class tabular(Modality):  # noqa: N801 - class name == registry key == module na
             cols_meta.append(entry)
         table = {"format": src.fmt, **src.info, "columns": cols_meta, "stats_rows": seen,
                  "numeric_rule": f">= {cfg.numeric_share:.0%} of non-missing cells are numbers"}
-        if len(keep) < len(names):
+        if cfg.drop:
+            table["dropped"] = [c for c in cfg.drop if c in names]
+        if len(keep) < len(names) - len(table.get("dropped", ())):
             table["column_selection"] = (f"{len(names)} columns > max_columns {cfg.max_columns}: kept "
                                          f"{len(keep)} at uniform positions")
         enc = _Encoder([names[j] for j in keep], [numeric[j] for j in keep],

@@ -24,12 +24,12 @@ from .engine import embed_inputs
 from .inputs import Discovery, Filters, Input, content_hash, discover, fingerprint, read_stdin_list, sample_id
 from .options import EmbedOptions, default_workers, run_config_of
 from .run import Run, run_embed
-from .workers import WorkerPool, start_workers
+from .workers import WorkerPool, decode_events, start_workers
 
 __all__ = [
     "Batch", "BatchLimits", "BatchResult", "Batcher", "Discovery", "EmbedOptions", "Embedder", "Filters", "Input",
-    "Interrupted",
-    "ProgressFn", "Run", "RunSummary", "WorkerPool", "content_hash", "default_workers", "discover",
+    "Interrupted", "ProgressFn", "Run", "RunSummary", "WorkerPool", "content_hash", "decode_events",
+    "default_workers", "discover",
     "embed_inputs", "fingerprint", "process_file", "read_stdin_list", "run_config_of", "run_embed",
     "sample_id", "start_workers",
 ]

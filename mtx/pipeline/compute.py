@@ -53,7 +53,8 @@ class Embedder:
             from ..modalities import get_modality
 
             tok = self.tokenizer(modality)
-            self.pools[modality] = self.opts.pool or get_modality(modality).default_pool(tok.init)
+            fitted = (tok.file_info or {}).get("fit_pool")  # a fitted tokenizer: the pooling it was trained with
+            self.pools[modality] = self.opts.pool or fitted or get_modality(modality).default_pool(tok.init)
         return self.pools[modality]
 
     def cost(self, modality: str, sample) -> int:

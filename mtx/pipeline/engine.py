@@ -37,7 +37,9 @@ def embed_inputs(items: list[Input], output: str | Path, opts: EmbedOptions, *,
             rows of a local run).
         output: the HDF5 output.
         opts: the run's options; the model is loaded from ``opts.model``/``weights``/``device``/
-            ``dtype`` (and compiled with ``opts.compile``).
+            ``dtype`` (and compiled with ``opts.compile``), with the fitted tokenizers of
+            ``opts.tokenizers`` (and ``MTX_TOKENIZERS``), checked here once
+            (:meth:`EmbedOptions.with_fitted`) and loaded by whichever engine runs.
         engine: ``local`` (this process and its decoder processes) or ``ray``.
         shard: ``"I/N"`` or ``(I, N)``: embed only shard I of N and commit it for ``mtx merge``;
             None reads ``SLURM_ARRAY_TASK_ID``/``SLURM_ARRAY_TASK_COUNT`` when set.
@@ -60,6 +62,7 @@ def embed_inputs(items: list[Input], output: str | Path, opts: EmbedOptions, *,
         raise UsageError("no input files found")
     if engine not in ENGINES:
         raise UsageError(f"--engine {engine!r}: choose one of {', '.join(ENGINES)}")
+    opts = opts.with_fitted()  # --tokenizer files checked once; every engine loads them with the model
     shard_t = shard if isinstance(shard, tuple) else scale.parse_shard(shard)
     dev_list = device_list(devices, gpus)
     if sum(bool(x) for x in (shard_t, dev_list, engine == "ray")) > 1:
@@ -93,7 +96,7 @@ def embed_inputs(items: list[Input], output: str | Path, opts: EmbedOptions, *,
 def _load_model(opts: EmbedOptions):
     from ..encoder import load_model
 
-    model = load_model(opts.model, opts.weights, opts.device, opts.dtype)
+    model = load_model(opts.model, opts.weights, opts.device, opts.dtype, tokenizers=opts.tokenizers)
     if opts.compile:
         model.compile()
     return model

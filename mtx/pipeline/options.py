@@ -36,6 +36,8 @@ class EmbedOptions:
     part_rows: int = 1024
     part_seconds: float = 30.0
     skip_unknown: bool = False  # files no modality claims are left out and listed, not failures
+    # Fitted tokenizers (`mtx fit`): MODALITY=FILE or FILE; :meth:`with_fitted` resolves them.
+    tokenizers: list[str] = field(default_factory=list)
 
     def modality_config(self, name: str):
         from ..modalities import get_modality
@@ -45,6 +47,21 @@ class EmbedOptions:
             return mod.config(**self.options.get(name, {}))
         except TypeError as e:
             raise UsageError(f"bad option for {name}: {e}") from None
+
+    def with_fitted(self) -> EmbedOptions:
+        """These options with the fitted tokenizers resolved: ``tokenizers``, ``MTX_TOKENIZERS`` and
+        tokenizer files given as ``weights`` become checked paths in ``tokenizers`` (one per
+        modality), and each one's recorded modality config goes under the user's ``options``
+        (a fitted tokenizer runs with the preprocessing it was trained on). Unchanged when
+        there are none."""
+        from dataclasses import replace
+
+        from ..fit.bundle import resolve_tokenizers
+
+        weights, paths, options = resolve_tokenizers(self.tokenizers, self.weights, self.options)
+        if not paths:
+            return self
+        return replace(self, weights=weights, tokenizers=paths, options=options)
 
     def modality_configs(self) -> dict[str, dict[str, Any]]:
         """The resolved config of every modality, as recorded (and compared on resume)."""
@@ -87,4 +104,7 @@ def run_config_of(model, opts: EmbedOptions) -> dict[str, Any]:
         "save_tokens": opts.save_tokens,
         "forced_modality": opts.modality,
         "rules": opts.rules,
+        # Fitted tokenizer files (only when used, so other outputs keep their config hash).
+        **({"tokenizers": {m: t["file_sha256"] for m, t in sorted(model.weights.tokenizer_files.items())}}
+           if model.weights.tokenizer_files else {}),
     }

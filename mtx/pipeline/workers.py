@@ -12,10 +12,11 @@ import multiprocessing as mp
 import os
 import pickle
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import FileTimeout, WorkerCrashed
-from .decode import worker_main
+from .decode import iter_inline, worker_main
 from .events import Event, Failed, readdress
 from .inputs import Input
 from .options import EmbedOptions, default_workers, gpu_likely
@@ -321,3 +322,32 @@ def start_workers(opts: EmbedOptions, n_items: int) -> WorkerPool | None:
     if n <= 0 or n_items <= 1:
         return None
     return WorkerPool(min(n, n_items), opts, opts.modality_configs())
+
+
+def decode_events(items: list[Input], opts: EmbedOptions) -> Iterator[Event]:
+    """Every event of ``items`` as it arrives, for callers that keep the decoded samples
+    themselves (``mtx fit``, ``mtx predict``): decoded in the decoder processes (here with
+    ``workers=0`` or a single file), watched as in a run, so a dead or stuck decoder fails its
+    file and is replaced. Each file ends with one ``Done`` or ``Failed``."""
+    pool = start_workers(opts, len(items))
+    if pool is None:
+        yield from iter_inline(items, opts.modality, opts.rules, opts.modality_configs())
+        return
+    try:
+        pending = list(reversed(items))
+        waiting = {it.path for it in items}
+        checked = time.monotonic()
+        while waiting:
+            pool.submit_from(pending)
+            events = pool.get(timeout=0.05)
+            if not events or time.monotonic() - checked > 0.5:  # dead or stuck decoders, twice a second
+                checked = time.monotonic()
+                more, again = pool.check()
+                events += more
+                pending.extend(reversed(again))
+            for ev in events:
+                if ev.kind != "sample":
+                    waiting.discard(ev.file)
+                yield ev
+    finally:
+        pool.close()
