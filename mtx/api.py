@@ -48,20 +48,25 @@ def embed(
         ``(ids, vectors)``: sample ids and a float32 array ``[n, D]`` in the same order.
 
     Raises:
-        MtxError: a bad file (with ``on_error="raise"``), missing weights, bad options.
+        MtxError: a bad file (with ``on_error="raise"``), missing weights.
+        mtx.settings.OptionError: an option of the wrong type or out of its range (a
+            ValueError too), raised before any work.
 
     Example:
         >>> ids, vecs = mtx.embed("examples/", model="tiny", weights="seeded")  # doctest: +SKIP
         >>> vecs.shape[1]
         64
     """
+    from .encoder import Model
     from .pipeline import Embedder, EmbedOptions, discover, process_file, sample_id
 
     if isinstance(paths, (str, Path)):
         paths = [paths]
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error={on_error!r}: expected 'raise' or 'skip'")
+    opts = EmbedOptions(model=model.spec.name if isinstance(model, Model) else model, modality=modality,
+                        pool=pool, batch_size=batch_size, options=options or {}).validate()
     m = _model(model, weights, device, dtype)
-    opts = EmbedOptions(model=m.spec.name, modality=modality, pool=pool, batch_size=batch_size,
-                        options=options or {})
     items, problems = discover([str(p) for p in paths])
     if problems and on_error == "raise":
         raise MtxError(f"{problems[0][0]}: {problems[0][1]}")
@@ -102,12 +107,14 @@ def inspect_file(model, path: str | Path, *, modality: str | None = None,
     from .errors import DecodeError
     from .modalities import get_modality
     from .pipeline import Embedder, EmbedOptions, sample_id
+    from .pipeline.options import check_rules
     from .sniff import sniff as _sniff
 
     path = Path(path)
+    rules = check_rules(rules)
     dec = _sniff(path, modality=modality, rules=rules)
     mod = get_modality(dec.modality)
-    emb = Embedder(model, EmbedOptions(options=options or {}))
+    emb = Embedder(model, EmbedOptions(model=model.spec.name, options=options or {}).validate())
     cfg = emb.config(dec.modality)
     samples = []
     n = 0
@@ -166,6 +173,9 @@ def tokenize(path: str | Path, *, model: Any = "meta-b16", weights: str | list[s
         >>> r["tokens"].shape
         (197, 64)
     """
+    from .pipeline import EmbedOptions
+
+    EmbedOptions(modality=modality, options=options or {}).validate()  # before the model loads
     m = _model(model, weights, "cpu", "float32")
     rep, first = inspect_file(m, path, modality=modality, options=options)
     rep["tokens"] = first

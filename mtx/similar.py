@@ -103,15 +103,18 @@ class StoreEmbedder:
             rec = json.loads(ma["config_json"])
         if rec is None:
             raise self._refuse(f"it records no {modality} preprocessing config")
+        from .settings import config_defaults, diff_lines, differences
+
         try:
             cfg = mod.config(**rec)
-        except TypeError as e:
-            raise self._refuse(f"its {modality} options {sorted(rec)} do not fit this mtx ({e})") from None
-        now = cfg.to_dict()
-        if _canon(now) != _canon(rec):
-            diff = sorted(k for k in set(now) | set(rec) if _canon(now.get(k)) != _canon(rec.get(k)))
-            raise self._refuse(f"{modality} preprocessing options differ in this mtx ({', '.join(diff)}); "
-                               "a newer or older mtx wrote it")
+        except (TypeError, ValueError) as e:  # an unknown field; a value this mtx does not allow
+            raise self._refuse(f"its {modality} options do not fit this mtx ({e}); a newer or older mtx "
+                               "wrote it") from None
+        diff = differences(rec, cfg.to_dict(), config_defaults(mod.Config))
+        if diff:
+            lines = "".join(f"\n  {line}" for line in diff_lines(diff, prefix=f"{modality}."))
+            raise self._refuse(f"{modality} preprocessing options differ in this mtx (recorded -> now):{lines}\n"
+                               "a newer or older mtx wrote it; use that version, or query by id")
         self.emb.configs[modality] = cfg
         tok = self.emb.tokenizer(modality)
         if "sha256" in ma:

@@ -393,17 +393,32 @@ def verify_sha256(path: Path, src: WeightSource) -> str:
     return digest
 
 
+def weight_paths(weights: str | list[str] | None) -> list[str]:
+    """The weights a run asked for (``--weights``, else ``MTX_WEIGHTS``), checked without loading
+    anything: ``["seeded"]``, existing files, or ``[]`` (the Hugging Face cache).
+
+    Raises:
+        UsageError: ``seeded`` combined with files, or a path that is not a file.
+    """
+    paths = [weights] if isinstance(weights, str) else [w for w in (weights or []) if w]
+    if not paths and os.environ.get("MTX_WEIGHTS"):
+        paths = [p for p in os.environ["MTX_WEIGHTS"].split(os.pathsep) if p]
+    if "seeded" in paths and paths != ["seeded"]:
+        raise UsageError("--weights seeded cannot be combined with weight files")
+    for p in paths:
+        if p != "seeded" and not Path(p).expanduser().is_file():
+            raise UsageError(f"{p}: no such weights file; pass an existing file, or --weights seeded "
+                             "for an explicitly random (not pretrained) encoder")
+    return paths
+
+
 def resolve(spec: EncoderSpec, weights: list[str] | None) -> LoadedWeights:
     """Find and load the weights for ``spec`` (see module docstring for the order)."""
     import torch  # noqa: F401 - fail early and clearly if torch is missing
 
-    paths = [w for w in (weights or []) if w]
-    if not paths and os.environ.get("MTX_WEIGHTS"):
-        paths = [p for p in os.environ["MTX_WEIGHTS"].split(os.pathsep) if p]
+    paths = weight_paths(weights)
     if paths == ["seeded"]:
         return LoadedWeights(None, source="seeded")
-    if "seeded" in paths:
-        raise UsageError("--weights seeded cannot be combined with weight files")
     pinned: dict[str, WeightSource] = {}
     if not paths:
         if not spec.sources:

@@ -52,10 +52,12 @@ def embed_inputs(items: list[Input], output: str | Path, opts: EmbedOptions, *,
         ``shard: [I, N]``.
 
     Raises:
-        UsageError: no inputs, an unknown engine, or more than one of shard/devices/Ray.
+        UsageError: no inputs, an unknown engine, or more than one of shard/devices/Ray;
+            :class:`mtx.settings.OptionError` (a UsageError) for an option out of its range.
     """
     from .. import scale
 
+    opts.validate()  # -O values, before a decoder or the model starts
     if not items and not problems:
         raise UsageError("no input files found")
     if engine not in ENGINES:

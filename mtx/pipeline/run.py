@@ -22,7 +22,7 @@ from .compute import BatchResult, Compute, Embedder
 from .decode import iter_inline
 from .events import Done, Dup, Event, Failed, Sampled
 from .inputs import Input, fingerprint, sample_id
-from .options import EmbedOptions, default_workers, run_config_of
+from .options import EmbedOptions, default_workers, modality_defaults, run_config_of
 from .workers import WorkerPool, start_workers
 from .writer import Writer
 
@@ -93,7 +93,7 @@ class Run:
         # version must not invalidate an output; a changed default of a used one must).
         self.store = Store(output, self.run_config, overwrite=opts.overwrite, store_dtype=opts.store_dtype,
                            part_rows=opts.part_rows, part_seconds=opts.part_seconds,
-                           modality_configs=self.configs, shard=shard)
+                           modality_configs=self.configs, shard=shard, modality_defaults=modality_defaults())
         self.summary = RunSummary(str(output), len(items))
         self.books = Books(self.summary, progress, self.t0)
         self.todo: list[Input] = []
