@@ -461,6 +461,22 @@ def resolve(spec: EncoderSpec, weights: list[str] | None) -> LoadedWeights:
     return merged
 
 
+def planned_digest(spec: EncoderSpec, weights: str | list[str] | None) -> str | None:
+    """The :func:`weights_digest` a run with these weights would record, without loading them
+    (for ``--dry-run``); None when the weights are not here yet (they would be downloaded)."""
+    paths = weight_paths(weights)
+    if paths == ["seeded"]:
+        return "seeded"
+    if not paths:
+        found = [_hf_cached(s) for s in spec.sources]
+        if not spec.sources or not all(found):
+            return None
+        digests = [verify_sha256(p, s) for p, s in zip(found, spec.sources, strict=True)]
+    else:
+        digests = [cached_sha256(Path(p).expanduser()) for p in paths]
+    return hashlib.sha256(json.dumps(digests).encode()).hexdigest()
+
+
 def weights_digest(lw: LoadedWeights) -> str:
     """One sha256 that identifies the weights a run used (for provenance and resume checks)."""
     if not lw.files:

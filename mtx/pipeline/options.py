@@ -162,12 +162,17 @@ def run_config_of(model, opts: EmbedOptions) -> dict[str, Any]:
     compared one by one): hashed, recorded, compared on resume."""
     from ..weights import weights_digest
 
+    return run_config(model.spec, weights_digest(model.weights), str(model.dtype).removeprefix("torch."), opts)
+
+
+def run_config(spec, weights_sha256: str | None, compute_dtype: str, opts: EmbedOptions) -> dict[str, Any]:
+    """:func:`run_config_of` from its parts (``--dry-run`` has no loaded model)."""
     return {
         "format_version": 1,
-        "preset": model.spec.name,
-        "geometry": model.spec.geometry(),
-        "weights_sha256": weights_digest(model.weights),
-        "compute_dtype": str(model.dtype).removeprefix("torch."),
+        "preset": spec.name,
+        "geometry": spec.geometry(),
+        "weights_sha256": weights_sha256,
+        "compute_dtype": compute_dtype,
         "pool": opts.pool,
         "store_dtype": opts.store_dtype,
         "save_tokens": opts.save_tokens,

@@ -137,13 +137,7 @@ class Run:
 
         done = self.store.done_files()
         for inp in self.items:
-            rec = done.get(h5_text(str(inp.path)))
-            try:
-                size, mtime = fingerprint(inp.path)
-            except OSError:
-                size = mtime = -1
-            # Finished inputs are skipped; failed ones are tried again (the cause may be gone).
-            if rec is not None and rec.status == "ok" and rec.size == size and rec.mtime_ns == mtime:
+            if finished(inp, done):
                 self.summary.n_skipped += 1
             else:
                 self.todo.append(inp)
@@ -324,6 +318,19 @@ class Run:
                 vectors=vecs[live], n_tokens=ntok[live],
                 tokens=[toks[i] for i in live] if toks is not None else None)))
             self.books.encoded([p for p, _ in ents])
+
+
+def finished(inp: Input, done: dict) -> bool:
+    """Whether ``inp`` is embedded, unchanged, in committed work (``done``: Store.done_files()).
+    Finished inputs are skipped; failed ones are tried again (the cause may be gone)."""
+    from ..store import h5_text
+
+    rec = done.get(h5_text(str(inp.path)))
+    try:
+        size, mtime = fingerprint(inp.path)
+    except OSError:
+        size = mtime = -1
+    return rec is not None and rec.status == "ok" and rec.size == size and rec.mtime_ns == mtime
 
 
 def root_attrs(model, run_config: dict, cfg_hash: str, modality_configs: dict) -> dict[str, Any]:
