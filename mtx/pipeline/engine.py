@@ -72,6 +72,9 @@ def embed_inputs(items: list[Input], output: str | Path, opts: EmbedOptions, *,
         from ..ray_engine import run_ray
 
         return run_ray(output, items, opts, address=address, workers=opts.workers, gpus_per_worker=gpus_per_worker)
+    from ..weights import get_preset, locate
+
+    locate(get_preset(opts.model), opts.weights)  # missing weights are reported before anything starts
     pool = start_workers(opts, len(items))  # decoders start while the model loads
     try:
         model = _load_model(opts)
