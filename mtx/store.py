@@ -697,10 +697,56 @@ def _runs(outs: np.ndarray):
 # ------------------------------------------------------------------------------------------
 
 
+def vds_source(vds: Path, name: str) -> Path | None:
+    """Where HDF5 finds a virtual dataset's source file ``name``: HDF5_VDS_PREFIX, as given
+    (relative to the working directory), beside the file; None when it is in none of them."""
+    if name == ".":
+        return vds
+    cands = [Path(os.environ["HDF5_VDS_PREFIX"]) / name] if os.environ.get("HDF5_VDS_PREFIX") else []
+    cands += [Path(name), Path(vds).parent / name]
+    return next((c for c in cands if c.exists()), None)
+
+
+def missing_sources(f, path: str | Path) -> tuple[list[str], int]:
+    """(source files of the virtual datasets of the open file ``f`` that cannot be found, how many
+    source files there are)."""
+    names: dict[str, bool] = {}
+    for ds in f.values():
+        if getattr(ds, "is_virtual", False):
+            for vs in ds.virtual_sources():
+                if vs.file_name not in names:
+                    names[vs.file_name] = vds_source(Path(path), vs.file_name) is None
+    return [n for n, gone in names.items() if gone], len(names)
+
+
+def missing_sources_message(path: str | Path, missing: list[str], total: int) -> str:
+    """What a read of a merged file whose parts are gone says: which parts, and the fix."""
+    shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+    return (f"{path}: a merged (virtual) file whose parts are missing: {len(missing)} of {total} part file(s) "
+            f"not found ({shown}); its rows would read as NaN. Use it beside its .parts directory, or run "
+            f"`mtx merge --copy {Path(path).name}` next to the parts for a self-contained file")
+
+
+def require_sources(f, path: str | Path) -> None:
+    """Refuse to read the vectors of a merged file whose part files are missing.
+
+    Raises:
+        StoreError: naming the missing parts and the fix (``mtx merge --copy``).
+    """
+    missing, total = missing_sources(f, path)
+    if missing:
+        raise StoreError(missing_sources_message(path, missing, total))
+
+
 def read(path: str | Path, modality: str | None = None) -> tuple[list[str], np.ndarray]:
-    """Read ids and vectors (float32) of a final file, optionally of one modality."""
+    """Read ids and vectors (float32) of a final file, optionally of one modality.
+
+    Raises:
+        StoreError: a merged (virtual) file whose part files are missing.
+    """
     h5py = _h5()
     with h5py.File(path, "r") as f:
+        require_sources(f, path)
         ids = _read_str(f["id"])
         vecs = f["embeddings"][()].astype(np.float32)
         if modality:
