@@ -44,21 +44,16 @@ class Range:
     def describe(self, kind: str) -> str:
         """The allowed values as text: ``an integer from 16 to 4096``, ``one of: a, b``."""
         if self.choices is not None:
-            return "one of: " + ", ".join(repr(c) if c == "" else str(c) for c in self.choices)
-        parts = []
+            return "one of: " + ", ".join(repr(c) if isinstance(c, str) and not c.isidentifier() else str(c)
+                                          for c in self.choices)
+        low = (f">= {_num(self.lo)}" if self.lo is not None else
+               f"> {_num(self.above)}" if self.above is not None else "")
         if self.lo is not None and self.hi is not None:
-            parts.append(f"from {_num(self.lo)} to {_num(self.hi)}")
-        elif self.lo is not None:
-            parts.append(f">= {_num(self.lo)}")
-        elif self.hi is not None:
-            parts.append(f"<= {_num(self.hi)}")
-        if self.above is not None:
-            parts.append(f"> {_num(self.above)}")
-        if self.multiple_of:
-            parts.append(f"a multiple of {self.multiple_of}")
-        if self.note:
-            parts.append(self.note)
-        return " ".join([kind, *(", ".join(parts),)]) if parts else kind
+            bounds = f"from {_num(self.lo)} to {_num(self.hi)}"
+        else:
+            bounds = " and ".join(x for x in (low, f"<= {_num(self.hi)}" if self.hi is not None else "") if x)
+        parts = [x for x in (bounds, f"a multiple of {self.multiple_of}" if self.multiple_of else "", self.note) if x]
+        return f"{kind} {', '.join(parts)}" if parts else kind
 
 
 def setting(default: Any = MISSING, *, default_factory: Any = MISSING, **bounds: Any) -> Any:
@@ -173,11 +168,10 @@ def check_value(owner: str, f: dataclasses.Field, tp: Any, value: Any) -> Any:
 
 
 def _subject(owner: str, f: dataclasses.Field, value: Any) -> str:
-    """How a message names a setting: ``--timeout 0``, ``image.size='abc'``, ``imu.window=-5 (--window)``."""
+    """How a message names a setting, for the API and the CLI alike: ``image.size='abc'``,
+    ``timeout=0 (--timeout)``, ``imu.window=-5 (--window)``."""
     r = f.metadata.get(KEY)
     flag = r.flag if r is not None else None
-    if flag and not owner:
-        return f"{flag} {_show(value)}"
     name = f"{owner}.{f.name}" if owner else f.name
     return f"{name}={_show(value)}" + (f" ({flag})" if flag else "")
 

@@ -13,9 +13,9 @@ import pytest
 import validgen as vg
 
 from mtx.errors import DecodeError
-from mtx.weights import get_preset
 from mtx.modalities import get_modality
 from mtx.sniff import sniff
+from mtx.weights import get_preset
 
 CASES = sorted(vg.CASES)
 

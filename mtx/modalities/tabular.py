@@ -831,9 +831,9 @@ class _Encoder:
 @dataclass
 class TabularConfig(ModalityConfig):
     format: str = setting("auto", choices=FORMATS)  # auto (magic bytes, extension) | csv | parquet | jsonl | json
-    delimiter: str = setting("", check=one_char, note="one character")  # '' = sniff from the first lines (, TAB ; |)
+    delimiter: str = setting("", check=one_char, note="of one character")  # '' = sniff from the first lines (, TAB ; |)
     header: str = setting("auto", choices=("auto", "yes", "no"))  # auto | yes | no
-    encoding: str = setting("", check=codec_problem, note="a Python codec name")  # '' = BOM / UTF-8 / detected legacy encoding
+    encoding: str = setting("", check=codec_problem, note="naming a Python codec")  # '' = BOM / UTF-8 / detected legacy encoding
     stats_rows: int = setting(100_000, lo=1)  # rows of the first pass: column types, mean/std
     numeric_share: float = setting(0.95, above=0, hi=1)  # a column is numeric when this share of its cells are numbers
     chunk_rows: int = setting(4096, lo=1)  # rows per chunk for Parquet/JSON (bounds memory)

@@ -355,7 +355,7 @@ class TextConfig(ModalityConfig):
     unit: str = setting("file", choices=("file", "line"), flag="--text-unit")  # file: one sample per file; line: one per non-empty line, key line=N (--text-unit)
     window: int = setting(75, lo=1, hi=CONTEXT - 2)  # BPE tokens per window, 1..75 (+ <start>/<end> = 77 positions)
     max_windows: int = setting(256, lo=1)  # more windows per sample -> keep every 2^k-th window (recorded)
-    encoding: str = setting("", check=codec_problem, note="a Python codec name")  # force a Python codec name ('' = BOM / UTF-8 / detected legacy encoding)
+    encoding: str = setting("", check=codec_problem, note="naming a Python codec")  # force a Python codec name ('' = BOM / UTF-8 / detected legacy encoding)
 
 
 class TextTokenizer(Tokenizer):
