@@ -169,6 +169,12 @@ def similar(
 
     A query file is embedded with exactly the model, weights, tokenizers, options and pooling recorded in FILE; when this install cannot reproduce them the query is refused with the reason. Rows are scanned in chunks, so memory stays flat for any store size.
     """
+    from .settings import check_device
+    from .weights import weight_paths
+
+    check_device(device)  # usage errors before torch loads
+    if weights:
+        weight_paths(weights)
     from ._console import err, out
     from .similar import similar as run_similar
 

@@ -460,6 +460,9 @@ def bench(
     json_: JsonOpt = False,
 ) -> None:
     """Measure this machine on synthetic inputs (seeded weights) and suggest --batch-size/--workers."""
+    from .settings import check_device
+
+    check_device(device)
     from ._console import err, out
     from .bench import run_bench
 

@@ -231,6 +231,17 @@ def device_problem(name: str) -> str | None:
     return "unknown device; use auto, cpu, cuda or cuda:N"
 
 
+def check_device(name: str | None) -> None:
+    """Refuse a device name mtx cannot use, before torch loads.
+
+    Raises:
+        OptionError: "device='gpu' (--device): unknown device; use auto, cpu, cuda or cuda:N".
+    """
+    why = device_problem(name) if name is not None else None
+    if why:
+        raise OptionError(f"device={name!r} (--device): {why}")
+
+
 def one_char(text: str) -> str | None:
     """Why ``text`` is not one character ('' = detect), or None."""
     return None if len(text) <= 1 else "expected one character (or '' to detect it)"
@@ -268,15 +279,9 @@ def differences(old: dict[str, Any], new: dict[str, Any],
     out = []
     for k in sorted(set(old_c) | set(new_c)):
         a, b = old_c.get(k, def_c.get(k)), new_c.get(k, def_c.get(k))
-        if a != b and not _same_number(a, b):
+        if a != b:  # 200 == 200.0: a number is compared by value
             out.append((k, a, b))
     return out
-
-
-def _same_number(a: Any, b: Any) -> bool:
-    num = (int, float)
-    return (isinstance(a, num) and isinstance(b, num) and not isinstance(a, bool) and not isinstance(b, bool)
-            and float(a) == float(b))
 
 
 def short_value(v: Any, width: int = 60) -> str:

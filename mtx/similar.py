@@ -15,10 +15,6 @@ if TYPE_CHECKING:  # numpy loads on first use: `import mtx` stays cheap
     import numpy as np
 
 
-def _canon(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-
-
 class StoreEmbedder:
     """Embeds query files with the model, weights, tokenizers, options and pooling a store records.
 
@@ -62,9 +58,13 @@ class StoreEmbedder:
             geom = json.loads(a.get("geometry_json") or "null")
         except ValueError:
             geom = None
-        if geom is not None and _canon(geom) != _canon(spec.geometry()):
-            raise self._refuse(f"preset {preset} has a different geometry in this mtx "
-                               f"({spec.geometry()} vs recorded {geom})")
+        from .settings import diff_lines, differences
+
+        diff = differences(geom, spec.geometry()) if isinstance(geom, dict) else []
+        if diff:
+            lines = "".join(f"\n  {line}" for line in diff_lines(diff, prefix="geometry."))
+            raise self._refuse(f"preset {preset} has a different geometry in this mtx (recorded -> now):{lines}\n"
+                               "use the mtx version that wrote it, or query by id")
         seeded = a.get("weights_source") == "seeded"
         if weights is None and seeded:
             weights = "seeded"

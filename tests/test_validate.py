@@ -131,6 +131,8 @@ def test_usage_errors_answer_before_torch_loads(tmp_path):
         ["embed", str(d), "-o", str(tmp_path / "o.h5"), "-m", "tiny", "-w", "seeded", "--map", "*.png=imag"],
         ["tokenize", str(d / "img0.png"), "-m", "tiny", "-w", "seeded", "--device", "gpu"],
         ["export", str(tmp_path / "o.h5"), "-o", str(tmp_path / "missing" / "x.npy")],
+        ["similar", str(tmp_path / "o.h5"), "img0.png", "--device", "gpu"],
+        ["bench", "--device", "gpu"],
     ]
     code = ("import json, sys, time; from mtx.cli import main; res = []\n"
             f"for argv in {cases!r}:\n"
