@@ -12,6 +12,7 @@ Torch-free: the CLI imports it before anything heavy.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import typing
@@ -199,7 +200,7 @@ def check_fields(obj: Any, owner: str = "") -> None:
     Raises:
         OptionError: a value of the wrong type or outside the field's range.
     """
-    hints = typing.get_type_hints(type(obj))
+    hints = _hints(type(obj))
     for f in dataclasses.fields(obj):
         if not f.init:
             continue
@@ -247,8 +248,10 @@ def one_char(text: str) -> str | None:
     return None if len(text) <= 1 else "expected one character (or '' to detect it)"
 
 
-def field_of(cls: type, name: str) -> dataclasses.Field | None:
-    return next((f for f in dataclasses.fields(cls) if f.name == name), None)
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    """A class's resolved annotations (configs are made per file: resolved once)."""
+    return typing.get_type_hints(cls)
 
 
 # ------------------------------------------------------------------------------------------
