@@ -225,6 +225,24 @@ def test_unreachable_hub_fails_fast_with_the_seeded_hint(tmp_path, capsys, monke
     assert dt < 8, dt
 
 
+def test_hub_probe_is_one_short_attempt(monkeypatch):
+    import socket
+
+    from mtx.weights import hub_unreachable
+
+    for k in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(k, raising=False)
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(1)
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{srv.getsockname()[1]}")
+        assert hub_unreachable() is None
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    assert "http://127.0.0.1:9 cannot be reached" in hub_unreachable()
+    monkeypatch.setenv("http_proxy", "127.0.0.1:9")  # a proxy is what must answer
+    assert "through the proxy 127.0.0.1:9" in hub_unreachable()
+
+
 # ------------------------------------------------------------------------------------------
 # --dry-run against the existing output (16.9)
 # ------------------------------------------------------------------------------------------
