@@ -45,6 +45,7 @@ complete -c mtx -n '__fish_seen_subcommand_from embed' -l include -r
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l json
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l json-lines
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l map -r
+complete -c mtx -n '__fish_seen_subcommand_from embed' -l max-sample-memory -r
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l modality -x -a 'image infrared xray video audio point_cloud hyperspectral tabular time_series imu graph text'
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l model -x -a 'meta-b16 meta-l14 clip-b16 clip-l14 tiny'
 complete -c mtx -n '__fish_seen_subcommand_from embed' -l no-progress
@@ -178,6 +179,7 @@ complete -c mtx -n '__fish_seen_subcommand_from tokenize' -l device -x -a 'auto 
 complete -c mtx -n '__fish_seen_subcommand_from tokenize' -l help
 complete -c mtx -n '__fish_seen_subcommand_from tokenize' -l json
 complete -c mtx -n '__fish_seen_subcommand_from tokenize' -l map -r
+complete -c mtx -n '__fish_seen_subcommand_from tokenize' -l max-sample-memory -r
 complete -c mtx -n '__fish_seen_subcommand_from tokenize' -l modality -x -a 'image infrared xray video audio point_cloud hyperspectral tabular time_series imu graph text'
 complete -c mtx -n '__fish_seen_subcommand_from tokenize' -l model -x -a 'meta-b16 meta-l14 clip-b16 clip-l14 tiny'
 complete -c mtx -n '__fish_seen_subcommand_from tokenize' -l option -x -a 'image.size= image.max_pixels= infrared.size= infrared.lo_percentile= infrared.hi_percentile= xray.size= xray.lo_percentile= xray.hi_percentile= video.frames= video.clips= video.size= audio.segment_frames= audio.max_segments= audio.per_window= audio.quality= audio.block_seconds= point_cloud.points= point_cloud.presample= point_cloud.groups= point_cloud.group_size= point_cloud.seed= point_cloud.mesh_sampling= point_cloud.min_mesh_vertices= point_cloud.surface_samples= point_cloud.npz_key= point_cloud.bin_fields= hyperspectral.key= hyperspectral.band_axis= hyperspectral.max_bands= hyperspectral.grid= hyperspectral.lo_percentile= hyperspectral.hi_percentile= tabular.format= tabular.delimiter= tabular.header= tabular.encoding= tabular.stats_rows= tabular.numeric_share= tabular.chunk_rows= tabular.block_bytes= tabular.decimal= tabular.max_record_bytes= tabular.max_columns= tabular.drop= time_series.window= time_series.stride= time_series.patch= time_series.patch_stride= time_series.max_tokens= time_series.time_column= imu.rate= imu.max_windows= imu.window= imu.stride= graph.format= graph.k= graph.max_tokens= graph.attributes= graph.attr_dim= text.unit= text.window= text.max_windows= text.encoding='

@@ -50,7 +50,7 @@ _mtx() {
                 --text-unit) COMPREPLY=($(compgen -W "file line" -- "$cur")); return ;;
                 --engine) COMPREPLY=($(compgen -W "local ray" -- "$cur")); return ;;
             esac
-            COMPREPLY=($(compgen -W "--address --batch-size --clips --commit-every --compile --device --devices --dry-run --dtype --engine --exclude --frames --gpus --gpus-per-worker --help --hidden --include --json --json-lines --map --modality --model --no-progress --option --output --overwrite --pool --quiet --save-tokens --shard --skip-unknown --store-dtype --stride --text-unit --timeout --tokenizer --verbose --weights --window --workers -0 -O -b -j -m -o -q -v -w" -- "$cur") $(compgen -f -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "--address --batch-size --clips --commit-every --compile --device --devices --dry-run --dtype --engine --exclude --frames --gpus --gpus-per-worker --help --hidden --include --json --json-lines --map --max-sample-memory --modality --model --no-progress --option --output --overwrite --pool --quiet --save-tokens --shard --skip-unknown --store-dtype --stride --text-unit --timeout --tokenizer --verbose --weights --window --workers -0 -O -b -j -m -o -q -v -w" -- "$cur") $(compgen -f -- "$cur")) ;;
         "export")
             case "$prev" in
                 --output|-o) COMPREPLY=($(compgen -f -- "$cur")); return ;;
@@ -115,7 +115,7 @@ _mtx() {
                 --device) COMPREPLY=($(compgen -W "auto cpu cuda cuda:0 cuda:1" -- "$cur")); return ;;
                 --save|--tokenizer) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             esac
-            COMPREPLY=($(compgen -W "--device --help --json --map --modality --model --option --save --tokenizer --weights -O -m -w" -- "$cur") $(compgen -f -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "--device --help --json --map --max-sample-memory --modality --model --option --save --tokenizer --weights -O -m -w" -- "$cur") $(compgen -f -- "$cur")) ;;
         "weights")
             COMPREPLY=($(compgen -W "fetch --help" -- "$cur")) ;;
         "weights fetch")

@@ -34,16 +34,14 @@ def _size(n: int | None) -> str:
 
 def show_info(file: Path, all_failures: bool, json_: bool) -> None:
     """Print ``mtx info``: rich tables on a terminal, JSON with --json or when piped."""
-    from ._console import err, out
+    from ._console import out
     from .export import store_info
 
     s = store_info(file, all_failures=all_failures)
     missing = [x["file"] for x in s["sources"] if not x["found"]]
-    if missing:
-        err.print(f"[red]warning: {len(missing)} source file(s) of this merged file are missing "
-                  f"({', '.join(missing[:3])}); their rows read as zeros[/red]")
     if json_ or not out.is_terminal:
         out.print_json(json.dumps(s, default=str))
+        _missing_parts(file, missing, len(s["sources"]))
         return
     from rich.table import Table
 
@@ -96,6 +94,16 @@ def show_info(file: Path, all_failures: bool, json_: bool) -> None:
     for f in s["failures"]:
         msg = f["message"] if f["message"].startswith(f["path"]) else f"{f['path']}: {f['message']}"
         out.print(f"  {f['stage']:<9} {msg}", markup=False, highlight=False)
+    _missing_parts(file, missing, len(s["sources"]))
+
+
+def _missing_parts(file: Path, missing: list[str], total: int) -> None:
+    """A merged file whose parts are gone cannot be read: say so last, exit 1."""
+    if missing:
+        from .errors import StoreError
+        from .store import missing_sources_message
+
+        raise StoreError(missing_sources_message(file, missing, total))
 
 
 # ------------------------------------------------------------------------------------------
@@ -173,6 +181,12 @@ def similar(
 
     A query file is embedded with exactly the model, weights, tokenizers, options and pooling recorded in FILE; when this install cannot reproduce them the query is refused with the reason. Rows are scanned in chunks, so memory stays flat for any store size.
     """
+    from .settings import check_device
+    from .weights import weight_paths
+
+    check_device(device)  # usage errors before torch loads
+    if weights:
+        weight_paths(weights)
     from ._console import err, out
     from .similar import similar as run_similar
 

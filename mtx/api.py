@@ -58,18 +58,25 @@ def embed(
 
     Raises:
         UsageError: a path that does not exist.
-        MtxError: a bad file (with ``on_error="raise"``), missing weights, bad options.
+        MtxError: a bad file (with ``on_error="raise"``), missing weights.
+        mtx.settings.OptionError: an option of the wrong type or out of its range (a
+            ValueError too), raised before any work.
 
     Example:
         >>> ids, vecs = mtx.embed("examples/", model="tiny", weights="seeded")  # doctest: +SKIP
         >>> vecs.shape[1]
         64
     """
+    from .encoder import Model
     from .errors import UsageError
     from .pipeline import Embedder, EmbedOptions, Filters, discover, process_file, sample_id
 
     if isinstance(paths, (str, Path)):
         paths = [paths]
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error={on_error!r}: expected 'raise' or 'skip'")
+    EmbedOptions(model=model.spec.name if isinstance(model, Model) else model, modality=modality,
+                 pool=pool, batch_size=batch_size, options=options or {}).validate()  # before any work
     found = discover([str(p) for p in paths], filters=Filters(tuple(include), tuple(exclude), hidden))
     if found.missing:
         raise UsageError("; ".join(f"{p}: no such file or directory" for p in found.missing))
@@ -82,7 +89,7 @@ def embed(
 
         options = model_options(m, options)
     opts = EmbedOptions(model=m.spec.name, modality=modality, pool=pool, batch_size=batch_size,
-                        options=options or {})
+                        options=options or {}).validate()
     emb = Embedder(m, opts)
     configs = {name: emb.config(name).to_dict() for name in {*(opts.options or {})}}
 
@@ -125,15 +132,17 @@ def inspect_file(model, path: str | Path, *, modality: str | None = None,
     from .errors import DecodeError, UsageError
     from .modalities import get_modality
     from .pipeline import Embedder, EmbedOptions, sample_id
+    from .pipeline.options import check_rules
     from .sniff import sniff as _sniff
 
     path = Path(path)
+    rules = check_rules(rules)
     samples = []
     n = 0
     try:
         dec = _sniff(path, modality=modality, rules=rules)
         mod = get_modality(dec.modality)
-        emb = Embedder(model, EmbedOptions(options=options or {}))
+        emb = Embedder(model, EmbedOptions(model=model.spec.name, options=options or {}).validate())
         cfg = emb.config(dec.modality)
         for s in mod.load(path, cfg, dec.sniffed):
             if len(samples) < 5:
@@ -191,6 +200,9 @@ def tokenize(path: str | Path, *, model: Any = "meta-b16", weights: str | list[s
         >>> r["tokens"].shape
         (197, 64)
     """
+    from .pipeline import EmbedOptions
+
+    EmbedOptions(modality=modality, options=options or {}).validate()  # before the model loads
     m = _model(model, weights, "cpu", "float32")
     if m.weights.tokenizer_files:
         from .fit.bundle import model_options

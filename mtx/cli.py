@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ._choices import Dtype, Engine, Modality, Pool, Preset, StoreDtype, TextUnit, plain_choices, values
+from ._choices import Dtype, Engine, Modality, Pool, Preset, StoreDtype, TextUnit, plain_choices
 from ._cli_fit import TokenizerOpt, fit_info_lines, with_tokenizers
 from .errors import MtxError, UsageError
 
@@ -30,11 +30,6 @@ app.add_typer(weights_app, name="weights")
 
 EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 
-
-# Choice options are Enums declared once in mtx/_choices.py: Typer checks, lists and completes them.
-# Kept for the checks still written in the body of `embed` (redundant now; they go with its split).
-DTYPE_CHOICES = values(Dtype)
-POOL_CHOICES = values(Pool)
 
 # Option types shared by several commands.
 ModelOpt = Annotated[Preset, typer.Option("--model", "-m", envvar="MTX_MODEL",
@@ -56,6 +51,10 @@ ExcludeOpt = Annotated[list[str] | None, typer.Option("--exclude", help="Leave o
                                                       "(repeatable; matched like --include).")]
 HiddenOpt = Annotated[bool, typer.Option("--hidden", help="Also take hidden files and folders (names "
                                          "starting with a dot) inside input folders.")]
+MaxMemOpt = Annotated[str | None, typer.Option(
+    "--max-sample-memory", metavar="SIZE", help="Memory one sample may take while it is decoded, e.g. 512M, 2G, "
+    "bytes or unlimited (default 256M, or MTX_MAX_SAMPLE_MEMORY); larger inputs are subsampled or refused.",
+    show_default=False)]
 
 
 def _debug() -> bool:
@@ -63,13 +62,9 @@ def _debug() -> bool:
 
 
 def _parse_map(rules: list[str] | None) -> list[tuple[str, str]]:
-    out = []
-    for r in rules or []:
-        if "=" not in r:
-            raise UsageError(f"--map {r!r}: expected GLOB=MODALITY")
-        g, m = r.rsplit("=", 1)
-        out.append((g, m.strip()))
-    return out
+    from .pipeline.options import check_rules
+
+    return check_rules(rules)
 
 
 def _parse_value(v: str) -> Any:
@@ -80,29 +75,15 @@ def _parse_value(v: str) -> Any:
 
 
 def _parse_options(opts: list[str] | None, extra: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """``-O MODALITY.FIELD=VALUE`` as overrides (values are checked by ``EmbedOptions.validate``)."""
     out: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (extra or {}).items()}
     for o in opts or []:
         key, sep, val = o.partition("=")
         mod, dot, fld = key.partition(".")
-        if not sep or not dot:
-            raise UsageError(f"--option {o!r}: expected MODALITY.FIELD=VALUE")
+        if not sep or not dot or not mod.strip() or not fld.strip():
+            raise UsageError(f"--option {o!r}: expected MODALITY.FIELD=VALUE, e.g. video.frames=32")
         out.setdefault(mod.strip(), {})[fld.strip()] = _parse_value(val)
-    from .modalities import get_modality
-
-    for mod, fields in out.items():
-        cfg_cls = get_modality(mod).Config
-        known = set(getattr(cfg_cls, "__dataclass_fields__", {}))
-        bad = set(fields) - known
-        if bad:
-            raise UsageError(f"unknown option(s) {', '.join(sorted(bad))} for {mod}; "
-                             f"known: {', '.join(sorted(known)) or 'none'}")
     return out
-
-
-def _check_choice(name: str, value: str | None, choices: tuple[str, ...]) -> None:
-    """A hand check of a choice; Typer checks every choice option now (see mtx/_choices.py)."""
-    if value is not None and value not in choices:
-        raise UsageError(f"{name} {value!r}: choose one of {', '.join(choices)}")
 
 
 def _banner(model, quiet: bool) -> None:
@@ -149,10 +130,11 @@ def embed(
     option: OptionOpt = None,
     frames: Annotated[int | None, typer.Option("--frames", help="Video: frames per clip.")] = None,
     clips: Annotated[int | None, typer.Option("--clips", help="Video: clips per video (averaged).")] = None,
-    window: Annotated[float | None, typer.Option("--window", help="Time series (steps) / IMU (seconds): one sample per window of this length.")] = None,
-    stride: Annotated[float | None, typer.Option("--stride", help="Time series (steps) / IMU (seconds): window stride (default: the window).")] = None,
+    window: Annotated[float | None, typer.Option("--window", help="Time series (steps) / IMU (seconds): one sample per window of this length (a fractional value applies to IMU only).")] = None,
+    stride: Annotated[float | None, typer.Option("--stride", help="Time series (steps) / IMU (seconds): window stride (default: the window; a fractional value applies to IMU only).")] = None,
     text_unit: Annotated[TextUnit | None, typer.Option("--text-unit", help="Text: one sample per file or per line.")] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="Fail a file whose decoder makes no progress for this many seconds.")] = 600.0,
+    max_sample_memory: MaxMemOpt = None,
     compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the encoder (first batches pay the "
                                            "compile time; for long runs).")] = False,
     commit_every: Annotated[int, typer.Option("--commit-every", min=1, help="Rows per committed part file "
@@ -164,7 +146,7 @@ def embed(
     gpus: Annotated[int | None, typer.Option("--gpus", min=1, help="Use the first N CUDA devices (= --devices cuda:0,...).")] = None,
     engine: Annotated[Engine, typer.Option("--engine", help="Where shards run (ray needs the ray extra).")] = "local",
     address: Annotated[str | None, typer.Option("--address", help="Ray cluster address (default: start a local Ray).")] = None,
-    gpus_per_worker: Annotated[float, typer.Option("--gpus-per-worker", help="Ray: GPUs per actor.")] = 0.0,
+    gpus_per_worker: Annotated[float, typer.Option("--gpus-per-worker", min=0.0, help="Ray: GPUs per actor.")] = 0.0,
     json_: JsonOpt = False,
     json_lines: Annotated[bool, typer.Option("--json-lines", help="One JSON line per input file on stdout.")] = False,
     null: Annotated[bool, typer.Option("-0", help="The stdin list is NUL-separated.")] = False,
@@ -186,32 +168,30 @@ def embed(
     """
     if verbose:
         os.environ["MTX_DEBUG"] = "1"
+    # Usage errors first, before torch loads (each answers at once, exit 2).
     _check_arguments(inputs)
     from .scale import parse_shard
 
     shard_t = parse_shard(shard)  # --shard or the SLURM array variables, range-checked at once
-    _check_choice("--dtype", dtype, DTYPE_CHOICES)
-    _check_choice("--pool", pool, POOL_CHOICES)
-    _check_choice("--store-dtype", store_dtype, ("float32", "float16"))
-    _check_choice("--text-unit", text_unit, ("file", "line"))
-    from .pipeline import EmbedOptions, Filters, discover
-
+    _set_sample_memory(max_sample_memory)
     shortcuts = _shortcuts(frames=frames, clips=clips, window=window, stride=stride, text_unit=text_unit)
-    opts = EmbedOptions(model=model, weights=weights, device=device, dtype=dtype, batch_size=batch_size,
-                        workers=workers, modality=modality, rules=_parse_map(map_), pool=pool,
-                        store_dtype=store_dtype, save_tokens=save_tokens, overwrite=overwrite,
-                        options=_parse_options(option, shortcuts), timeout=timeout, part_rows=commit_every,
-                        compile=compile_, skip_unknown=skip_unknown, tokenizers=tokenizer or [])
-    if modality:
-        from .modalities import get_modality
+    opts = _options(model=model, weights=weights, device=device, dtype=dtype, batch_size=batch_size,
+                    workers=workers, modality=modality, rules=_parse_map(map_), pool=pool, store_dtype=store_dtype,
+                    save_tokens=save_tokens, overwrite=overwrite, options=_parse_options(option, shortcuts),
+                    timeout=timeout, part_rows=commit_every, compile=compile_, skip_unknown=skip_unknown,
+                    tokenizers=tokenizer or [])
+    _check_output_dir(output)
+    opts.validate()  # -O values against their fields (imports the modalities)
+    from .pipeline import Filters, discover
 
-        get_modality(modality)
     found = discover(inputs, null=null, filters=Filters(tuple(include or ()), tuple(exclude or ()), hidden, output))
     _check_found(found)
     items, problems = found
     if dry_run:
-        raise typer.Exit(_dry_run(items, problems, opts, json_, found))
-    _check_choice("--engine", engine, ("local", "ray"))
+        from .dryrun import dry_run as plan_run
+
+        raise typer.Exit(plan_run(items, problems, output, opts, json_=json_, json_lines=json_lines,
+                                  left={"n_hidden": found.hidden, "n_excluded": found.excluded}))
     from ._console import Progress, err
     from .pipeline import embed_inputs
 
@@ -258,43 +238,17 @@ def _check_found(found) -> None:
 
 
 def _shortcuts(**values: Any) -> dict[str, dict[str, Any]]:
-    """The per-modality options that ``--frames``, ``--window``... stand for."""
+    """The per-modality options that ``--frames``, ``--window``... stand for (a time series
+    window counts whole steps: a fractional ``--window``/``--stride`` sets the IMU's only)."""
     out: dict[str, dict[str, Any]] = {}
     for mod, fld, name in (("video", "frames", "frames"), ("video", "clips", "clips"),
                            ("time_series", "window", "window"), ("time_series", "stride", "stride"),
                            ("imu", "window", "window"), ("imu", "stride", "stride"), ("text", "unit", "text_unit")):
-        if values[name] is not None:
-            out.setdefault(mod, {})[fld] = values[name]
+        v = values[name]
+        if v is None or (mod == "time_series" and isinstance(v, float) and v > 0 and not v.is_integer()):
+            continue
+        out.setdefault(mod, {})[fld] = v
     return out
-
-
-def _dry_run(items, problems: list[tuple[str, str]], opts, json_: bool, found=None) -> int:
-    """``--dry-run``: each input's modality and the reason; the exit code."""
-    from ._console import err, out
-    from .errors import UnknownModality
-    from .sniff import sniff
-
-    rows = []
-    for it in items:
-        try:
-            d = sniff(it.path, modality=opts.modality, rules=opts.rules)
-            rows.append({"id": it.id, "path": str(it.path), "modality": d.modality, "reason": d.reason})
-        except MtxError as e:
-            skip = opts.skip_unknown and isinstance(e, UnknownModality)
-            rows.append({"id": it.id, "path": str(it.path), "modality": None, "reason": e.reason,
-                         **({"skipped": True} if skip else {})})
-    left = {"n_hidden": found.hidden, "n_excluded": found.excluded} if found is not None else {}
-    if json_:
-        out.print_json(json.dumps({"inputs": rows, "problems": problems, **left}))
-    else:
-        for r in rows:
-            out.print(f"{r['modality'] or ('skipped' if r.get('skipped') else '-'):<14} {r['id']}  "
-                      f"[dim]({r['reason']})[/dim]")
-        for p, m in problems:
-            err.print(f"[red]{p}: discover: {m}[/red]")
-        if left_out := _left_out(left):
-            err.print(f"[dim]{left_out}[/dim]")
-    return EXIT_OK if all(r["modality"] or r.get("skipped") for r in rows) and not problems else EXIT_PARTIAL
 
 
 def _left_out(counts: dict[str, Any]) -> str:
@@ -303,6 +257,34 @@ def _left_out(counts: dict[str, Any]) -> str:
     parts += [f"{counts['n_excluded']} excluded by --include/--exclude"] if counts.get("n_excluded") else []
     parts += [f"{counts['n_unknown']} that no modality claims (--skip-unknown)"] if counts.get("n_unknown") else []
     return ("left out: " + ", ".join(parts)) if parts else ""
+
+
+def _options(**kw: Any):
+    """:class:`EmbedOptions` from the command line: every value checked (exit 2), nothing heavy
+    imported; a ``--weights`` path must exist."""
+    from .pipeline.options import EmbedOptions
+    from .weights import weight_paths
+
+    opts = EmbedOptions(**kw)
+    weight_paths(opts.weights)
+    return opts
+
+
+def _set_sample_memory(value: str | None) -> None:
+    """``--max-sample-memory`` (or a set MTX_MAX_SAMPLE_MEMORY) checked now; the decoder
+    processes inherit it through the environment."""
+    from .modalities._budget import max_sample_memory, set_max_sample_memory
+
+    if value is not None:
+        set_max_sample_memory(value)
+    else:
+        max_sample_memory()  # a nonsense MTX_MAX_SAMPLE_MEMORY is refused here, not in every decoder
+
+
+def _check_output_dir(output: Path) -> None:
+    parent = output.expanduser().absolute().parent
+    if not parent.is_dir():
+        raise UsageError(f"{output}: directory {parent} does not exist; create it first or choose another output")
 
 
 def _file_events(prog, json_lines: bool, quiet: bool, verbose: bool):
@@ -363,23 +345,30 @@ def tokenize(
     device: DeviceOpt = "cpu",
     save: Annotated[Path | None, typer.Option("--save", help="Write the encoder-input tokens [N, D] "
                                               "(float32) of the first sample to this .npy file.")] = None,
+    max_sample_memory: MaxMemOpt = None,
     json_: JsonOpt = False,
     tokenizer: TokenizerOpt = None,
 ) -> None:
     """Show what the encoder will receive for each FILE: modality and why, samples, tokens."""
     _check_arguments([str(f) for f in files])
+    _set_sample_memory(max_sample_memory)
+    opts = _options(model=model, weights=weights, device=device, modality=modality, rules=_parse_map(map_),
+                    options=_parse_options(option))
+    if save is not None:
+        _check_output_dir(save)
+    opts.validate()
     from ._console import err, out
     from .api import inspect_file
     from .encoder import load_model
 
-    weights, options = with_tokenizers(tokenizer, weights, _parse_options(option))
+    weights, options = with_tokenizers(tokenizer, weights, opts.options)
     m = load_model(model, weights, device, "float32")
     _banner(m, json_)
     reports = []
     failed = 0
     for i, f in enumerate(files):
         try:
-            rep, first_tokens = inspect_file(m, f, modality=modality, rules=_parse_map(map_), options=options)
+            rep, first_tokens = inspect_file(m, f, modality=modality, rules=opts.rules, options=options)
         except MtxError as e:
             failed += 1
             reports.append({"path": str(f), "error": e.message})
@@ -542,6 +531,9 @@ def bench(
     json_: JsonOpt = False,
 ) -> None:
     """Measure this machine on synthetic inputs (seeded weights) and suggest --batch-size/--workers."""
+    from .settings import check_device
+
+    check_device(device)
     from ._console import err, out
     from .bench import run_bench
 

@@ -104,6 +104,7 @@ class StoreReader:
                 self.modality_names = []
                 self._code_of = {}
             self._enum = enum is not None
+            self._sources_ok = False
         except BaseException:
             self.f.close()
             raise
@@ -175,6 +176,8 @@ class StoreReader:
         a fresh 64 MiB array per chunk): a chunk's ``vectors`` are then valid only until the
         next chunk is requested, so use it only when nothing keeps them.
         """
+        if vectors:
+            self.require_sources()
         it = self._chunks(modality, vectors, ids, paths, modalities, rows or self.chunk_rows(), reuse)
         return _prefetch(it) if prefetch else it
 
@@ -236,6 +239,7 @@ class StoreReader:
     def vectors_at(self, rows: np.ndarray | list[int]) -> np.ndarray:
         import numpy as np
 
+        self.require_sources()
         rows = np.asarray(rows, np.int64)
         order = np.unique(rows)
         v = np.asarray(self.f["embeddings"][order]).astype(np.float32) if len(order) else \
@@ -258,8 +262,19 @@ class StoreReader:
         return found
 
     # -- virtual datasets ------------------------------------------------------------------
+    def require_sources(self) -> None:
+        """Refuse to read vectors when part files of a merged (virtual) file are missing (HDF5
+        would read their rows as the fill value, NaN)."""
+        if not self._sources_ok:
+            from .store import require_sources
+
+            require_sources(self.f, self.path)
+            self._sources_ok = True
+
     def virtual_sources(self) -> list[dict[str, Any]]:
         """Source files of virtual datasets: name, whether it can be found, size."""
+        from . import store
+
         seen: dict[str, dict[str, Any]] = {}
         for name in ("embeddings", "id", "path", "modality", "n_tokens"):
             ds = self.f.get(name)
@@ -269,19 +284,10 @@ class StoreReader:
                 fn = vs.file_name
                 if fn in seen or fn == ".":
                     continue
-                p = _resolve_source(self.path, fn)
+                p = store.vds_source(self.path, fn)
                 seen[fn] = {"file": fn, "found": p is not None,
                             "size": p.stat().st_size if p is not None else None}
         return list(seen.values())
-
-
-def _resolve_source(vds: Path, name: str) -> Path | None:
-    """Where HDF5 looks for a VDS source: HDF5_VDS_PREFIX, as given (cwd), beside the file."""
-    cands = []
-    if os.environ.get("HDF5_VDS_PREFIX"):
-        cands.append(Path(os.environ["HDF5_VDS_PREFIX"]) / name)
-    cands += [Path(name), vds.parent / name]
-    return next((c for c in cands if c.exists()), None)
 
 
 def _plain(v: Any) -> Any:

@@ -100,10 +100,12 @@ def load_or_create_plan(output: Path, items: list[Input], n_shards: int, cfg_has
         old = {}
         with contextlib.suppress(OSError, ValueError, KeyError):
             old = json.loads((pdir / "run.json").read_text())["config"]
-        from .store import config_diff
+        from .settings import mismatch, refusal
 
-        raise StoreError(f"{output}: the shard plan was made with other settings ({config_diff(old, config or {})}); "
-                         "use the same options (e.g. an explicit --dtype) for every shard, or remove the .parts directory")
+        lines, fixes = mismatch(f"{output} shard plan", old, config or {})
+        raise StoreError(refusal(f"{output}: the shard plan was made with other settings",
+                                 lines or ["the recorded settings hash differs"], fixes,
+                                 f"remove {pdir} to plan again"))
     return [Input(Path(p), i) for i, p in plan["items"]]
 
 

@@ -15,10 +15,6 @@ if TYPE_CHECKING:  # numpy loads on first use: `import mtx` stays cheap
     import numpy as np
 
 
-def _canon(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-
-
 class StoreEmbedder:
     """Embeds query files with the model, weights, tokenizers, options and pooling a store records.
 
@@ -64,9 +60,13 @@ class StoreEmbedder:
             geom = json.loads(a.get("geometry_json") or "null")
         except ValueError:
             geom = None
-        if geom is not None and _canon(geom) != _canon(spec.geometry()):
-            raise self._refuse(f"preset {preset} has a different geometry in this mtx "
-                               f"({spec.geometry()} vs recorded {geom})")
+        from .settings import diff_lines, differences
+
+        diff = differences(geom, spec.geometry()) if isinstance(geom, dict) else []
+        if diff:
+            lines = "".join(f"\n  {line}" for line in diff_lines(diff, prefix="geometry."))
+            raise self._refuse(f"preset {preset} has a different geometry in this mtx (recorded -> now):{lines}\n"
+                               "use the mtx version that wrote it, or query by id")
         seeded = a.get("weights_source") == "seeded"
         if weights is None and seeded:
             weights = "seeded"
@@ -113,15 +113,18 @@ class StoreEmbedder:
             rec = json.loads(ma["config_json"])
         if rec is None:
             raise self._refuse(f"it records no {modality} preprocessing config")
+        from .settings import config_defaults, diff_lines, differences
+
         try:
             cfg = mod.config(**rec)
-        except TypeError as e:
-            raise self._refuse(f"its {modality} options {sorted(rec)} do not fit this mtx ({e})") from None
-        now = cfg.to_dict()
-        if _canon(now) != _canon(rec):
-            diff = sorted(k for k in set(now) | set(rec) if _canon(now.get(k)) != _canon(rec.get(k)))
-            raise self._refuse(f"{modality} preprocessing options differ in this mtx ({', '.join(diff)}); "
-                               "a newer or older mtx wrote it")
+        except (TypeError, ValueError) as e:  # an unknown field; a value this mtx does not allow
+            raise self._refuse(f"its {modality} options do not fit this mtx ({e}); a newer or older mtx "
+                               "wrote it") from None
+        diff = differences(rec, cfg.to_dict(), config_defaults(mod.Config))
+        if diff:
+            lines = "".join(f"\n  {line}" for line in diff_lines(diff, prefix=f"{modality}."))
+            raise self._refuse(f"{modality} preprocessing options differ in this mtx (recorded -> now):{lines}\n"
+                               "a newer or older mtx wrote it; use that version, or query by id")
         self.emb.configs[modality] = cfg
         tok = self.emb.tokenizer(modality)
         if "sha256" in ma:

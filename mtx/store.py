@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigMismatch, OutputLocked, StoreError
+from .errors import ConfigMismatch, OutputLocked, StoreError, UsageError
+from .settings import mismatch, refusal
 
 FORMAT_NAME = "mtx-embeddings"
 FORMAT_VERSION = 1
@@ -74,15 +75,6 @@ def fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def config_diff(old: dict[str, Any], new: dict[str, Any]) -> str:
-    """``key old -> new`` for every top-level setting that differs (for refusals users can act on)."""
-    def same(a: Any, b: Any) -> bool:  # JSON-equal: a recorded list equals the tuple it was written from
-        return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
-
-    keys = sorted(k for k in set(old) | set(new) if not same(old.get(k), new.get(k)))
-    if not old:
-        return "unknown earlier settings"
-    return ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in keys)[:600] or "format"
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -308,7 +300,7 @@ class Store:
     def __init__(self, output: str | Path, config: dict[str, Any], *, overwrite: bool = False,
                  store_dtype: str = "float32", part_rows: int = 2048, part_seconds: float = 30.0,
                  modality_configs: dict[str, dict[str, Any]] | None = None,
-                 shard: tuple[int, int] | None = None):
+                 shard: tuple[int, int] | None = None, modality_defaults: dict[str, dict[str, Any]] | None = None):
         self.output = Path(output)
         self.parts_dir = parts_dir_of(self.output)
         self.shard = shard
@@ -327,6 +319,7 @@ class Store:
         self._run = f"{prefix}{int(time.time() * 1000):x}-{os.getpid()}"
         self.dim = int(config["geometry"]["dim"])
         self.modality_configs = modality_configs or {}
+        self.modality_defaults = modality_defaults or {}  # a field an older output lacks had its default
         self._index: tuple | None = None  # rows_of's lazy index
         self._old_modality_configs: dict[str, dict[str, Any]] = {}
         self._old_config: dict[str, Any] = {}
@@ -334,7 +327,8 @@ class Store:
     # -- lifecycle ---------------------------------------------------------------------------
     def open(self) -> "Store":
         if self.output.parent and not self.output.parent.exists():
-            raise StoreError(f"{self.output}: directory {self.output.parent} does not exist")
+            raise UsageError(f"{self.output}: directory {self.output.parent} does not exist; create it first "
+                             "or choose another output")
         if self.shard:
             if self.overwrite:
                 raise StoreError(f"{self.output}: --overwrite cannot be combined with --shard (other "
@@ -437,19 +431,29 @@ class Store:
         return None
 
     def _check_config(self) -> None:
+        """Refuse settings that differ from the run that wrote the output (compared in canonical
+        form, field by field), naming each difference and the options that keep the old ones."""
         old = self._existing_hash()
-        if old and old != self.cfg_hash:
-            raise ConfigMismatch(
-                f"{self.output}: settings differ from the run that wrote it: "
-                f"{config_diff(self._old_config, self.config)}; pass the same settings (e.g. --dtype "
-                "explicitly: auto depends on the machine), --overwrite to replace it, or another output")
-        for name, cfg in self._old_modality_configs.items():
-            new = self.modality_configs.get(name)
-            if new is not None and new != cfg:
-                diff = sorted(k for k in set(cfg) | set(new) if cfg.get(k) != new.get(k))
-                raise ConfigMismatch(
-                    f"{self.output}: {name} preprocessing differs from the run that wrote it "
-                    f"({', '.join(diff)}); pass --overwrite to replace it, or write to another file")
+        lines, fixes = self.differences(old)
+        if lines:
+            raise ConfigMismatch(refusal(f"{self.output}: settings differ from the run that wrote it", lines,
+                                         fixes, "--overwrite to replace it, or write to another output"))
+
+    def differences(self, old_hash: str | None) -> tuple[list[str], list[str]]:
+        """(one line per setting that differs, the options that keep the recorded ones)."""
+        if not old_hash and not self._old_config and not self._old_modality_configs:
+            return [], []  # nothing recorded: a new output
+        same = old_hash == self.cfg_hash  # the same hash: the same run settings
+        lines, fixes = mismatch(str(self.output), {} if same else self._old_config, {} if same else self.config,
+                                self._old_modality_configs, self.modality_configs, self.modality_defaults)
+        if not same and not lines:
+            lines = ["the recorded settings hash differs (written by another mtx version?)"]
+        return lines, fixes
+
+    def existing_settings(self) -> tuple[str | None, dict[str, Any], dict[str, dict[str, Any]]]:
+        """(config hash, run settings, per-modality configs) recorded by the run that wrote it."""
+        h = self._existing_hash()
+        return h, self._old_config, self._old_modality_configs
 
     # -- resume ------------------------------------------------------------------------------
     def sources(self) -> list[Path]:
@@ -710,10 +714,56 @@ def _runs(outs: np.ndarray):
 # ------------------------------------------------------------------------------------------
 
 
+def vds_source(vds: Path, name: str) -> Path | None:
+    """Where HDF5 finds a virtual dataset's source file ``name``: HDF5_VDS_PREFIX, as given
+    (relative to the working directory), beside the file; None when it is in none of them."""
+    if name == ".":
+        return vds
+    cands = [Path(os.environ["HDF5_VDS_PREFIX"]) / name] if os.environ.get("HDF5_VDS_PREFIX") else []
+    cands += [Path(name), Path(vds).parent / name]
+    return next((c for c in cands if c.exists()), None)
+
+
+def missing_sources(f, path: str | Path) -> tuple[list[str], int]:
+    """(source files of the virtual datasets of the open file ``f`` that cannot be found, how many
+    source files there are)."""
+    names: dict[str, bool] = {}
+    for ds in f.values():
+        if getattr(ds, "is_virtual", False):
+            for vs in ds.virtual_sources():
+                if vs.file_name not in names:
+                    names[vs.file_name] = vds_source(Path(path), vs.file_name) is None
+    return [n for n, gone in names.items() if gone], len(names)
+
+
+def missing_sources_message(path: str | Path, missing: list[str], total: int) -> str:
+    """What a read of a merged file whose parts are gone says: which parts, and the fix."""
+    shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+    return (f"{path}: a merged (virtual) file whose parts are missing: {len(missing)} of {total} part file(s) "
+            f"not found ({shown}); its rows would read as NaN. Use it beside its .parts directory, or run "
+            f"`mtx merge --copy {Path(path).name}` next to the parts for a self-contained file")
+
+
+def require_sources(f, path: str | Path) -> None:
+    """Refuse to read the vectors of a merged file whose part files are missing.
+
+    Raises:
+        StoreError: naming the missing parts and the fix (``mtx merge --copy``).
+    """
+    missing, total = missing_sources(f, path)
+    if missing:
+        raise StoreError(missing_sources_message(path, missing, total))
+
+
 def read(path: str | Path, modality: str | None = None) -> tuple[list[str], np.ndarray]:
-    """Read ids and vectors (float32) of a final file, optionally of one modality."""
+    """Read ids and vectors (float32) of a final file, optionally of one modality.
+
+    Raises:
+        StoreError: a merged (virtual) file whose part files are missing.
+    """
     h5py = _h5()
     with h5py.File(path, "r") as f:
+        require_sources(f, path)
         ids = _read_str(f["id"])
         vecs = f["embeddings"][()].astype(np.float32)
         if modality:

@@ -327,13 +327,59 @@ def is_cached(spec: EncoderSpec) -> dict[str, bool]:
     return {f"{s.repo}/{s.filename}": _hf_cached(s) is not None for s in spec.sources}
 
 
+SEEDED_HINT = "or --weights seeded for an explicitly random (not pretrained) encoder"
+PROBE_SECONDS = 2.0  # one connection attempt to the hub before a download (no retry loop offline)
+
+
+def hub_unreachable(timeout: float = PROBE_SECONDS) -> str | None:
+    """Why the Hugging Face hub (``HF_ENDPOINT``, through the HTTPS proxy when one is set)
+    cannot be reached, from one TCP connection attempt of at most ``timeout`` seconds (name
+    resolution included); None when it can."""
+    import socket
+    import threading
+    from urllib.parse import urlparse
+
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    scheme = urlparse(endpoint).scheme or "https"
+    proxy = next((os.environ[k] for k in (f"{scheme}_proxy", f"{scheme.upper()}_PROXY", "all_proxy", "ALL_PROXY")
+                  if os.environ.get(k)), "")
+    target = urlparse(proxy if "://" in proxy else f"http://{proxy}") if proxy else urlparse(endpoint)
+    host, port = target.hostname, target.port or (443 if target.scheme == "https" else 80)
+    if not host:
+        return f"HF_ENDPOINT {endpoint!r} is not a URL"
+    result: list[str | None] = []
+
+    def attempt() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            result.append(None)
+        except OSError as e:
+            result.append(e.strerror or str(e) or type(e).__name__)
+
+    t = threading.Thread(target=attempt, daemon=True)  # getaddrinfo has no timeout of its own
+    t.start()
+    t.join(timeout + 0.5)
+    why = result[0] if result else "timed out"
+    via = f" (through the proxy {host}:{port})" if proxy else ""
+    return None if result and why is None else f"{endpoint} cannot be reached{via}: {why}"
+
+
 def fetch(spec: EncoderSpec, progress: bool = True) -> list[Path]:
     """Download every source of ``spec`` into the Hugging Face cache (atomic: hf_hub renames
-    ``.incomplete`` files only when whole), verifying pinned hashes."""
+    ``.incomplete`` files only when whole), verifying pinned hashes.
+
+    Raises:
+        WeightsError: no downloadable weights, the hub cannot be reached (found out in
+            :data:`PROBE_SECONDS`, not after minutes of retries), a failed download, a bad hash.
+    """
+    if not spec.sources:
+        raise WeightsError(f"preset {spec.name} has no downloadable weights; pass --weights PATH, {SEEDED_HINT}")
+    why = hub_unreachable()
+    if why:
+        raise WeightsError(f"cannot download the {spec.name} weights: {why}; run `mtx weights fetch {spec.name}` "
+                           f"where the network is reachable (or set HF_ENDPOINT), pass --weights PATH, {SEEDED_HINT}")
     from huggingface_hub import hf_hub_download
 
-    if not spec.sources:
-        raise WeightsError(f"preset {spec.name} has no downloadable weights")
     out = []
     for src in spec.sources:
         try:
@@ -341,7 +387,7 @@ def fetch(spec: EncoderSpec, progress: bool = True) -> list[Path]:
         except Exception as e:  # noqa: BLE001 - offline, 404, auth: all end the same way
             raise WeightsError(
                 f"could not download {src.repo}/{src.filename} ({type(e).__name__}: {str(e)[:200]}); "
-                "check the network or HF_ENDPOINT, or download the file yourself and pass --weights PATH"
+                f"check the network or HF_ENDPOINT, or download the file yourself and pass --weights PATH, {SEEDED_HINT}"
             ) from None
         try:
             verify_sha256(p, src)
@@ -395,45 +441,82 @@ def verify_sha256(path: Path, src: WeightSource) -> str:
     return digest
 
 
+def requested_weights(weights: str | list[str] | None) -> tuple[list[str], list[str]]:
+    """(encoder weights, fitted tokenizer files) a run asked for: ``--weights``, else
+    ``MTX_WEIGHTS``; tokenizer files (`mtx fit`) ride along with any encoder weights, seeded
+    included (read from their header only)."""
+    from .fit.bundle import split_weights
+
+    paths, tokenizer_files = split_weights([weights] if isinstance(weights, str) else [w for w in (weights or []) if w])
+    if not paths and os.environ.get("MTX_WEIGHTS"):
+        paths, more = split_weights([p for p in os.environ["MTX_WEIGHTS"].split(os.pathsep) if p])
+        tokenizer_files += more
+    return paths, tokenizer_files
+
+
+def weight_paths(weights: str | list[str] | None) -> list[str]:
+    """The weights a run asked for (``--weights``, else ``MTX_WEIGHTS``), checked without loading
+    anything: ``["seeded"]``, existing files, or ``[]`` (the Hugging Face cache).
+
+    Raises:
+        UsageError: ``seeded`` combined with files, or a path that is not a file.
+    """
+    paths, _ = requested_weights(weights)
+    if "seeded" in paths and paths != ["seeded"]:
+        raise UsageError("--weights seeded cannot be combined with weight files")
+    for p in paths:
+        if p != "seeded" and not Path(p).expanduser().is_file():
+            raise UsageError(f"{p}: no such weights file; pass an existing file, or --weights seeded "
+                             "for an explicitly random (not pretrained) encoder")
+    return paths
+
+
+def locate(spec: EncoderSpec, weights: str | list[str] | None) -> tuple[list[str], dict[str, WeightSource]]:
+    """The weight files a run loads (downloading a preset's when it is not cached), and which
+    of them are pinned sources; ``["seeded"]`` for seeded weights. Torch-free: ``mtx embed``
+    calls it before starting anything, so missing weights are reported at once.
+
+    Raises:
+        UsageError: a bad ``--weights``.
+        WeightsError: no weights here and none can be downloaded (offline, the hub unreachable).
+    """
+    paths = weight_paths(weights)
+    pinned: dict[str, WeightSource] = {}
+    if paths:
+        return paths, pinned
+    if not spec.sources:
+        raise WeightsError(f"preset {spec.name} has no published weights; pass --weights PATH, {SEEDED_HINT}")
+    found = {s: _hf_cached(s) for s in spec.sources}
+    if not any(found.values()):
+        if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+            raise WeightsError(
+                f"no weights for {spec.name} in the Hugging Face cache and HF_HUB_OFFLINE is set; "
+                f"run `mtx weights fetch {spec.name}` online, or pass --weights PATH, {SEEDED_HINT}"
+            )
+        fetch(spec)
+        found = {s: _hf_cached(s) for s in spec.sources}
+    for s, p in found.items():
+        if p is not None:
+            paths.append(str(p))
+            pinned[str(p)] = s
+    return paths, pinned
+
+
 def resolve(spec: EncoderSpec, weights: list[str] | None) -> LoadedWeights:
     """Find and load the weights for ``spec`` (see module docstring for the order)."""
     import torch  # noqa: F401 - fail early and clearly if torch is missing
 
-    from .fit.bundle import attach, split_weights
+    from .fit.bundle import attach
 
-    # Fitted tokenizer files (`mtx fit`) ride along with any encoder weights, seeded included.
-    paths, tokenizer_files = split_weights([w for w in (weights or []) if w])
-    if not paths and os.environ.get("MTX_WEIGHTS"):
-        paths, more = split_weights([p for p in os.environ["MTX_WEIGHTS"].split(os.pathsep) if p])
-        tokenizer_files += more
-    lw = _resolve_encoder(spec, paths)
-    attach(lw, tokenizer_files)
+    lw = _resolve_encoder(spec, weights)
+    attach(lw, requested_weights(weights)[1])
     return lw
 
 
-def _resolve_encoder(spec: EncoderSpec, paths: list[str]) -> LoadedWeights:
+def _resolve_encoder(spec: EncoderSpec, weights: list[str] | None) -> LoadedWeights:
+    paths, pinned = locate(spec, weights)
     if paths == ["seeded"]:
         return LoadedWeights(None, source="seeded")
-    if "seeded" in paths:
-        raise UsageError("--weights seeded cannot be combined with weight files")
-    pinned: dict[str, WeightSource] = {}
-    if not paths:
-        if not spec.sources:
-            raise WeightsError(f"preset {spec.name} has no published weights; pass --weights PATH|seeded")
-        found = {s: _hf_cached(s) for s in spec.sources}
-        if not any(found.values()):
-            if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
-                raise WeightsError(
-                    f"no weights for {spec.name} in the Hugging Face cache and HF_HUB_OFFLINE is set; "
-                    f"run `mtx weights fetch {spec.name}` online, or pass --weights PATH, "
-                    "or --weights seeded for an explicitly random (not pretrained) encoder"
-                )
-            fetch(spec)
-            found = {s: _hf_cached(s) for s in spec.sources}
-        for s, p in found.items():
-            if p is not None:
-                paths.append(str(p))
-                pinned[str(p)] = s
     merged = LoadedWeights(None, source="file")
     for p in paths:
         path = Path(p).expanduser()
@@ -456,6 +539,22 @@ def _resolve_encoder(spec: EncoderSpec, paths: list[str]) -> LoadedWeights:
     check_blocks(merged.blocks, spec, merged.files[0]["path"])
     merged.source = "+".join(f"{Path(f['path']).name}({f['format']})" for f in merged.files)
     return merged
+
+
+def planned_digest(spec: EncoderSpec, weights: str | list[str] | None) -> str | None:
+    """The :func:`weights_digest` a run with these weights would record, without loading them
+    (for ``--dry-run``); None when the weights are not here yet (they would be downloaded)."""
+    paths = weight_paths(weights)
+    if paths == ["seeded"]:
+        return "seeded"
+    if not paths:
+        found = [_hf_cached(s) for s in spec.sources]
+        if not spec.sources or not all(found):
+            return None
+        digests = [verify_sha256(p, s) for p, s in zip(found, spec.sources, strict=True)]
+    else:
+        digests = [cached_sha256(Path(p).expanduser()) for p in paths]
+    return hashlib.sha256(json.dumps(digests).encode()).hexdigest()
 
 
 def weights_digest(lw: LoadedWeights) -> str:

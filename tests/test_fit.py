@@ -292,8 +292,8 @@ def test_resume_refuses_a_different_tokenizer_and_info_tokenize_similar_show_it(
     other = tmp_path / "other.safetensors"
     fit([str(series)], other, _opts(epochs=2, seed=3))
     assert main([*base, "--tokenizer", str(other)]) == 1
-    line = _err_line(capsys)
-    assert "settings differ" in line and "tokenizers" in line
+    err = capsys.readouterr().err
+    assert "settings differ" in err and "\n  tokenizers: " in err and "same --tokenizer files" in err
     monkeypatch.setenv("MTX_TOKENIZERS", str(out))
     assert main(base) == 0  # the same tokenizer through the environment: nothing to redo
     monkeypatch.delenv("MTX_TOKENIZERS")

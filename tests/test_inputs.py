@@ -232,7 +232,7 @@ def test_skip_unknown_lists_them_once_and_is_not_a_failure_on_resume(tmp_path):
     assert s["n_unknown"] == 1 and s["unknown"] == [str(d / "blob.bin")] and s["n_failed"] == 0
     _counts_add_up(s)
     rc, stdout, _ = _run("embed", d, "-o", out, *TINY, "--skip-unknown", "--dry-run", "--json")
-    assert rc == 0 and [r["id"] for r in json.loads(stdout)["inputs"] if r.get("skipped")] == ["blob.bin"]
+    assert rc == 0 and [r["id"] for r in json.loads(stdout)["inputs"] if r["status"] == "skipped"] == ["blob.bin"]
 
 
 # -- 17.10: the output and its side files are never inputs ---------------------------------------

@@ -101,9 +101,10 @@ def test_plain_run_refused_while_shards_are_planned(tmp_path, capsys):
 def test_missing_weights_file_is_a_clear_error(tmp_path, capsys):
     _text(tmp_path / "a.txt", "x")
     assert main(["embed", str(tmp_path / "a.txt"), "-o", str(tmp_path / "o.h5"), "-w",
-                 str(tmp_path / "nope.pth")]) == 1
+                 str(tmp_path / "nope.pth")]) == 2  # a usage error, answered before anything starts
     err = capsys.readouterr().err
     assert "no such weights file" in err and "internal error" not in err
+    assert not (tmp_path / "o.h5").exists()
 
 
 def test_config_refusal_names_what_differs(tmp_path, capsys):
@@ -111,4 +112,4 @@ def test_config_refusal_names_what_differs(tmp_path, capsys):
     out = tmp_path / "o.h5"
     assert main(["embed", str(tmp_path / "in"), "-o", str(out), *TINY]) == 0
     assert main(["embed", str(tmp_path / "in"), "-o", str(out), *TINY, "--pool", "max"]) == 1
-    assert "pool None -> 'max'" in capsys.readouterr().err
+    assert 'pool: unset -> "max"' in capsys.readouterr().err

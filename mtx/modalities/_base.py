@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import DecodeError
+from ..settings import OptionError, setting
 
 if TYPE_CHECKING:
     from ..weights import ClipFront, EncoderSpec
@@ -164,7 +165,23 @@ class Tokens:
 
 @dataclass
 class ModalityConfig:
-    """Base class of every modality's preprocessing config (recorded in the output)."""
+    """Base class of every modality's preprocessing config (recorded in the output).
+
+    Fields declare their allowed values with :func:`mtx.settings.setting`; every value is coerced
+    to its field's type and checked when a config is made (``-O``, the API, a recorded config),
+    before any work. Relations between fields go in :meth:`check`.
+    """
+
+    owner: ClassVar[str] = ""  # the modality's name, for messages (set by @register_modality)
+
+    def __post_init__(self) -> None:
+        from ..settings import check_fields
+
+        check_fields(self, self.owner or type(self).__name__)
+        self.check()
+
+    def check(self) -> None:
+        """Refuse combinations of valid values that do not work together (UsageError)."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -533,9 +550,19 @@ class ImagePatchTokenizer(Tokenizer):
 class GreyFrameConfig(ModalityConfig):
     """Preprocessing of single-channel frames (thermal, radiographs) for the image front end."""
 
-    size: int = 224  # resize short side, centre-crop to size x size
-    lo_percentile: float = 1.0  # robust min-max: this percentile maps to 0...
-    hi_percentile: float = 99.0  # ... and this one to 1
+    size: int = setting(224, lo=16, hi=4096)  # resize short side, centre-crop to size x size
+    lo_percentile: float = setting(1.0, lo=0, hi=100)  # robust min-max: this percentile maps to 0...
+    hi_percentile: float = setting(99.0, lo=0, hi=100)  # ... and this one to 1
+
+    def check(self) -> None:
+        check_percentiles(self)
+
+
+def check_percentiles(cfg) -> None:
+    """``lo_percentile`` must be below ``hi_percentile`` (UsageError)."""
+    if cfg.lo_percentile >= cfg.hi_percentile:
+        raise OptionError(f"{cfg.owner}.lo_percentile ({cfg.lo_percentile:g}) must be below "
+                          f"{cfg.owner}.hi_percentile ({cfg.hi_percentile:g})")
 
 
 class PatchImageModality(Modality):

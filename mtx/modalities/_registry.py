@@ -23,6 +23,9 @@ def register_modality(cls: type["Modality"]) -> type["Modality"]:
         raise RuntimeError(f"modality {name!r} is defined in module {module!r}; they must match")
     if name in _MODALITIES:
         raise RuntimeError(f"modality {name!r} is registered twice")
+    cfg = cls.__dict__.get("Config")
+    if cfg is not None and not cfg.__dict__.get("owner"):
+        cfg.owner = name  # messages name the modality: "image.size=0: expected ..."
     _MODALITIES[name] = cls()
     return cls
 

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import DecodeError, MissingDependency
+from ..settings import setting
 from . import _budget
 from ._base import (
     CLAIM,
@@ -301,11 +302,11 @@ MAX_RATE = 1_000_000  # above any real recorder (ultrasonic bat detectors: 384-7
 
 @dataclass
 class AudioConfig(ModalityConfig):
-    segment_frames: int = 1024  # fbank frames per segment (10.24 s)
-    max_segments: int = 64  # pooled mode: more segments -> this many, uniformly spaced; 0 = all
-    per_window: bool = False  # one sample per segment (#t=START seconds) instead of one per file
-    quality: str = "HQ"  # soxr quality: QQ, LQ, MQ, HQ, VHQ
-    block_seconds: float = 4.0  # decode block length
+    segment_frames: int = setting(1024, lo=16)  # fbank frames per segment (10.24 s)
+    max_segments: int = setting(64, lo=0)  # pooled mode: more segments -> this many, uniformly spaced; 0 = all
+    per_window: bool = setting(False)  # one sample per segment (#t=START seconds) instead of one per file
+    quality: str = setting("HQ", choices=("QQ", "LQ", "MQ", "HQ", "VHQ"))  # soxr quality: QQ, LQ, MQ, HQ, VHQ
+    block_seconds: float = setting(4.0, above=0)  # decode block length
 
 
 def _soundfile():

@@ -45,7 +45,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from mtx.errors import DecodeError, UsageError
+from mtx.errors import DecodeError
+from mtx.settings import setting
 
 from . import _budget
 from ._base import (
@@ -664,19 +665,11 @@ def tokenize_graph(raw: RawGraph, cfg: "GraphConfig") -> tuple[dict[str, np.ndar
 
 @dataclass
 class GraphConfig(ModalityConfig):
-    format: str = "auto"  # auto (content, then extension) | gml | graphml | gexf | pajek | edgelist | adjlist | nodelink
-    k: int = 16  # Laplacian eigenvectors per node identifier
-    max_tokens: int = 2048  # 1 + |V| + |E| cap: edge subsample above it (recorded)
-    attributes: bool = False  # add numeric node/edge attributes (hashed to attr_dim slots)
-    attr_dim: int = 16  # width of the hashed attribute vector
-
-    def __post_init__(self):
-        if self.format not in FORMATS:
-            raise UsageError(f"graph format must be one of {', '.join(FORMATS)}, not {self.format!r}")
-        if self.k < 1 or self.attr_dim < 1:
-            raise UsageError("graph k and attr_dim must be >= 1")
-        if self.max_tokens < 4:
-            raise UsageError("graph max_tokens must be >= 4")
+    format: str = setting("auto", choices=FORMATS)  # auto (content, then extension) | gml | graphml | gexf | pajek | edgelist | adjlist | nodelink
+    k: int = setting(16, lo=1)  # Laplacian eigenvectors per node identifier
+    max_tokens: int = setting(2048, lo=4)  # 1 + |V| + |E| cap: edge subsample above it (recorded)
+    attributes: bool = setting(False)  # add numeric node/edge attributes (hashed to attr_dim slots)
+    attr_dim: int = setting(16, lo=1)  # width of the hashed attribute vector
 
 
 @dataclass

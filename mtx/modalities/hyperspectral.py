@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtx.errors import DecodeError, MissingDependency
+from mtx.settings import setting
 
 from . import _budget
 from ._base import (
@@ -40,6 +41,7 @@ from ._base import (
     Sniffed,
     Tokenizer,
     Tokens,
+    check_percentiles,
     quiet,
     seeded,
     sinusoidal,
@@ -590,12 +592,15 @@ class SpectralBandTokenizer(Tokenizer):
 
 @dataclass
 class HyperspectralConfig(ModalityConfig):
-    key: str | None = None  # the .mat variable to read (default: the largest 3-D numeric array)
-    band_axis: int | None = None  # default: ENVI/TIFF layout, else the last axis (H, W, B)
-    max_bands: int = 512  # more bands are averaged into this many spectral bins
-    grid: int = 16  # each band is area-resized to grid x grid
-    lo_percentile: float = 1.0  # per-band robust min-max: this percentile maps to 0...
-    hi_percentile: float = 99.0  # ... and this one to 1
+    key: str | None = setting(None)  # the .mat variable to read (default: the largest 3-D numeric array)
+    band_axis: int | None = setting(None, lo=-3, hi=2)  # default: ENVI/TIFF layout, else the last axis (H, W, B)
+    max_bands: int = setting(512, lo=1)  # more bands are averaged into this many spectral bins
+    grid: int = setting(16, lo=1, hi=1024)  # each band is area-resized to grid x grid
+    lo_percentile: float = setting(1.0, lo=0, hi=100)  # per-band robust min-max: this percentile maps to 0...
+    hi_percentile: float = setting(99.0, lo=0, hi=100)  # ... and this one to 1
+
+    def check(self) -> None:
+        check_percentiles(self)
 
 
 @register_modality

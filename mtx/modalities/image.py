@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DecodeError
+from ..settings import setting
 from ._base import STRUCTURE, Evidence, ModalityConfig, PatchImageModality, Sample, Sniffed, sniffed_or_read
 from ._imaging import MAX_PIXELS, check_pixels, resize_center_crop
 from ._registry import register_modality
@@ -294,8 +295,8 @@ def pixels(rgb: np.ndarray, size: int) -> np.ndarray:
 
 @dataclass
 class ImageConfig(ModalityConfig):
-    size: int = 224  # resize short side, centre-crop to size x size
-    max_pixels: int = MAX_PIXELS  # decompression-bomb cap: larger images are refused before decoding
+    size: int = setting(224, lo=16, hi=4096)  # resize short side, centre-crop to size x size
+    max_pixels: int = setting(MAX_PIXELS, lo=1)  # decompression-bomb cap: larger images are refused before decoding
 
 
 @register_modality

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from ..errors import DecodeError
+from ..settings import setting
 from . import _budget
 from . import _columns as cols
 from ._base import (
@@ -124,10 +125,10 @@ def infer_unit(dt: float) -> str | None:
 
 @dataclass
 class ImuConfig(ModalityConfig):
-    rate: float = 200.0  # assumed input rate when there is no time column (Hz)
-    max_windows: int = 256  # whole-file sample: more 10 s windows -> this many, uniformly spaced; 0 = all
-    window: float = 0.0  # seconds; > 0: one sample per window (#t=START seconds), 0 = whole file (--window)
-    stride: float = 0.0  # seconds between window starts; 0 = window (--stride)
+    rate: float = setting(200.0, above=0)  # assumed input rate when there is no time column (Hz)
+    max_windows: int = setting(256, lo=0)  # whole-file sample: more 10 s windows -> this many, uniformly spaced; 0 = all
+    window: float = setting(0.0, lo=0, flag="--window")  # seconds; > 0: one sample per window (#t=START seconds), 0 = whole file (--window)
+    stride: float = setting(0.0, lo=0, flag="--stride")  # seconds between window starts; 0 = window (--stride)
 
 
 class ImuTokenizer(Tokenizer):

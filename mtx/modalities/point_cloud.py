@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import DecodeError, UsageError
+from ..settings import setting
 from . import _pointio as pio
 from . import _points as P
 from ._base import (
@@ -78,27 +79,23 @@ MESH_MODES = ("surface", "poisson", "vertices", "auto")
 
 @dataclass
 class PointCloudConfig(ModalityConfig):
-    points: int = 1024  # points after FPS (the tokenizer's input)
-    presample: int = 16384  # seeded order-independent subsample first when the cloud is larger
-    groups: int = 256  # FPS centres = group tokens
-    group_size: int = 32  # kNN neighbours per centre
-    seed: int = 0  # subsample and surface-sampling seed
-    mesh_sampling: str = "surface"  # surface | poisson (mtx[mesh]) | vertices | auto (<= 0.1 rule)
-    min_mesh_vertices: int = 1024  # auto: vertices when the mesh has at least this many
-    surface_samples: int = 8192  # points drawn on a mesh's surface (surface, poisson)
-    npz_key: str | None = None  # array inside an .npz (default: points/xyz/pos/... or the only fit)
-    bin_fields: int = 4  # float32 values per point in a KITTI velodyne .bin
+    points: int = setting(1024, lo=1)  # points after FPS (the tokenizer's input)
+    presample: int = setting(16384, lo=1)  # seeded order-independent subsample first when the cloud is larger
+    groups: int = setting(256, lo=1)  # FPS centres = group tokens
+    group_size: int = setting(32, lo=1)  # kNN neighbours per centre
+    seed: int = setting(0, lo=0)  # subsample and surface-sampling seed
+    mesh_sampling: str = setting("surface", choices=MESH_MODES)  # surface | poisson (mtx[mesh]) | vertices | auto (<= 0.1 rule)
+    min_mesh_vertices: int = setting(1024, lo=0)  # auto: vertices when the mesh has at least this many
+    surface_samples: int = setting(8192, lo=1)  # points drawn on a mesh's surface (surface, poisson)
+    npz_key: str | None = setting(None)  # array inside an .npz (default: points/xyz/pos/... or the only fit)
+    bin_fields: int = setting(4, lo=3)  # float32 values per point in a KITTI velodyne .bin
 
-    def __post_init__(self) -> None:
-        if self.mesh_sampling not in MESH_MODES:
-            raise UsageError(f"point_cloud mesh_sampling {self.mesh_sampling!r}: choose {', '.join(MESH_MODES)}")
+    def check(self) -> None:
         if not (1 <= self.group_size <= self.points and 1 <= self.groups <= self.points):
             raise UsageError(f"point_cloud: groups ({self.groups}) and group_size ({self.group_size}) "
                              f"must be between 1 and points ({self.points})")
         if self.presample < self.points:
             raise UsageError(f"point_cloud: presample ({self.presample}) must be >= points ({self.points})")
-        if self.bin_fields < 3:
-            raise UsageError("point_cloud: bin_fields must be >= 3 (x, y, z first)")
 
 
 def normalize_and_sample(xyz: np.ndarray, n: int, total: int | None = None) -> tuple[np.ndarray, dict]:

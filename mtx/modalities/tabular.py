@@ -51,7 +51,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from mtx.errors import DecodeError, MissingDependency, UsageError
+from mtx.errors import DecodeError, MissingDependency
+from mtx.settings import codec_problem, one_char, setting
 
 from . import _budget
 from ._base import (
@@ -69,7 +70,7 @@ from ._base import (
 )
 from ._columns import comma_to_dot, comma_to_dot_arrow, decimal_comma, unique_names
 from ._registry import register_modality
-from .text import bom_encoding, bomless_utf, check_codec
+from .text import bom_encoding, bomless_utf
 
 FORMATS = ("auto", "csv", "parquet", "jsonl", "json")
 DELIMITERS = (",", "\t", ";", "|")
@@ -829,33 +830,24 @@ class _Encoder:
 
 @dataclass
 class TabularConfig(ModalityConfig):
-    format: str = "auto"  # auto (magic bytes, extension) | csv | parquet | jsonl | json
-    delimiter: str = ""  # '' = sniff from the first lines (, TAB ; |)
-    header: str = "auto"  # auto | yes | no
-    encoding: str = ""  # '' = BOM / UTF-8 / detected legacy encoding
-    stats_rows: int = 100_000  # rows of the first pass: column types, mean/std
-    numeric_share: float = 0.95  # a column is numeric when this share of its cells are numbers
-    chunk_rows: int = 4096  # rows per chunk for Parquet/JSON (bounds memory)
-    block_bytes: int = 1 << 20  # bytes per CSV block (bounds memory)
-    decimal: str = ""  # '' = detect (',' when the delimiter is not ',' and cells read 3,14 / 1.234,5) | . | ,
-    max_record_bytes: int = 64 << 20  # longest CSV line/record (a header, one huge cell) read; blocks grow to it
-    max_columns: int = 2047  # more columns -> a uniform selection of this many (recorded)
-    drop: list[str] = field(default_factory=list)  # columns left out of the tokens (`mtx fit --target`)
+    format: str = setting("auto", choices=FORMATS)  # auto (magic bytes, extension) | csv | parquet | jsonl | json
+    delimiter: str = setting("", check=one_char, note="of one character")  # '' = sniff from the first lines (, TAB ; |)
+    header: str = setting("auto", choices=("auto", "yes", "no"))  # auto | yes | no
+    encoding: str = setting("", check=codec_problem, note="naming a Python codec")  # '' = BOM / UTF-8 / detected legacy encoding
+    stats_rows: int = setting(100_000, lo=1)  # rows of the first pass: column types, mean/std
+    numeric_share: float = setting(0.95, above=0, hi=1)  # a column is numeric when this share of its cells are numbers
+    chunk_rows: int = setting(4096, lo=1)  # rows per chunk for Parquet/JSON (bounds memory)
+    block_bytes: int = setting(1 << 20, lo=1)  # bytes per CSV block (bounds memory)
+    decimal: str = setting("", choices=("", ".", ","))  # '' = detect (',' when the delimiter is not ',' and cells read 3,14 / 1.234,5) | . | ,
+    max_record_bytes: int = setting(64 << 20, lo=1)  # longest CSV line/record (a header, one huge cell) read; blocks grow to it
+    max_columns: int = setting(2047, lo=1)  # more columns -> a uniform selection of this many (recorded)
+    drop: list[str] = setting(default_factory=list)  # columns left out of the tokens (`mtx fit --target`)
 
-    def __post_init__(self):
-        if isinstance(self.drop, str):
+    def __post_init__(self) -> None:
+        if isinstance(self.drop, str):  # -O tabular.drop=a,b
             self.drop = [c for c in self.drop.split(",") if c]
         self.drop = [str(c) for c in self.drop]
-        if self.format not in FORMATS:
-            raise UsageError(f"tabular format must be one of {', '.join(FORMATS)}, not {self.format!r}")
-        if self.header not in ("auto", "yes", "no"):
-            raise UsageError(f"tabular header must be auto, yes or no, not {self.header!r}")
-        if min(self.stats_rows, self.chunk_rows, self.max_columns, self.block_bytes, self.max_record_bytes) < 1:
-            raise UsageError("tabular stats_rows, chunk_rows, block_bytes, max_record_bytes and max_columns "
-                             "must be >= 1")
-        if self.decimal not in ("", ".", ","):
-            raise UsageError(f"tabular decimal must be '.' or ',' (or '' to detect), not {self.decimal!r}")
-        check_codec(self.encoding)
+        super().__post_init__()
 
     def to_dict(self) -> dict[str, Any]:
         d = super().to_dict()

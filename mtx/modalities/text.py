@@ -33,7 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from mtx.errors import DecodeError, UsageError
+from mtx.errors import DecodeError
+from mtx.settings import codec_problem, setting
 
 from ._base import (
     EXTENSION,
@@ -351,29 +352,10 @@ def _select(sel: WindowSelector, cfg: "TextConfig") -> tuple[dict[str, np.ndarra
 
 @dataclass
 class TextConfig(ModalityConfig):
-    unit: str = "file"  # file: one sample per file; line: one per non-empty line, key line=N (--text-unit)
-    window: int = 75  # BPE tokens per window, 1..75 (+ <start>/<end> = 77 positions)
-    max_windows: int = 256  # more windows per sample -> keep every 2^k-th window (recorded)
-    encoding: str = ""  # force a Python codec name ('' = BOM / UTF-8 / detected legacy encoding)
-
-    def __post_init__(self):
-        if self.unit not in ("file", "line"):
-            raise UsageError(f"--text-unit must be 'file' or 'line', not {self.unit!r}")
-        if not 1 <= self.window <= CONTEXT - 2:
-            raise UsageError(f"text window must be 1..{CONTEXT - 2} BPE tokens, not {self.window}")
-        if self.max_windows < 1:
-            raise UsageError("text max_windows must be >= 1")
-        check_codec(self.encoding)
-
-
-def check_codec(name: str) -> None:
-    """Raise UsageError for a codec name Python does not know ('' = detect)."""
-    if name:
-        try:
-            codecs.lookup(name)
-        except LookupError:
-            raise UsageError(f"unknown text encoding {name!r}; use a Python codec name such as "
-                             "utf-8, gb18030, shift_jis, cp1252") from None
+    unit: str = setting("file", choices=("file", "line"), flag="--text-unit")  # file: one sample per file; line: one per non-empty line, key line=N (--text-unit)
+    window: int = setting(75, lo=1, hi=CONTEXT - 2)  # BPE tokens per window, 1..75 (+ <start>/<end> = 77 positions)
+    max_windows: int = setting(256, lo=1)  # more windows per sample -> keep every 2^k-th window (recorded)
+    encoding: str = setting("", check=codec_problem, note="naming a Python codec")  # force a Python codec name ('' = BOM / UTF-8 / detected legacy encoding)
 
 
 class TextTokenizer(Tokenizer):

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import DecodeError
+from ..settings import setting
 from . import _columns as cols
 from ._base import (
     REFINED,
@@ -55,12 +56,12 @@ def n_tokens(steps: int, channels: int, patch: int = 16, stride: int = 8) -> int
 
 @dataclass
 class TimeSeriesConfig(ModalityConfig):
-    window: int = 0  # steps per sample (#t=START); 0 = the whole series is one sample (--window)
-    stride: int = 0  # steps between window starts; 0 = window (--stride)
-    patch: int = 16  # steps per patch token
-    patch_stride: int = 8  # steps between patch starts
-    max_tokens: int = 2048  # longer series are resampled along time to fit (recorded)
-    time_column: str = ""  # force the time column (CSV/Parquet); "" = detect
+    window: int = setting(0, lo=0, flag="--window")  # steps per sample (#t=START); 0 = the whole series is one sample (--window)
+    stride: int = setting(0, lo=0, flag="--stride")  # steps between window starts; 0 = window (--stride)
+    patch: int = setting(16, lo=1)  # steps per patch token
+    patch_stride: int = setting(8, lo=1)  # steps between patch starts
+    max_tokens: int = setting(2048, lo=2)  # longer series are resampled along time to fit (recorded)
+    time_column: str = setting("")  # force the time column (CSV/Parquet); "" = detect
 
 
 def _sort_and_fill(values: np.ndarray, t: np.ndarray | None, meta: dict

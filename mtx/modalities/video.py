@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from mtx.errors import DecodeError, MissingDependency, TokenizeError, UsageError
+from mtx.errors import DecodeError, MissingDependency, TokenizeError
+from mtx.settings import setting
 
 from . import _budget
 from ._base import (
@@ -609,15 +610,9 @@ class VideoTubeletTokenizer(Tokenizer):
 
 @dataclass
 class VideoConfig(ModalityConfig):
-    frames: int = 16  # sampled frames per clip (even: tubelets span 2 frames) (--frames)
-    clips: int = 1  # K clips over the video, one encoder row each, averaged (--clips)
-    size: int = 224  # resize short side, centre-crop to size x size
-
-    def __post_init__(self) -> None:
-        if self.frames < TUBELET or self.frames % TUBELET:
-            raise UsageError(f"--frames must be a positive multiple of {TUBELET}, got {self.frames}")
-        if self.clips < 1:
-            raise UsageError(f"--clips must be >= 1, got {self.clips}")
+    frames: int = setting(16, lo=TUBELET, multiple_of=TUBELET, flag="--frames")  # sampled frames per clip (even: tubelets span 2 frames) (--frames)
+    clips: int = setting(1, lo=1, flag="--clips")  # K clips over the video, one encoder row each, averaged (--clips)
+    size: int = setting(224, lo=16, hi=4096)  # resize short side, centre-crop to size x size
 
 
 @register_modality

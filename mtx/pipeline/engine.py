@@ -54,10 +54,12 @@ def embed_inputs(items: list[Input], output: str | Path, opts: EmbedOptions, *,
         ``shard: [I, N]``.
 
     Raises:
-        UsageError: no inputs, an unknown engine, or more than one of shard/devices/Ray.
+        UsageError: no inputs, an unknown engine, or more than one of shard/devices/Ray;
+            :class:`mtx.settings.OptionError` (a UsageError) for an option out of its range.
     """
     from .. import scale
 
+    opts.validate()  # -O values, before a decoder or the model starts
     if not items and not problems:
         raise UsageError("no input files found")
     if engine not in ENGINES:
@@ -76,6 +78,9 @@ def embed_inputs(items: list[Input], output: str | Path, opts: EmbedOptions, *,
 
         return run_ray(output, items, opts, address=address, workers=opts.workers, gpus_per_worker=gpus_per_worker,
                        problems=problems)
+    from ..weights import get_preset, locate
+
+    locate(get_preset(opts.model), opts.weights)  # missing weights are reported before anything starts
     pool = start_workers(opts, len(items))  # decoders start while the model loads
     try:
         model = _load_model(opts)

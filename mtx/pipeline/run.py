@@ -22,7 +22,7 @@ from .compute import BatchResult, Compute, Embedder
 from .decode import iter_inline
 from .events import Done, Dup, Event, Failed, Sampled, Unclaimed
 from .inputs import Input, fingerprint, sample_id
-from .options import EmbedOptions, default_workers, run_config_of
+from .options import EmbedOptions, default_workers, modality_defaults, run_config_of
 from .workers import WorkerPool, start_workers
 from .writer import Writer
 
@@ -93,7 +93,7 @@ class Run:
         # version must not invalidate an output; a changed default of a used one must).
         self.store = Store(output, self.run_config, overwrite=opts.overwrite, store_dtype=opts.store_dtype,
                            part_rows=opts.part_rows, part_seconds=opts.part_seconds,
-                           modality_configs=self.configs, shard=shard)
+                           modality_configs=self.configs, shard=shard, modality_defaults=modality_defaults())
         self.summary = RunSummary(str(output), len(items) + len(self.problems))
         self.books = Books(self.summary, progress, self.t0)
         self.todo: list[Input] = []
@@ -137,13 +137,7 @@ class Run:
 
         done = self.store.done_files()
         for inp in self.items:
-            rec = done.get(h5_text(str(inp.path)))
-            try:
-                size, mtime = fingerprint(inp.path)
-            except OSError:
-                size = mtime = -1
-            # Finished inputs are skipped; failed ones are tried again (the cause may be gone).
-            if rec is not None and rec.status == "ok" and rec.size == size and rec.mtime_ns == mtime:
+            if finished(inp, done):
                 self.summary.n_skipped += 1
             else:
                 self.todo.append(inp)
@@ -335,6 +329,19 @@ class Run:
                 vectors=vecs[live], n_tokens=ntok[live],
                 tokens=[toks[i] for i in live] if toks is not None else None)))
             self.books.encoded([p for p, _ in ents])
+
+
+def finished(inp: Input, done: dict) -> bool:
+    """Whether ``inp`` is embedded, unchanged, in committed work (``done``: Store.done_files()).
+    Finished inputs are skipped; failed ones are tried again (the cause may be gone)."""
+    from ..store import h5_text
+
+    rec = done.get(h5_text(str(inp.path)))
+    try:
+        size, mtime = fingerprint(inp.path)
+    except OSError:
+        size = mtime = -1
+    return rec is not None and rec.status == "ok" and rec.size == size and rec.mtime_ns == mtime
 
 
 def root_attrs(model, run_config: dict, cfg_hash: str, modality_configs: dict) -> dict[str, Any]:
