@@ -3,6 +3,14 @@ _mtx() {
     local cur prev words cword
     cur=${COMP_WORDS[COMP_CWORD]}
     prev=${COMP_WORDS[COMP_CWORD-1]}
+    local opt="" val="$cur" pre=""
+    if [[ "$cur" == "=" ]]; then opt=${COMP_WORDS[COMP_CWORD-2]}; val=""
+    elif [[ "$prev" == "=" && $COMP_CWORD -ge 3 ]]; then opt=${COMP_WORDS[COMP_CWORD-3]}
+    elif [[ "$cur" == *=* ]]; then opt=$prev; pre="${cur%%=*}="; val="${cur#*=}"
+    fi
+    case "$opt" in
+        --map) COMPREPLY=($(compgen -P "$pre" -W "image infrared xray video audio point_cloud hyperspectral tabular time_series imu graph text" -- "$val")); return ;;
+    esac
     local path="" w
     for w in "${COMP_WORDS[@]:1:COMP_CWORD-1}"; do
         case "$w" in -*) ;; *) case "$path $w" in
@@ -22,7 +30,10 @@ _mtx() {
     done
     case "$path" in
         "")
-            COMPREPLY=($(compgen -W "bench embed export info merge modalities models similar status tokenize weights --help --install-completion --show-completion" -- "$cur")) ;;
+            case "$prev" in
+                --color) COMPREPLY=($(compgen -W "auto always never" -- "$cur")); return ;;
+            esac
+            COMPREPLY=($(compgen -W "bench embed export info merge modalities models similar status tokenize weights --color --help --install-completion --show-completion --version -V -h" -- "$cur")) ;;
         "bench")
             case "$prev" in
                 --modality) COMPREPLY=($(compgen -W "image infrared xray video audio point_cloud hyperspectral tabular time_series imu graph text" -- "$cur")); return ;;
@@ -30,7 +41,7 @@ _mtx() {
                 --device) COMPREPLY=($(compgen -W "auto cpu cuda cuda:0 cuda:1" -- "$cur")); return ;;
                 --dtype) COMPREPLY=($(compgen -W "auto float32 bfloat16 float16" -- "$cur")); return ;;
             esac
-            COMPREPLY=($(compgen -W "--device --dtype --help --json --modality --model --n -m" -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "--device --dtype --help --json --modality --model --n -h -m" -- "$cur")) ;;
         "embed")
             case "$prev" in
                 --output|-o) COMPREPLY=($(compgen -f -- "$cur")); return ;;
@@ -45,31 +56,31 @@ _mtx() {
                 --text-unit) COMPREPLY=($(compgen -W "file line" -- "$cur")); return ;;
                 --engine) COMPREPLY=($(compgen -W "local ray" -- "$cur")); return ;;
             esac
-            COMPREPLY=($(compgen -W "--address --batch-size --clips --commit-every --compile --device --devices --dry-run --dtype --engine --frames --gpus --gpus-per-worker --help --json --json-lines --map --modality --model --no-progress --option --output --overwrite --pool --quiet --save-tokens --shard --store-dtype --stride --text-unit --timeout --verbose --weights --window --workers -0 -O -b -j -m -o -q -v -w" -- "$cur") $(compgen -f -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "--address --batch-size --clips --commit-every --compile --device --devices --dry-run --dtype --engine --frames --gpus --gpus-per-worker --help --json --json-lines --map --modality --model --no-progress --option --output --overwrite --pool --quiet --save-tokens --shard --store-dtype --stride --text-unit --timeout --verbose --weights --window --workers -0 -O -b -h -j -m -o -q -v -w" -- "$cur") $(compgen -f -- "$cur")) ;;
         "export")
             case "$prev" in
                 --output|-o) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --format|-f) COMPREPLY=($(compgen -W "npy parquet jsonl safetensors" -- "$cur")); return ;;
                 --modality) COMPREPLY=($(compgen -W "image infrared xray video audio point_cloud hyperspectral tabular time_series imu graph text" -- "$cur")); return ;;
             esac
-            COMPREPLY=($(compgen -W "--format --help --json --modality --output --overwrite --quiet -f -o -q" -- "$cur") $(compgen -f -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "--format --help --json --modality --output --overwrite --quiet -f -h -o -q" -- "$cur") $(compgen -f -- "$cur")) ;;
         "info")
-            COMPREPLY=($(compgen -W "--failures --help --json" -- "$cur") $(compgen -f -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "--failures --help --json --limit -h" -- "$cur") $(compgen -f -- "$cur")) ;;
         "merge")
-            COMPREPLY=($(compgen -W "--copy --help --json" -- "$cur") $(compgen -f -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "--copy --help --json -h" -- "$cur") $(compgen -f -- "$cur")) ;;
         "modalities")
-            COMPREPLY=($(compgen -W "--help --json" -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "--help --json -h" -- "$cur")) ;;
         "models")
-            COMPREPLY=($(compgen -W "--help --json" -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "--help --json -h" -- "$cur")) ;;
         "similar")
             case "$prev" in
                 --modality) COMPREPLY=($(compgen -W "image infrared xray video audio point_cloud hyperspectral tabular time_series imu graph text" -- "$cur")); return ;;
                 --weights|-w) COMPREPLY=($(compgen -W "seeded" -- "$cur") $(compgen -f -- "$cur")); return ;;
                 --device) COMPREPLY=($(compgen -W "auto cpu cuda cuda:0 cuda:1" -- "$cur")); return ;;
             esac
-            COMPREPLY=($(compgen -W "--device --help --json --modality --top --weights -k -w" -- "$cur") $(compgen -f -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "--device --help --json --modality --top --weights -h -k -w" -- "$cur") $(compgen -f -- "$cur")) ;;
         "status")
-            COMPREPLY=($(compgen -W "--help --json" -- "$cur") $(compgen -f -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "--help --json -h" -- "$cur") $(compgen -f -- "$cur")) ;;
         "tokenize")
             case "$prev" in
                 --model|-m) COMPREPLY=($(compgen -W "meta-b16 meta-l14 clip-b16 clip-l14 tiny" -- "$cur")); return ;;
@@ -79,11 +90,11 @@ _mtx() {
                 --device) COMPREPLY=($(compgen -W "auto cpu cuda cuda:0 cuda:1" -- "$cur")); return ;;
                 --save) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             esac
-            COMPREPLY=($(compgen -W "--device --help --json --map --modality --model --option --save --weights -O -m -w" -- "$cur") $(compgen -f -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "--device --help --json --map --modality --model --option --save --weights -O -h -m -w" -- "$cur") $(compgen -f -- "$cur")) ;;
         "weights")
-            COMPREPLY=($(compgen -W "fetch --help" -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "fetch --help -h" -- "$cur")) ;;
         "weights fetch")
-            COMPREPLY=($(compgen -W "--help meta-b16 meta-l14 clip-b16 clip-l14 tiny" -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "--help -h meta-b16 meta-l14 clip-b16 clip-l14 tiny" -- "$cur")) ;;
     esac
 }
 complete -o filenames -F _mtx mtx

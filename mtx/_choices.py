@@ -32,12 +32,17 @@ Pool = _choice("Pool", ("cls", "mean", "max"))  # mtx.encoder.POOLS
 StoreDtype = _choice("StoreDtype", ("float32", "float16"))
 TextUnit = _choice("TextUnit", ("file", "line"))  # text.unit
 Engine = _choice("Engine", ("local", "ray"))
+Color = _choice("Color", ("auto", "always", "never"))  # mtx._console.COLOR_MODES
 
 # Open-ended options (not choices: cuda:N, any weights file): option -> (words, also files?).
 OPEN_COMPLETIONS: dict[str, tuple[tuple[str, ...], bool]] = {
     "--device": (("auto", "cpu", "cuda", "cuda:0", "cuda:1"), False),
     "--weights": (("seeded",), True),
 }
+
+
+# Options whose value is KEY=CHOICE (--map GLOB=MODALITY): completion offers the choices after "=".
+KEYED_COMPLETIONS: dict[str, type[Enum]] = {"--map": Modality}
 
 
 def values(choice: type[Enum]) -> tuple[str, ...]:

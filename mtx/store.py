@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigMismatch, OutputLocked, StoreError
+from .errors import ConfigMismatch, OutputLocked, StoreError, arg
 
 FORMAT_NAME = "mtx-embeddings"
 FORMAT_VERSION = 1
@@ -317,7 +317,7 @@ class Store:
             raise StoreError(f"{self.output}: directory {self.output.parent} does not exist")
         if self.shard:
             if self.overwrite:
-                raise StoreError(f"{self.output}: --overwrite cannot be combined with --shard (other "
+                raise StoreError(f"{self.output}: {arg('overwrite')} cannot be combined with {arg('shard', 'I/N')} (other "
                                  f"shards share {self.parts_dir}); remove it and the output first")
             self.parts_dir.mkdir(exist_ok=True)
         self._lock()
@@ -331,7 +331,8 @@ class Store:
     def _prepare(self) -> None:
         if not self.shard and (self.parts_dir / "plan.json").exists() and not self.overwrite:
             raise StoreError(f"{self.output}: is being written in shards ({self.parts_dir / 'plan.json'}); "
-                             "run the remaining `--shard I/N` commands, then `mtx merge`, or pass --overwrite")
+                             "run the remaining `--shard I/N` commands, then `mtx merge`, or pass "
+                             f"{arg('overwrite')}")
         if self.overwrite:
             self._remove_all()
         self._check_config()
@@ -403,7 +404,7 @@ class Store:
                 with h5py.File(self.output, "r") as f:
                     if f.attrs.get("format") != FORMAT_NAME:
                         raise StoreError(f"{self.output}: exists and is not an mtx embeddings file; "
-                                         "choose another output or pass --overwrite")
+                                         f"choose another output or pass {arg('overwrite')}")
                     with contextlib.suppress(ValueError, KeyError):
                         self._old_modality_configs.update(json.loads(f.attrs["modality_configs_json"]))
                     with contextlib.suppress(ValueError, KeyError):
@@ -413,7 +414,7 @@ class Store:
                 raise
             except Exception as e:  # noqa: BLE001
                 raise StoreError(f"{self.output}: exists but cannot be read ({e}); "
-                                 "pass --overwrite to replace it") from None
+                                 f"pass {arg('overwrite')} to replace it") from None
         return None
 
     def _check_config(self) -> None:
@@ -422,14 +423,14 @@ class Store:
             raise ConfigMismatch(
                 f"{self.output}: settings differ from the run that wrote it: "
                 f"{config_diff(self._old_config, self.config)}; pass the same settings (e.g. --dtype "
-                "explicitly: auto depends on the machine), --overwrite to replace it, or another output")
+                f"explicitly: auto depends on the machine), {arg('overwrite')} to replace it, or another output")
         for name, cfg in self._old_modality_configs.items():
             new = self.modality_configs.get(name)
             if new is not None and new != cfg:
                 diff = sorted(k for k in set(cfg) | set(new) if cfg.get(k) != new.get(k))
                 raise ConfigMismatch(
                     f"{self.output}: {name} preprocessing differs from the run that wrote it "
-                    f"({', '.join(diff)}); pass --overwrite to replace it, or write to another file")
+                    f"({', '.join(diff)}); pass {arg('overwrite')} to replace it, or write to another file")
 
     # -- resume ------------------------------------------------------------------------------
     def sources(self) -> list[Path]:
