@@ -145,7 +145,8 @@ def export(
     if json_:
         emit_json(res)
     elif not quiet:
-        err.print(f"{res['n_rows']:,} rows x {res['dim']} -> {esc(res['output'])} ({res['format']}) "
+        where = "stdout" if res["output"] == STREAM else esc(res["output"])
+        err.print(f"{res['n_rows']:,} rows x {res['dim']} -> {where} ({res['format']}) "
                   f"in {el:.1f} s ({res['rows_per_s']:,.0f} rows/s)")
 
 

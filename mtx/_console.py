@@ -6,8 +6,8 @@ One output rule for every command, decided here and nowhere else:
   given (:func:`wants_json`, :func:`emit_json`);
 * **colour** follows ``--color`` (``mtx --color auto|always|never``, or ``MTX_COLOR``): ``auto``
   colours a stream only when it is a terminal, so a pipe gets plain text even with
-  ``FORCE_COLOR`` set, and ``NO_COLOR`` turns it off; ``always`` colours pipes too; ``never``
-  never. The decision is made on the real stream (``isatty``), not on rich's guess, which
+  ``FORCE_COLOR`` set, and ``NO_COLOR`` turns it (and bold/dim) off; ``always`` colours pipes
+  too; ``never`` never. The decision is made on the real stream (``isatty``), not on rich's guess, which
   ``FORCE_COLOR`` overrides;
 * progress bars and live displays only on an interactive stderr (:func:`interactive`).
 
@@ -39,9 +39,9 @@ def _console(stderr: bool, color: str) -> Console:
     common: dict[str, Any] = {"stderr": stderr, "highlight": False, "soft_wrap": True}
     if color == "always":
         return Console(force_terminal=True, no_color=False, **common)
-    if color == "never" or not tty:
+    if color == "never" or not tty or os.environ.get("NO_COLOR", ""):
         return Console(force_terminal=tty, no_color=True, color_system=None, **common)
-    return Console(force_terminal=True, **common)  # a terminal: NO_COLOR (read by rich) still wins
+    return Console(force_terminal=True, **common)
 
 
 def configure(color: str | None = None) -> None:

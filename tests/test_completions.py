@@ -31,6 +31,19 @@ def test_completions_are_current(tmp_path):
     ("mtx export x.h5 -f par", "parquet"),
     ("mtx weights fetch ti", "tiny"),
     ("mtx embed x -w see", "seeded"),
+    ("mtx -", "-V"),
+    ("mtx embed -", "-h"),
+    ("mtx --color al", "always"),
+    ("mtx export x.h5 -f ''", "jsonl"),  # export -f <TAB>: every format
+    ("mtx weights fetch ''", "meta-l14"),  # weights fetch <TAB>: every preset
+    ("mtx embed x --modality ''", "hyperspectral"),
+    ("mtx embed x -O ''", "text.unit="),  # -O <TAB>: every MODALITY.FIELD
+    ("mtx tokenize x --option imu.", "imu.window="),
+    # --map GLOB=<TAB>: bash splits at "=" (COMP_WORDBREAKS) into "*.csv" "=" "ta", or keeps one word
+    ("mtx embed x --map '*.csv' = ta", "tabular"),
+    ("mtx embed x --map '*.csv' = ''", "time_series"),
+    ("mtx embed x --map '*.csv' =", "graph"),
+    ("mtx tokenize x --map '*.csv=ti'", "*.csv=time_series"),
 ])
 def test_bash_completion_answers(words, expect):
     script = (f"source {ROOT / 'completions' / 'mtx.bash'}; COMP_WORDS=({words}); "
