@@ -116,7 +116,7 @@ def export(
     """
     import time
 
-    from ._console import emit_json, err
+    from ._console import emit_json, err, interactive
     from .errors import UsageError
     from .export import STREAM
     from .export import export as run_export
@@ -126,7 +126,7 @@ def export(
 
     t0 = time.monotonic()
     bar = None
-    if not (quiet or json_) and err.is_terminal:
+    if not (quiet or json_) and interactive():
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         bar = Progress(TextColumn("[bold]exporting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),

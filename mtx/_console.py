@@ -81,7 +81,7 @@ class Progress:
     """Files done/total, per-modality counts, samples/s, ETA — on a TTY only."""
 
     def __init__(self, enabled: bool):
-        self.enabled = enabled and err.is_terminal
+        self.enabled = enabled and interactive()  # not err.is_terminal: --color always may force that
         self._p = None
         self._task = None
         self._last = 0.0

@@ -82,7 +82,7 @@ class CliArgument(TyperArgument):
     def _usage_display_name(self) -> str:
         return argument_name(self)
 
-    def make_metavar(self, *args: Any) -> str:
+    def make_metavar(self, *args: Any, **kwargs: Any) -> str:
         return argument_name(self)
 
 
@@ -95,7 +95,7 @@ class CliOption(TyperOption):
     def display_type_rich(self, ctx: Any) -> str | None:
         return value_name(self) or None
 
-    def make_metavar(self, *args: Any) -> str:
+    def make_metavar(self, *args: Any, **kwargs: Any) -> str:
         return value_name(self)
 
 

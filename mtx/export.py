@@ -443,7 +443,9 @@ def export(
 
     Args:
         store: the mtx HDF5 file.
-        output: the file (parquet, jsonl, safetensors) or directory (npy) to write.
+        output: the file (parquet, jsonl, safetensors) or directory (npy) to write, or ``"-"``
+            for stdout: jsonl (the default there) or npy (the ``[N, D]`` float32 array alone);
+            parquet and safetensors need a file (they are refused with the reason).
         format: ``npy``, ``parquet``, ``jsonl`` or ``safetensors``; default: from ``output``'s
             suffix (``.parquet``, ``.jsonl``, ``.safetensors``, ``.npy``).
         modality: export only the rows of this modality.
