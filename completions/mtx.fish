@@ -2,8 +2,8 @@
 complete -c mtx -f
 # KEY=CHOICE values (--map GLOB=MODALITY): the token up to its first = and each choice
 function __mtx_keyed
-    set -l pre (string match -r -- '^[^=]*=' (commandline -ct))
-    and for w in $argv; echo "$pre$w"; end
+    set -l pre (string match -r -- '^[^=]*=' (commandline -ct)); or return
+    for w in $argv; echo "$pre$w"; end
 end
 complete -c mtx -n '__fish_use_subcommand' -a bench -d 'Measure this machine on synthetic inputs (seeded weights) and suggest...'
 complete -c mtx -n '__fish_use_subcommand' -a embed -d 'Embed INPUTS into one HDF5 file (resumes: rerunning skips finished inputs).'
@@ -135,7 +135,7 @@ complete -c mtx -n '__fish_seen_subcommand_from tokenize' -s h
 complete -c mtx -n '__fish_seen_subcommand_from tokenize' -s m -x -a 'meta-b16 meta-l14 clip-b16 clip-l14 tiny'
 complete -c mtx -n '__fish_seen_subcommand_from tokenize' -s w -r -F -a 'seeded'
 complete -c mtx -n '__fish_seen_subcommand_from tokenize' -F
-complete -c mtx -n '__fish_seen_subcommand_from weights' -a fetch -d 'Download a preset\'s weights into the Hugging Face cache (verifying pinned...'
+complete -c mtx -n '__fish_seen_subcommand_from weights && not __fish_seen_subcommand_from fetch' -a fetch -d 'Download a preset\'s weights into the Hugging Face cache (verifying pinned...'
 complete -c mtx -n '__fish_seen_subcommand_from weights' -l help
 complete -c mtx -n '__fish_seen_subcommand_from weights' -s h
 complete -c mtx -n '__fish_seen_subcommand_from weights && __fish_seen_subcommand_from fetch' -l help

@@ -147,8 +147,8 @@ def fish() -> str:
              "complete -c mtx -f",
              "# KEY=CHOICE values (--map GLOB=MODALITY): the token up to its first = and each choice",
              "function __mtx_keyed",
-             "    set -l pre (string match -r -- '^[^=]*=' (commandline -ct))",
-             "    and for w in $argv; echo \"$pre$w\"; end",
+             "    set -l pre (string match -r -- '^[^=]*=' (commandline -ct)); or return",
+             "    for w in $argv; echo \"$pre$w\"; end",
              "end"]
     root_cmd = typer.main.get_command(app)
     for path, opts, values, valued, subs, arg_words, arg_files in _tree():
@@ -161,7 +161,8 @@ def fish() -> str:
             for p in path:
                 cmd = cmd.commands[p]
             helptext = (cmd.commands[s].get_short_help_str(80) or "").replace("'", "\\'")
-            lines.append(f"complete -c mtx -n '{cond}' -a {s} -d '{helptext}'")
+            only = f"{cond} && not __fish_seen_subcommand_from {' '.join(subs)}" if path else cond
+            lines.append(f"complete -c mtx -n '{only}' -a {s} -d '{helptext}'")
         for o in opts:
             flag = f"-l {o[2:]}" if o.startswith("--") else f"-s {o[1:]}"
             extra = ""

@@ -50,3 +50,19 @@ def test_bash_completion_answers(words, expect):
               f"COMP_CWORD=$((${{#COMP_WORDS[@]}}-1)); _mtx; printf '%s\\n' \"${{COMPREPLY[@]}}\"")
     out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout.split()
     assert expect in out, out
+
+
+@pytest.mark.skipif(shutil.which("fish") is None, reason="fish not installed")
+@pytest.mark.parametrize("line,expect,absent", [
+    ("mtx export x.h5 -f ", "parquet", None),
+    ("mtx weights fetch ", "meta-b16", "fetch"),  # presets, not the subcommand again
+    ("mtx embed x --modality po", "point_cloud", None),
+    ("mtx embed x -O video.f", "video.frames=", None),
+    ("mtx embed x --map *.csv=ti", "*.csv=time_series", None),
+    ("mtx tokenize x --map *.txt=", "*.txt=text", None),
+])
+def test_fish_completion_answers(line, expect, absent):
+    out = subprocess.run(["fish", "-c", f"source {ROOT / 'completions' / 'mtx.fish'}; complete -C '{line}'"],
+                         capture_output=True, text=True, check=True).stdout
+    words = [x.split("\t")[0] for x in out.splitlines()]
+    assert expect in words and absent not in words, words
