@@ -257,6 +257,9 @@ def _check_output_name(output: Path) -> None:
     suffix = output.suffix.lower()
     if suffix in HDF5_SUFFIXES:
         return
+    if str(output) == "-":
+        raise UsageError("--output -: mtx embed writes HDF5 files, not streams; pass -o OUT.h5, then "
+                         "`mtx export OUT.h5 -o -` streams it")
     h5 = output.with_suffix(".h5") if suffix else output.with_name(output.name + ".h5")
     fmt = infer_format(output)
     then = f"; then `mtx export {h5} -o {output}` writes {fmt}" if fmt else ""

@@ -205,10 +205,10 @@ def test_export_to_stdout_refuses_what_cannot_stream(bracket_store, capsysbinary
         assert w.encode() in cap.err, cap.err
 
 
-@pytest.mark.parametrize("name", ["out.parquet", "out.npy", "out.jsonl", "out.csv", "features"])
+@pytest.mark.parametrize("name", ["out.parquet", "out.npy", "out.jsonl", "out.csv", "features", "-"])
 def test_embed_refuses_an_output_named_for_another_format(tmp_path, capsys, name):
     (tmp_path / "a.txt").write_text("hello")
-    out = tmp_path / name
+    out = tmp_path / name if name != "-" else Path("-")
     assert main(["embed", str(tmp_path / "a.txt"), "-o", str(out), *TINY]) == 2
     err = capsys.readouterr().err
     assert "writes HDF5" in err and ".h5" in err and not out.exists()
