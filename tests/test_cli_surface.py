@@ -82,8 +82,9 @@ def bracket_store(tmp_path_factory):
 # ------------------------------------------------------------------------------------------
 
 
-def test_file_names_print_as_written_everywhere(bracket_store, terminal, tmp_path):
+def test_file_names_print_as_written_everywhere(bracket_store, terminal, tmp_path, monkeypatch):
     d, store = bracket_store
+    monkeypatch.setenv("MTX_DEBUG", "")  # `embed -v` sets it for the process; undone after the test
     t = terminal()
     rc = main(["embed", str(d), "-o", str(tmp_path / "v.h5"), *TINY, "-j", "0", "-v"])  # colour: a terminal
     assert rc == 3
@@ -254,6 +255,7 @@ def test_colour_follows_color_and_no_color(terminal, monkeypatch, capsys):
 def test_color_reaches_a_pipe_only_with_color_always(bracket_store, capsys, monkeypatch, tmp_path):
     d, _ = bracket_store
     monkeypatch.setenv("FORCE_COLOR", "1")
+    monkeypatch.setenv("MTX_DEBUG", "")  # `embed -v` sets it for the process; undone after the test
     argv = ["embed", str(d / "ok.png"), "-o", str(tmp_path / "o.h5"), *TINY, "-j", "0", "-v"]
     assert main(argv) == 0
     assert ESC not in capsys.readouterr().err  # the banner and -v lines are dim on a terminal only
