@@ -3,6 +3,14 @@ _mtx() {
     local cur prev words cword
     cur=${COMP_WORDS[COMP_CWORD]}
     prev=${COMP_WORDS[COMP_CWORD-1]}
+    local opt="" val="$cur" pre=""
+    if [[ "$cur" == "=" ]]; then opt=${COMP_WORDS[COMP_CWORD-2]}; val=""
+    elif [[ "$prev" == "=" && $COMP_CWORD -ge 3 ]]; then opt=${COMP_WORDS[COMP_CWORD-3]}
+    elif [[ "$cur" == *=* ]]; then opt=$prev; pre="${cur%%=*}="; val="${cur#*=}"
+    fi
+    case "$opt" in
+        --map) COMPREPLY=($(compgen -P "$pre" -W "image infrared xray video audio point_cloud hyperspectral tabular time_series imu graph text" -- "$val")); return ;;
+    esac
     local path="" w
     for w in "${COMP_WORDS[@]:1:COMP_CWORD-1}"; do
         case "$w" in -*) ;; *) case "$path $w" in
@@ -25,7 +33,10 @@ _mtx() {
     done
     case "$path" in
         "")
-            COMPREPLY=($(compgen -W "bench embed export fit info merge modalities models predict probe similar status tokenize weights --help --install-completion --show-completion" -- "$cur")) ;;
+            case "$prev" in
+                --color) COMPREPLY=($(compgen -W "auto always never" -- "$cur")); return ;;
+            esac
+            COMPREPLY=($(compgen -W "bench embed export fit info merge modalities models predict probe similar status tokenize weights --color --help --install-completion --show-completion --version -V -h" -- "$cur")) ;;
         "bench")
             case "$prev" in
                 --modality) COMPREPLY=($(compgen -W "image infrared xray video audio point_cloud hyperspectral tabular time_series imu graph text" -- "$cur")); return ;;
@@ -33,7 +44,7 @@ _mtx() {
                 --device) COMPREPLY=($(compgen -W "auto cpu cuda cuda:0 cuda:1" -- "$cur")); return ;;
                 --dtype) COMPREPLY=($(compgen -W "auto float32 bfloat16 float16" -- "$cur")); return ;;
             esac
-            COMPREPLY=($(compgen -W "--device --dtype --help --json --modality --model --n -m" -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "--device --dtype --help --json --modality --model --n -h -m" -- "$cur")) ;;
         "embed")
             case "$prev" in
                 --output|--tokenizer|-o) COMPREPLY=($(compgen -f -- "$cur")); return ;;
@@ -48,14 +59,14 @@ _mtx() {
                 --text-unit) COMPREPLY=($(compgen -W "file line" -- "$cur")); return ;;
                 --engine) COMPREPLY=($(compgen -W "local ray" -- "$cur")); return ;;
             esac
-            COMPREPLY=($(compgen -W "--address --batch-size --clips --commit-every --compile --device --devices --dry-run --dtype --engine --exclude --frames --gpus --gpus-per-worker --help --hidden --include --json --json-lines --map --max-sample-memory --modality --model --no-progress --option --output --overwrite --pool --quiet --save-tokens --shard --skip-unknown --store-dtype --stride --text-unit --timeout --tokenizer --verbose --weights --window --workers -0 -O -b -j -m -o -q -v -w" -- "$cur") $(compgen -f -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "--address --batch-size --clips --commit-every --compile --device --devices --dry-run --dtype --engine --exclude --frames --gpus --gpus-per-worker --help --hidden --include --json --json-lines --map --max-sample-memory --modality --model --no-progress --option --output --overwrite --pool --quiet --save-tokens --shard --skip-unknown --store-dtype --stride --text-unit --timeout --tokenizer --verbose --weights --window --workers -0 -O -b -h -j -m -o -q -v -w" -- "$cur") $(compgen -f -- "$cur")) ;;
         "export")
             case "$prev" in
                 --output|-o) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --format|-f) COMPREPLY=($(compgen -W "npy parquet jsonl safetensors" -- "$cur")); return ;;
                 --modality) COMPREPLY=($(compgen -W "image infrared xray video audio point_cloud hyperspectral tabular time_series imu graph text" -- "$cur")); return ;;
             esac
-            COMPREPLY=($(compgen -W "--format --help --json --modality --output --overwrite --quiet -f -o -q" -- "$cur") $(compgen -f -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "--format --help --json --modality --output --overwrite --quiet -f -h -o -q" -- "$cur") $(compgen -f -- "$cur")) ;;
         "fit")
             case "$prev" in
                 --output|--val-labels|-o) COMPREPLY=($(compgen -f -- "$cur")); return ;;
@@ -70,15 +81,15 @@ _mtx() {
                 --dtype) COMPREPLY=($(compgen -W "auto float32 bfloat16 float16" -- "$cur")); return ;;
                 --option|-O) COMPREPLY=($(compgen -W "image.size= image.max_pixels= infrared.size= infrared.lo_percentile= infrared.hi_percentile= xray.size= xray.lo_percentile= xray.hi_percentile= video.frames= video.clips= video.size= audio.segment_frames= audio.max_segments= audio.per_window= audio.quality= audio.block_seconds= point_cloud.points= point_cloud.presample= point_cloud.groups= point_cloud.group_size= point_cloud.seed= point_cloud.mesh_sampling= point_cloud.min_mesh_vertices= point_cloud.surface_samples= point_cloud.npz_key= point_cloud.bin_fields= hyperspectral.key= hyperspectral.band_axis= hyperspectral.max_bands= hyperspectral.grid= hyperspectral.lo_percentile= hyperspectral.hi_percentile= tabular.format= tabular.delimiter= tabular.header= tabular.encoding= tabular.stats_rows= tabular.numeric_share= tabular.chunk_rows= tabular.block_bytes= tabular.decimal= tabular.max_record_bytes= tabular.max_columns= tabular.drop= time_series.window= time_series.stride= time_series.patch= time_series.patch_stride= time_series.max_tokens= time_series.time_column= imu.rate= imu.max_windows= imu.window= imu.stride= graph.format= graph.k= graph.max_tokens= graph.attributes= graph.attr_dim= text.unit= text.window= text.max_windows= text.encoding=" -- "$cur")); return ;;
             esac
-            COMPREPLY=($(compgen -W "--batch-size --device --dtype --epochs --grad-checkpointing --help --json --labels --lr --modality --model --no-progress --objective --option --output --overwrite --patience --pool --quiet --seed --target --task --temperature --timeout --val --val-labels --warmup --weight-decay --weights --workers -O -b -j -m -o -q -w" -- "$cur") $(compgen -f -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "--batch-size --device --dtype --epochs --grad-checkpointing --help --json --labels --lr --modality --model --no-progress --objective --option --output --overwrite --patience --pool --quiet --seed --target --task --temperature --timeout --val --val-labels --warmup --weight-decay --weights --workers -O -b -h -j -m -o -q -w" -- "$cur") $(compgen -f -- "$cur")) ;;
         "info")
-            COMPREPLY=($(compgen -W "--failures --help --json" -- "$cur") $(compgen -f -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "--failures --help --json --limit -h" -- "$cur") $(compgen -f -- "$cur")) ;;
         "merge")
-            COMPREPLY=($(compgen -W "--copy --help --json" -- "$cur") $(compgen -f -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "--copy --help --json -h" -- "$cur") $(compgen -f -- "$cur")) ;;
         "modalities")
-            COMPREPLY=($(compgen -W "--help --json" -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "--help --json -h" -- "$cur")) ;;
         "models")
-            COMPREPLY=($(compgen -W "--help --json" -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "--help --json -h" -- "$cur")) ;;
         "predict")
             case "$prev" in
                 --output|--tokenizer|-o) COMPREPLY=($(compgen -f -- "$cur")); return ;;
@@ -87,13 +98,13 @@ _mtx() {
                 --device) COMPREPLY=($(compgen -W "auto cpu cuda cuda:0 cuda:1" -- "$cur")); return ;;
                 --dtype) COMPREPLY=($(compgen -W "auto float32 bfloat16 float16" -- "$cur")); return ;;
             esac
-            COMPREPLY=($(compgen -W "--batch-size --device --dtype --format --help --output --quiet --tokenizer --weights --workers -b -f -j -o -q -w" -- "$cur") $(compgen -f -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "--batch-size --device --dtype --format --help --output --quiet --tokenizer --weights --workers -b -f -h -j -o -q -w" -- "$cur") $(compgen -f -- "$cur")) ;;
         "probe")
             case "$prev" in
                 --labels) COMPREPLY=($(compgen -W "folders" -- "$cur") $(compgen -f -- "$cur")); return ;;
                 --modality) COMPREPLY=($(compgen -W "image infrared xray video audio point_cloud hyperspectral tabular time_series imu graph text" -- "$cur")); return ;;
             esac
-            COMPREPLY=($(compgen -W "--folds --help --json --labels --modality --seed -k" -- "$cur") $(compgen -f -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "--folds --help --json --labels --modality --seed -h -k" -- "$cur") $(compgen -f -- "$cur")) ;;
         "similar")
             case "$prev" in
                 --modality) COMPREPLY=($(compgen -W "image infrared xray video audio point_cloud hyperspectral tabular time_series imu graph text" -- "$cur")); return ;;
@@ -101,9 +112,9 @@ _mtx() {
                 --device) COMPREPLY=($(compgen -W "auto cpu cuda cuda:0 cuda:1" -- "$cur")); return ;;
                 --tokenizer) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             esac
-            COMPREPLY=($(compgen -W "--device --help --json --modality --tokenizer --top --weights -k -w" -- "$cur") $(compgen -f -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "--device --help --json --modality --tokenizer --top --weights -h -k -w" -- "$cur") $(compgen -f -- "$cur")) ;;
         "status")
-            COMPREPLY=($(compgen -W "--help --json" -- "$cur") $(compgen -f -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "--help --json -h" -- "$cur") $(compgen -f -- "$cur")) ;;
         "tokenize")
             case "$prev" in
                 --model|-m) COMPREPLY=($(compgen -W "meta-b16 meta-l14 clip-b16 clip-l14 tiny" -- "$cur")); return ;;
@@ -113,11 +124,11 @@ _mtx() {
                 --device) COMPREPLY=($(compgen -W "auto cpu cuda cuda:0 cuda:1" -- "$cur")); return ;;
                 --save|--tokenizer) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             esac
-            COMPREPLY=($(compgen -W "--device --help --json --map --max-sample-memory --modality --model --option --save --tokenizer --weights -O -m -w" -- "$cur") $(compgen -f -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "--device --help --json --map --max-sample-memory --modality --model --option --save --tokenizer --weights -O -h -m -w" -- "$cur") $(compgen -f -- "$cur")) ;;
         "weights")
-            COMPREPLY=($(compgen -W "fetch --help" -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "fetch --help -h" -- "$cur")) ;;
         "weights fetch")
-            COMPREPLY=($(compgen -W "--help meta-b16 meta-l14 clip-b16 clip-l14 tiny" -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "--help -h meta-b16 meta-l14 clip-b16 clip-l14 tiny" -- "$cur")) ;;
     esac
 }
 complete -o filenames -F _mtx mtx

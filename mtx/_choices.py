@@ -35,6 +35,7 @@ Engine = _choice("Engine", ("local", "ray"))
 Objective = _choice("Objective", ("supervised", "contrastive"))  # mtx.fit.options.OBJECTIVES
 Task = _choice("Task", ("classification", "regression"))  # mtx.fit.options.TASKS
 PredictFormat = _choice("PredictFormat", ("csv", "jsonl"))
+Color = _choice("Color", ("auto", "always", "never"))  # mtx._console.COLOR_MODES
 
 # Open-ended options (not choices: cuda:N, any weights file): option -> (words, also files?).
 OPEN_COMPLETIONS: dict[str, tuple[tuple[str, ...], bool]] = {
@@ -44,6 +45,10 @@ OPEN_COMPLETIONS: dict[str, tuple[tuple[str, ...], bool]] = {
     "--labels": (("folders",), True),
     "--val-labels": ((), True),
 }
+
+
+# Options whose value is KEY=CHOICE (--map GLOB=MODALITY): completion offers the choices after "=".
+KEYED_COMPLETIONS: dict[str, type[Enum]] = {"--map": Modality}
 
 
 def values(choice: type[Enum]) -> tuple[str, ...]:

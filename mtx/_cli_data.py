@@ -5,13 +5,13 @@ imports nothing heavy at module level (numpy, h5py, pyarrow and torch load insid
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from ._choices import ExportFormat, Modality
+from ._help import esc
 
 StoreArg = Annotated[Path, typer.Argument(help="An mtx HDF5 output (consolidated or merged).")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
@@ -32,15 +32,18 @@ def _size(n: int | None) -> str:
     return str(n)
 
 
-def show_info(file: Path, all_failures: bool, json_: bool) -> None:
-    """Print ``mtx info``: rich tables on a terminal, JSON with --json or when piped."""
-    from ._console import out
+def show_info(file: Path, all_failures: bool, json_: bool, limit: int | None = None) -> None:
+    """Print ``mtx info``: rich tables on a terminal (the first 5 failures unless ``--failures``),
+    JSON with --json or when piped (every failure); ``--limit N`` lists at most N either way."""
+    from ._console import emit_json, out, wants_json
     from .export import store_info
 
-    s = store_info(file, all_failures=all_failures)
+    json_ = wants_json(json_)
+    shown = limit if limit is not None else (None if all_failures or json_ else 5)
+    s = store_info(file, all_failures=shown is None, first=shown or 0)
     missing = [x["file"] for x in s["sources"] if not x["found"]]
-    if json_ or not out.is_terminal:
-        out.print_json(json.dumps(s, default=str))
+    if json_:
+        emit_json(s)
         _missing_parts(file, missing, len(s["sources"]))
         return
     from rich.table import Table
@@ -48,10 +51,12 @@ def show_info(file: Path, all_failures: bool, json_: bool) -> None:
     weights = s["weights_source"]
     if weights == "seeded":
         weights = "seeded [yellow](random, not pretrained)[/yellow]"
+    else:
+        weights = esc(weights)
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="bold")
     facts.add_column()
-    facts.add_row("file", f"{s['path']}  ({_size(s['file_size'])}"
+    facts.add_row("file", f"{esc(s['path'])}  ({_size(s['file_size'])}"
                   + (f", {_size(s['total_size'])} with {len(s['sources'])} source file(s)" if s["virtual"] else "")
                   + ")")
     facts.add_row("format", f"{s['format']} v{s['format_version']}, written by mtx {s['mtx_version']} "
@@ -60,16 +65,16 @@ def show_info(file: Path, all_failures: bool, json_: bool) -> None:
     facts.add_row("model", f"{s['preset']}  (compute {s['compute_dtype']} on {s['device_kind']})")
     facts.add_row("weights", f"{weights}  sha256 {s['weights_sha256']}")
     inputs = ", ".join(f"{v:,} {k}" for k, v in sorted(s["files"].items())) or "none recorded"
-    facts.add_row("inputs", inputs)
+    facts.add_row("inputs", esc(inputs))
     out.print(facts)
     t = Table("modality", "rows", "tokenizer", "init", "pool", "tokenizer sha256", box=None, pad_edge=False)
     t.columns[1].justify = "right"
     for name in sorted(set(s["rows_by_modality"]) | set(s["modalities"])):
         ma = s["modalities"].get(name, {})
         init = str(ma.get("init", "-"))
-        t.add_row(name, f"{s['rows_by_modality'].get(name, 0):,}", str(ma.get("tokenizer", "-")),
-                  f"[yellow]{init}[/yellow]" if init == "seeded" else init, str(ma.get("pool", "-")),
-                  str(ma.get("sha256", "-"))[:16])
+        t.add_row(name, f"{s['rows_by_modality'].get(name, 0):,}", esc(ma.get("tokenizer", "-")),
+                  f"[yellow]{init}[/yellow]" if init == "seeded" else esc(init), esc(ma.get("pool", "-")),
+                  esc(str(ma.get("sha256", "-"))[:16]))
     out.print()
     out.print(t)
     fitted = {name: ma for name, ma in s["modalities"].items() if ma.get("init") == "file"}
@@ -85,7 +90,7 @@ def show_info(file: Path, all_failures: bool, json_: bool) -> None:
         out.print()
         st = Table("source file", "size", "found", box=None, pad_edge=False)
         for x in s["sources"]:
-            st.add_row(x["file"], _size(x["size"]), "yes" if x["found"] else "[red]MISSING[/red]")
+            st.add_row(esc(x["file"]), _size(x["size"]), "yes" if x["found"] else "[red]MISSING[/red]")
         out.print(st)
     out.print()
     shown = len(s["failures"])
@@ -113,7 +118,8 @@ def _missing_parts(file: Path, missing: list[str], total: int) -> None:
 
 def export(
     file: StoreArg,
-    output: Annotated[Path, typer.Option("--output", "-o", help="File to write (a directory for npy).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="File to write (a directory for npy), or - "
+                                         "for stdout: jsonl (the default there) or npy (the [N, D] array alone).")],
     format_: Annotated[ExportFormat | None, typer.Option(
         "--format", "-f", help="Output format (default: from the output's suffix).", show_default=False)] = None,
     modality: Annotated[Modality | None, typer.Option("--modality", help="Export only this modality's rows.")] = None,
@@ -127,12 +133,17 @@ def export(
     """
     import time
 
-    from ._console import err, out
+    from ._console import emit_json, err, interactive
+    from .errors import UsageError
+    from .export import STREAM
     from .export import export as run_export
+
+    if str(output) == STREAM and json_:
+        raise UsageError("--json prints the summary on stdout, which -o - fills with the data; drop one")
 
     t0 = time.monotonic()
     bar = None
-    if not (quiet or json_) and err.is_terminal:
+    if not (quiet or json_) and interactive():
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         bar = Progress(TextColumn("[bold]exporting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -149,9 +160,10 @@ def export(
     res["elapsed_s"] = round(el, 3)
     res["rows_per_s"] = round(res["n_rows"] / el, 1) if el > 0 else 0.0
     if json_:
-        out.print_json(json.dumps(res))
+        emit_json(res)
     elif not quiet:
-        err.print(f"{res['n_rows']:,} rows x {res['dim']} -> {res['output']} ({res['format']}) "
+        where = "stdout" if res["output"] == STREAM else esc(res["output"])
+        err.print(f"{res['n_rows']:,} rows x {res['dim']} -> {where} ({res['format']}) "
                   f"in {el:.1f} s ({res['rows_per_s']:,.0f} rows/s)")
 
 
@@ -181,22 +193,23 @@ def similar(
 
     A query file is embedded with exactly the model, weights, tokenizers, options and pooling recorded in FILE; when this install cannot reproduce them the query is refused with the reason. Rows are scanned in chunks, so memory stays flat for any store size.
     """
+    from ._console import emit_json, err, wants_json
     from .settings import check_device
+    from .similar import similar as run_similar
     from .weights import weight_paths
 
     check_device(device)  # usage errors before torch loads
     if weights:
         weight_paths(weights)
-    from ._console import err, out
-    from .similar import similar as run_similar
+    json_ = wants_json(json_)
 
     res = run_similar(file, queries, k=k, modality=modality, weights=weights or None, device=device,
                       tokenizers=tokenizer)
     if not json_:
         for note in {n for q in res for n in q.get("notes", [])}:
-            err.print(f"[yellow]note: {note}[/yellow]")
+            err.print(f"[yellow]note: {esc(note)}[/yellow]")
     if json_:
-        out.print_json(json.dumps({"store": str(file), "k": k, "modality": modality, "queries": res}))
+        emit_json({"store": str(file), "k": k, "modality": modality, "queries": res})
         return
     _print_similar(res)
 
@@ -209,10 +222,10 @@ def _print_similar(res: list[dict[str, Any]]) -> None:
     for i, q in enumerate(res):
         if i:
             out.print()
-        out.print(f"[bold]{q['query']}[/bold]  [dim]({q['kind']}, {q['modality'] or 'vector'})[/dim]",
+        out.print(f"[bold]{esc(q['query'])}[/bold]  [dim]({q['kind']}, {q['modality'] or 'vector'})[/dim]",
                   highlight=False)
         t = Table("#", "score", "modality", "id", box=None, pad_edge=False)
         t.columns[0].justify = "right"
         for r in q["results"]:
-            t.add_row(str(r["rank"]), f"{r['score']:.4f}", r["modality"], r["id"])
+            t.add_row(str(r["rank"]), f"{r['score']:.4f}", esc(r["modality"]), esc(r["id"]))
         out.print(t)

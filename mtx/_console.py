@@ -1,21 +1,87 @@
-"""Console output: narration and progress on stderr, data on stdout. Only the CLI imports this."""
+"""Console output: narration and progress on stderr, data on stdout. Only the CLI imports this.
+
+One output rule for every command, decided here and nowhere else:
+
+* data commands print **tables on a terminal and JSON when stdout is piped** or ``--json`` is
+  given (:func:`wants_json`, :func:`emit_json`);
+* **colour** follows ``--color`` (``mtx --color auto|always|never``, or ``MTX_COLOR``): ``auto``
+  colours a stream only when it is a terminal, so a pipe gets plain text even with
+  ``FORCE_COLOR`` set, and ``NO_COLOR`` turns it (and bold/dim) off; ``always`` colours pipes
+  too; ``never`` never. The decision is made on the real stream (``isatty``), not on rich's guess, which
+  ``FORCE_COLOR`` overrides;
+* progress bars and live displays only on an interactive stderr (:func:`interactive`).
+
+:func:`configure` builds the two consoles ``err`` and ``out`` for a run; the CLI calls it first.
+Every user-supplied string printed through them is escaped with :func:`mtx._help.esc`.
+"""
 from __future__ import annotations
 
+import json
+import os
 import sys
 import time
 from typing import Any
 
 from rich.console import Console
 
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False, soft_wrap=True)
+COLOR_MODES = ("auto", "always", "never")
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
+def _console(stderr: bool, color: str) -> Console:
+    tty = _isatty(sys.stderr if stderr else sys.stdout)
+    common: dict[str, Any] = {"stderr": stderr, "highlight": False, "soft_wrap": True}
+    if color == "always":
+        return Console(force_terminal=True, no_color=False, **common)
+    if color == "never" or not tty or os.environ.get("NO_COLOR", ""):
+        return Console(force_terminal=tty, no_color=True, color_system=None, **common)
+    return Console(force_terminal=True, **common)
+
+
+def configure(color: str | None = None) -> None:
+    """(Re)build ``err`` and ``out`` for this run: ``color`` is auto, always or never (default:
+    ``MTX_COLOR``, else auto)."""
+    global err, out
+    color = color or os.environ.get("MTX_COLOR", "") or "auto"
+    if color not in COLOR_MODES:
+        from .errors import UsageError
+
+        raise UsageError(f"--color {color!r}: choose one of {', '.join(COLOR_MODES)}")
+    err, out = _console(True, color), _console(False, color)
+
+
+err: Console
+out: Console
+configure("auto")
+
+
+def interactive() -> bool:
+    """Whether stderr is a terminal a person watches (progress bars, live lines)."""
+    return _isatty(sys.stderr)
+
+
+def wants_json(json_flag: bool) -> bool:
+    """The data rule: JSON with ``--json`` or when stdout is not a terminal, else tables."""
+    return json_flag or not _isatty(sys.stdout)
+
+
+def emit_json(obj: Any) -> None:
+    """Write ``obj`` as JSON on stdout (plain text: no markup, no colour)."""
+    sys.stdout.write(json.dumps(obj, indent=2, default=str, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
 
 
 class Progress:
     """Files done/total, per-modality counts, samples/s, ETA — on a TTY only."""
 
     def __init__(self, enabled: bool):
-        self.enabled = enabled and err.is_terminal
+        self.enabled = enabled and interactive()  # not err.is_terminal: --color always may force that
         self._p = None
         self._task = None
         self._last = 0.0

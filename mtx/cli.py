@@ -13,19 +13,31 @@ from typing import Annotated, Any
 
 import typer
 
-from ._choices import Dtype, Engine, Modality, Pool, Preset, StoreDtype, TextUnit, plain_choices
+from ._choices import (
+    Color,
+    Dtype,
+    Engine,
+    Modality,
+    Pool,
+    Preset,
+    StoreDtype,
+    TextUnit,
+    plain_choices,
+)
 from ._cli_fit import TokenizerOpt, fit_info_lines, with_tokenizers
-from .errors import MtxError, UsageError
+from ._help import CliTyper, esc
+from .errors import MtxError, UsageError, cli_frontend
 
-app = typer.Typer(
+app = CliTyper(
     name="mtx",
     help="Embed folders of files of twelve modalities with one frozen Meta-Transformer encoder.",
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    rich_markup_mode="rich",  # help texts are escaped (mtx/_help.py): only their words show
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
-weights_app = typer.Typer(help="Download and inspect encoder weights.", no_args_is_help=True)
+weights_app = CliTyper(help="Download and inspect encoder weights.", no_args_is_help=True)
 app.add_typer(weights_app, name="weights")
 
 EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
@@ -55,6 +67,30 @@ MaxMemOpt = Annotated[str | None, typer.Option(
     "--max-sample-memory", metavar="SIZE", help="Memory one sample may take while it is decoded, e.g. 512M, 2G, "
     "bytes or unlimited (default 256M, or MTX_MAX_SAMPLE_MEMORY); larger inputs are subsampled or refused.",
     show_default=False)]
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        sys.stdout.write(f"mtx {__version__}\n")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _global(
+    ctx: typer.Context,
+    version: Annotated[bool, typer.Option("--version", "-V", is_eager=True, callback=_show_version,
+                                          help="Print the version and exit.")] = False,
+    color: Annotated[Color, typer.Option("--color", envvar="MTX_COLOR", show_default=False, help=(
+        "Colour: auto (only on a terminal; NO_COLOR turns it off, FORCE_COLOR does not reach a "
+        "pipe), always or never. Default: auto."))] = "auto",
+) -> None:
+    """The options before the command: version and colour."""
+    from ._console import configure
+
+    configure(getattr(color, "value", color))
+    ctx.with_resource(cli_frontend())  # library hints name flags (--overwrite) while a command runs
 
 
 def _debug() -> bool:
@@ -94,7 +130,7 @@ def _banner(model, quiet: bool) -> None:
     from ._console import err
 
     d = model.describe()
-    init = "SEEDED (random, not pretrained)" if d["weights_source"] == "seeded" else d["weights_source"]
+    init = "SEEDED (random, not pretrained)" if d["weights_source"] == "seeded" else esc(d["weights_source"])
     err.print(f"[dim]mtx: device={d['device']} dtype={d['dtype']} threads={torch.get_num_threads()} "
               f"model={model.spec.name} weights={init}[/dim]")
 
@@ -144,7 +180,7 @@ def embed(
     devices: Annotated[str | None, typer.Option("--devices", help="Comma-separated devices, one process and "
                                                 "model copy each, e.g. cuda:0,cuda:1 (cpu,cpu for tests).")] = None,
     gpus: Annotated[int | None, typer.Option("--gpus", min=1, help="Use the first N CUDA devices (= --devices cuda:0,...).")] = None,
-    engine: Annotated[Engine, typer.Option("--engine", help="Where shards run (ray needs the ray extra).")] = "local",
+    engine: Annotated[Engine, typer.Option("--engine", help="Where shards run; ray needs pip install 'mtx[ray]'.")] = "local",
     address: Annotated[str | None, typer.Option("--address", help="Ray cluster address (default: start a local Ray).")] = None,
     gpus_per_worker: Annotated[float, typer.Option("--gpus-per-worker", min=0.0, help="Ray: GPUs per actor.")] = 0.0,
     json_: JsonOpt = False,
@@ -169,6 +205,7 @@ def embed(
     if verbose:
         os.environ["MTX_DEBUG"] = "1"
     # Usage errors first, before torch loads (each answers at once, exit 2).
+    _check_output_name(output)
     _check_arguments(inputs)
     from .scale import parse_shard
 
@@ -211,7 +248,7 @@ def embed(
     _print_summary(summary, json_, quiet)
     if "shard" in summary and not quiet and not json_:
         i, n = summary["shard"]
-        err.print(f"shard {i}/{n} committed; when every shard is done: mtx merge {output}")
+        err.print(f"shard {i}/{n} committed; when every shard is done: mtx merge {esc(output)}")
     raise typer.Exit(EXIT_PARTIAL if summary["n_failed"] else EXIT_OK)
 
 
@@ -235,6 +272,25 @@ def _check_found(found) -> None:
     left = [f"{found.hidden} hidden (--hidden includes them)"] if found.hidden else []
     left += [f"{found.excluded} excluded by --include/--exclude"] if found.excluded else []
     raise UsageError("no input files found" + (f": {', '.join(left)} left out" if left else ""))
+
+
+def _check_output_name(output: Path) -> None:
+    """``embed`` writes HDF5 only: an output named for another format (out.parquet, out.npy,
+    out.csv) is refused before any work, naming the HDF5 name and the export that makes the format.
+    Refused rather than warned: the run would otherwise write hours of HDF5 under a name that
+    promises Parquet, and every later tool (pandas, np.load) would fail on it."""
+    from .export import HDF5_SUFFIXES, infer_format
+
+    suffix = output.suffix.lower()
+    if suffix in HDF5_SUFFIXES:
+        return
+    if str(output) == "-":
+        raise UsageError("--output -: mtx embed writes HDF5 files, not streams; pass -o OUT.h5, then "
+                         "`mtx export OUT.h5 -o -` streams it")
+    h5 = output.with_suffix(".h5") if suffix else output.with_name(output.name + ".h5")
+    fmt = infer_format(output)
+    then = f"; then `mtx export {h5} -o {output}` writes {fmt}" if fmt else ""
+    raise UsageError(f"--output {output}: mtx embed writes HDF5 (.h5); name it {h5}{then}")
 
 
 def _shortcuts(**values: Any) -> dict[str, dict[str, Any]]:
@@ -300,9 +356,9 @@ def _file_events(prog, json_lines: bool, quiet: bool, verbose: bool):
                                                              "stage", "message")}) + "\n")
             sys.stdout.flush()
         if ev["status"] == "failed" and not quiet:
-            err.print(f"[yellow]failed[/yellow] {ev['path']}: {ev['stage']}: {ev['message']}")
+            err.print(f"[yellow]failed[/yellow] {esc(ev['path'])}: {ev['stage']}: {esc(ev['message'])}")
         elif verbose and ev["status"] == "ok":
-            err.print(f"[dim]ok {ev['id']} ({ev['modality']}, {ev['n_samples']} sample(s))[/dim]")
+            err.print(f"[dim]ok {esc(ev['id'])} ({ev['modality']}, {ev['n_samples']} sample(s))[/dim]")
 
     return on_event
 
@@ -325,7 +381,7 @@ def _print_summary(summary: dict[str, Any], json_: bool, quiet: bool) -> None:
         left = _left_out(summary)
         err.print(f"[bold]{summary['n_embedded']}[/bold] embedded ({mods}), {summary['n_skipped']} already done, "
                   f"{summary['n_failed']} failed; {summary['n_samples']} samples in {summary['elapsed_s']:.1f} s "
-                  f"({summary['samples_per_s']:.1f}/s) -> {summary['output']}" + (f"; {left}" if left else ""))
+                  f"({summary['samples_per_s']:.1f}/s) -> {esc(summary['output'])}" + (f"; {esc(left)}" if left else ""))
 
 
 # ------------------------------------------------------------------------------------------
@@ -357,10 +413,11 @@ def tokenize(
     if save is not None:
         _check_output_dir(save)
     opts.validate()
-    from ._console import err, out
+    from ._console import emit_json, err, wants_json
     from .api import inspect_file
     from .encoder import load_model
 
+    json_ = wants_json(json_)
     weights, options = with_tokenizers(tokenizer, weights, opts.options)
     m = load_model(model, weights, device, "float32")
     _banner(m, json_)
@@ -372,8 +429,7 @@ def tokenize(
         except MtxError as e:
             failed += 1
             reports.append({"path": str(f), "error": e.message})
-            if not json_:
-                err.print(f"[red]{e.message}[/red]")
+            err.print(f"[red]{esc(e.message)}[/red]")  # diagnostics on stderr, also when JSON goes to stdout
             continue
         if save is not None and i == 0:
             import numpy as np
@@ -383,8 +439,8 @@ def tokenize(
         reports.append(rep)
         if not json_:
             _print_tokenize(rep)
-    if json_:
-        out.print_json(json.dumps(reports if len(reports) > 1 else reports[0], default=str))
+    if json_:  # one shape for one file and many: a list of reports
+        emit_json(reports)
     raise typer.Exit(EXIT_PARTIAL if failed else EXIT_OK)
 
 
@@ -393,9 +449,9 @@ def _print_tokenize(rep: dict[str, Any]) -> None:
 
     from ._console import out
 
-    out.print(f"[bold]{rep['path']}[/bold]")
-    out.print(f"  modality   {rep['modality']}  [dim]({rep['reason']})[/dim]")
-    out.print(f"  tokenizer  {rep['tokenizer']['tokenizer']}  init={rep['tokenizer']['init']}"
+    out.print(f"[bold]{esc(rep['path'])}[/bold]")
+    out.print(f"  modality   {rep['modality']}  [dim]({esc(rep['reason'])})[/dim]")
+    out.print(f"  tokenizer  {esc(rep['tokenizer']['tokenizer'])}  init={rep['tokenizer']['init']}"
               + (f" seed={rep['tokenizer']['seed']}" if rep["tokenizer"]["init"] == "seeded" else "")
               + f"  pool={rep['pool']}")
     if rep["tokenizer"].get("file_path"):
@@ -407,10 +463,11 @@ def _print_tokenize(rep: dict[str, Any]) -> None:
         t.add_column(c, overflow="fold")
     for s in rep["samples"][:5]:
         facts = ", ".join(f"{k}={v}" for k, v in s["meta"].items())
-        t.add_row(s["id"], str(s["segments"]), f"[{s['tokens']}, {rep['dim']}]", str(s["padding"]), facts)
+        t.add_row(esc(s["id"]), str(s["segments"]), esc(f"[{s['tokens']}, {rep['dim']}]"), str(s["padding"]),
+                  esc(facts))
     out.print(t)
     if rep.get("saved"):
-        out.print(f"  saved      {rep['saved']} {rep['saved_shape']}")
+        out.print(f"  saved      {esc(rep['saved'])} {rep['saved_shape']}")
 
 
 # ------------------------------------------------------------------------------------------
@@ -421,41 +478,44 @@ def _print_tokenize(rep: dict[str, Any]) -> None:
 @app.command()
 def info(
     file: Annotated[Path, typer.Argument(help="An mtx HDF5 output (consolidated or merged).")],
-    failures: Annotated[bool, typer.Option("--failures", help="List every failure (default: the first 5).")] = False,
+    failures: Annotated[bool, typer.Option("--failures", help="List every failure in the tables (default: "
+                                           "the first 5; JSON always lists every one).")] = False,
+    limit: Annotated[int | None, typer.Option("--limit", min=0, help="List at most N failures (tables and JSON).",
+                                              show_default=False)] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Summarise an embeddings file: rows per modality, model, weights, tokenizers, failures.
 
-    Rich tables on a terminal; JSON with --json or when stdout is not a terminal.
+    Tables on a terminal; JSON with --json or when stdout is not a terminal.
     """
     from ._cli_data import show_info
 
-    show_info(file, failures, json_)
+    show_info(file, failures, json_, limit)
 
 
 @app.command()
 def modalities(json_: JsonOpt = False) -> None:
     """List the registered modalities, their file types, tokens and tokenizer init."""
-    from ._console import out
+    from ._console import emit_json, out, wants_json
     from .modalities import list_modalities
 
     rows = [{"name": m.name, "extensions": list(m.extensions), "summary": m.summary, "tokens": m.tokens,
              "init": "clip or seeded" if m.clip_init else "seeded"} for m in list_modalities()]
-    if json_:
-        out.print_json(json.dumps(rows))
+    if wants_json(json_):
+        emit_json(rows)
         return
     from rich.table import Table
 
     t = Table("modality", "files", "tokens (B/16)", "init", box=None)
     for r in rows:
-        t.add_row(r["name"], r["summary"] or " ".join(r["extensions"]), r["tokens"], r["init"])
+        t.add_row(r["name"], esc(r["summary"] or " ".join(r["extensions"])), esc(r["tokens"]), r["init"])
     out.print(t)
 
 
 @app.command()
 def models(json_: JsonOpt = False) -> None:
     """List encoder presets, their geometry, weight sources and whether they are cached."""
-    from ._console import out
+    from ._console import emit_json, out, wants_json
     from .weights import PRESETS, is_cached
 
     rows = []
@@ -464,8 +524,8 @@ def models(json_: JsonOpt = False) -> None:
                      "sources": [{"repo": s.repo, "file": s.filename, "sha256": s.sha256, "role": s.role}
                                  for s in spec.sources],
                      "cached": is_cached(spec)})
-    if json_:
-        out.print_json(json.dumps(rows))
+    if wants_json(json_):
+        emit_json(rows)
         return
     from rich.table import Table
 
@@ -474,7 +534,7 @@ def models(json_: JsonOpt = False) -> None:
         g = r["geometry"]
         cached = ", ".join("yes" if v else "no" for v in r["cached"].values()) or "-"
         t.add_row(r["name"], f"{g['depth']} x {g['dim']}", str(g["patch"]),
-                  "\n".join(f"{s['repo']}/{s['file']}" for s in r["sources"]) or "(none: seeded only)", cached)
+                  esc("\n".join(f"{s['repo']}/{s['file']}" for s in r["sources"]) or "(none: seeded only)"), cached)
     out.print(t)
 
 
@@ -486,17 +546,17 @@ def merge(
     json_: JsonOpt = False,
 ) -> None:
     """Verify every shard's parts and build OUT (idempotent: re-merging changes nothing)."""
-    from ._console import err, out
+    from ._console import emit_json, err
     from .scale import merge as do_merge
 
     r = do_merge(output, copy=copy)
     if json_:
-        out.print_json(json.dumps(r))
+        emit_json(r)
     elif r.get("merged"):
-        err.print(f"merged {r['parts']} part(s) -> {r['output']} ({r['mode']}): {r['n_rows']} rows, "
+        err.print(f"merged {r['parts']} part(s) -> {esc(r['output'])} ({r['mode']}): {r['n_rows']} rows, "
                   f"{r['n_failures']} failures")
     else:
-        err.print(f"{r['output']}: {r['reason']}")
+        err.print(f"{esc(r['output'])}: {esc(r['reason'])}")
 
 
 @app.command()
@@ -505,14 +565,14 @@ def status(
     json_: JsonOpt = False,
 ) -> None:
     """Show done / running / pending shards, committed rows and throughput."""
-    from ._console import out
+    from ._console import emit_json, out, wants_json
     from .scale import status as get_status
 
     s = get_status(output)
-    if json_ or not out.is_terminal:
-        out.print_json(json.dumps(s))
+    if wants_json(json_):
+        emit_json(s)
         return
-    out.print(f"[bold]{s['output']}[/bold]: {s['done']}/{s['n_shards']} shards done, {s['parts']} parts, "
+    out.print(f"[bold]{esc(s['output'])}[/bold]: {s['done']}/{s['n_shards']} shards done, {s['parts']} parts, "
               f"{s['rows_committed']:,} rows committed"
               + (f", {s['rows_per_s']:.1f} rows/s" if s["rows_per_s"] else "")
               + (f"; final file has {s['final_rows']:,} rows" if s["final_rows"] is not None else ""))
@@ -534,14 +594,15 @@ def bench(
     from .settings import check_device
 
     check_device(device)
-    from ._console import err, out
+    from ._console import emit_json, err, out, wants_json
     from .bench import run_bench
 
+    json_ = wants_json(json_)
     if not json_:
-        err.print(f"[dim]mtx bench: {n} synthetic {modality} inputs, {model}, {dtype} (seeded weights)...[/dim]")
+        err.print(f"[dim]mtx bench: {n} synthetic {modality} inputs, {model}, {esc(dtype)} (seeded weights)...[/dim]")
     r = run_bench(modality, model, device, dtype, n)
     if json_:
-        out.print_json(json.dumps(r))
+        emit_json(r)
         return
     for bs, rate in r["encoder"].items():
         out.print(f"  encoder, batch {bs:>3}: {rate:8.2f} samples/s")
@@ -568,7 +629,7 @@ def weights_fetch(name: Annotated[Preset, typer.Argument(help="Preset to downloa
 
     paths = fetch(get_preset(name))
     for p in paths:
-        err.print(f"cached {p}")
+        err.print(f"cached {esc(p)}")
 
 
 from ._cli_data import export, similar  # noqa: E402 - commands that read an output

@@ -4,6 +4,33 @@ Every message names the subject, the problem and the next action.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
+from typing import Any
+
+_CLI = contextvars.ContextVar("mtx_cli_frontend", default=False)
+
+
+def arg(name: str, value: Any = True) -> str:
+    """How the caller sets argument ``name``, for "next action" hints: ``overwrite=True`` to a
+    Python caller, ``--overwrite`` inside the command line (:func:`cli_frontend`), so a library
+    message never tells an API user to pass a flag."""
+    if _CLI.get():
+        flag = "--" + name.replace("_", "-")
+        return flag if value is True else f"{flag} {value}"
+    return f"{name}={value}" if isinstance(value, str) else f"{name}={value!r}"
+
+
+@contextlib.contextmanager
+def cli_frontend() -> Iterator[None]:
+    """Word hints as command-line flags while the CLI runs a command."""
+    token = _CLI.set(True)
+    try:
+        yield
+    finally:
+        _CLI.reset(token)
+
 
 class MtxError(Exception):
     """Base class for every error mtx reports to users."""

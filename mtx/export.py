@@ -27,6 +27,7 @@ import os
 import queue
 import shutil
 import struct
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -34,12 +35,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import StoreError, UsageError
+from .errors import StoreError, UsageError, arg
 
 if TYPE_CHECKING:  # numpy loads on first use: `import mtx` stays cheap
     import numpy as np
 
 FORMATS = ("npy", "parquet", "jsonl", "safetensors")
+STREAM = "-"  # the output name for stdout
+# Formats that can be written front to back to a pipe, and why the others cannot.
+STREAMING = ("jsonl", "npy")
+NOT_STREAMING = {"parquet": "Parquet ends with a footer that indexes the row groups written before it",
+                 "safetensors": "safetensors starts with a header of byte offsets known only at the end"}
+HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")  # what `mtx embed -o` accepts
 EXPORT_FORMAT = "mtx-export"
 CHUNK_BYTES = 64 << 20  # rows per read ~ 64 MiB of float32 vectors
 
@@ -442,7 +449,9 @@ def export(
 
     Args:
         store: the mtx HDF5 file.
-        output: the file (parquet, jsonl, safetensors) or directory (npy) to write.
+        output: the file (parquet, jsonl, safetensors) or directory (npy) to write, or ``"-"``
+            for stdout: jsonl (the default there) or npy (the ``[N, D]`` float32 array alone);
+            parquet and safetensors need a file (they are refused with the reason).
         format: ``npy``, ``parquet``, ``jsonl`` or ``safetensors``; default: from ``output``'s
             suffix (``.parquet``, ``.jsonl``, ``.safetensors``, ``.npy``).
         modality: export only the rows of this modality.
@@ -461,15 +470,18 @@ def export(
         >>> mtx.export("features.h5", "features.parquet")  # doctest: +SKIP
         {'output': 'features.parquet', 'format': 'parquet', 'n_rows': 11, 'dim': 768, 'modality': None}
     """
+    if str(output) == STREAM:
+        return _export_stream(store, format or "jsonl", modality=modality, chunk_rows=chunk_rows,
+                              progress=progress)
     fmt = format or infer_format(output)
     if fmt is None:
         raise UsageError(f"{output}: cannot tell the export format from the name; "
-                         f"pass --format {'|'.join(FORMATS)}")
+                         f"pass {arg('format', 'FORMAT')} (one of {', '.join(FORMATS)})")
     if fmt not in FORMATS:
-        raise UsageError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+        raise UsageError(f"format {fmt!r}: choose one of {', '.join(FORMATS)}")
     out = Path(output)
     if out.exists() and not overwrite:
-        raise UsageError(f"{out}: already exists; pass --overwrite to replace it")
+        raise UsageError(f"{out}: already exists; pass {arg('overwrite')} to replace it")
     if not out.parent.exists():
         raise UsageError(f"{out}: directory {out.parent} does not exist")
     with StoreReader(store) as r:
@@ -492,6 +504,32 @@ def export(
             _remove(tmp)
             raise
     return {"output": str(out), "format": fmt, "n_rows": n, "dim": r.dim, "modality": modality}
+
+
+def _export_stream(store: str | Path, fmt: str, *, modality: str | None, chunk_rows: int | None,
+                   progress: Callable[[int, int], None] | None, stream: Any = None) -> dict[str, Any]:
+    """``output="-"``: write a streaming format to stdout (``stream``: a binary file, default
+    ``sys.stdout.buffer``). jsonl is the whole export; npy is the ``[N, D]`` float32 array alone
+    (``np.load`` reads it from a pipe; ids and paths: ``-f jsonl`` or a file)."""
+    if fmt not in FORMATS:
+        raise UsageError(f"format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    if fmt not in STREAMING:
+        raise UsageError(f"{fmt} cannot be written to stdout (output -): {NOT_STREAMING[fmt]}; write it to a "
+                         f"file, or stream {arg('format', 'jsonl')} or {arg('format', 'npy')}")
+    stream = stream if stream is not None else sys.stdout.buffer
+    with StoreReader(store) as r:
+        if modality is not None:
+            _check_modality(r, modality)
+        total = r.counts().get(modality, 0) if modality else r.n
+        chunks = r.chunks(modality=modality, vectors=True, ids=fmt == "jsonl", paths=fmt == "jsonl",
+                          modalities=fmt == "jsonl", rows=chunk_rows, reuse=True)
+        if fmt == "npy":
+            n = _npy_stream(stream, chunks, r.dim, total, progress)
+        else:
+            n = _jsonl_lines(lambda text: stream.write(text.encode("utf-8", "surrogateescape")), chunks, total,
+                             progress)
+        stream.flush()
+    return {"output": STREAM, "format": fmt, "n_rows": n, "dim": r.dim, "modality": modality}
 
 
 def _check_modality(r: StoreReader, modality: str) -> None:
@@ -523,25 +561,36 @@ def _tick(progress, done: int, total: int) -> None:
 
 
 def _write_npy(tmp: Path, chunks, r: StoreReader, total: int, meta: dict, progress) -> int:
-    import numpy as np
 
     tmp.mkdir()
-    n = 0
     with open(tmp / "embeddings.npy", "wb") as fv, open(tmp / "rows.jsonl", "w", encoding="utf-8") as fr:
-        np.lib.format.write_array_header_1_0(
-            fv, {"descr": np.lib.format.dtype_to_descr(np.dtype("<f4")), "fortran_order": False,
-                 "shape": (total, r.dim)})
-        for c in chunks:
-            fv.write(np.ascontiguousarray(c.vectors, dtype="<f4").tobytes())
+        def rows(c: Chunk) -> None:
             dumps = json.dumps
             fr.write("".join(f'{{"id": {dumps(i, ensure_ascii=False)}, "modality": {dumps(m)}, '
                              f'"path": {dumps(p, ensure_ascii=False)}}}\n'
                              for i, m, p in zip(c.ids, c.modalities, c.paths, strict=True)))
-            n += len(c.rows)
-            _tick(progress, n, total)
+
+        n = _npy_stream(fv, chunks, r.dim, total, progress, rows)
     (tmp / "meta.json").write_text(json.dumps({**meta, "layout": {
         "embeddings.npy": "[n_rows, dim] float32; row i belongs to line i of rows.jsonl",
         "rows.jsonl": "one JSON object per row: id, modality, path"}}, indent=1) + "\n")
+    return n
+
+
+def _npy_stream(fv, chunks, dim: int, total: int, progress, each: Callable[[Chunk], None] | None = None) -> int:
+    """Write the ``[total, dim]`` float32 .npy to the binary file ``fv`` front to back (a pipe
+    will do: the header needs only the row count, known before the first chunk)."""
+    import numpy as np
+
+    np.lib.format.write_array_header_1_0(
+        fv, {"descr": np.lib.format.dtype_to_descr(np.dtype("<f4")), "fortran_order": False, "shape": (total, dim)})
+    n = 0
+    for c in chunks:
+        fv.write(np.ascontiguousarray(c.vectors, dtype="<f4").tobytes())
+        if each is not None:
+            each(c)
+        n += len(c.rows)
+        _tick(progress, n, total)
     return n
 
 
@@ -601,20 +650,25 @@ def _vector_texts(v: np.ndarray) -> list[str]:
 
 
 def _write_jsonl(tmp: Path, chunks, r: StoreReader, total: int, meta: dict, progress) -> int:
+    with open(tmp, "w", encoding="utf-8") as f:
+        return _jsonl_lines(f.write, chunks, total, progress)
+
+
+def _jsonl_lines(write: Callable[[str], Any], chunks, total: int, progress) -> int:
+    """One JSON line per row (id, modality, path, embedding), passed to ``write`` in blocks."""
     dumps = json.dumps
     n = 0
     step = 2048  # rows formatted at a time: keeps the Python strings of a chunk small
-    with open(tmp, "w", encoding="utf-8") as f:
-        for c in chunks:
-            for s in range(0, len(c.rows), step):
-                texts = _vector_texts(c.vectors[s:s + step])
-                f.write("".join(
-                    f'{{"id": {dumps(i, ensure_ascii=False)}, "modality": {dumps(m)}, '
-                    f'"path": {dumps(p, ensure_ascii=False)}, "embedding": [{t}]}}\n'
-                    for i, m, p, t in zip(c.ids[s:s + step], c.modalities[s:s + step], c.paths[s:s + step],
-                                          texts, strict=True)))
-            n += len(c.rows)
-            _tick(progress, n, total)
+    for c in chunks:
+        for s in range(0, len(c.rows), step):
+            texts = _vector_texts(c.vectors[s:s + step])
+            write("".join(
+                f'{{"id": {dumps(i, ensure_ascii=False)}, "modality": {dumps(m)}, '
+                f'"path": {dumps(p, ensure_ascii=False)}, "embedding": [{t}]}}\n'
+                for i, m, p, t in zip(c.ids[s:s + step], c.modalities[s:s + step], c.paths[s:s + step],
+                                      texts, strict=True)))
+        n += len(c.rows)
+        _tick(progress, n, total)
     return n
 
 

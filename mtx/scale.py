@@ -45,7 +45,8 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 def _slurm_shard() -> tuple[int, int] | None:
     """Shard I of N from a SLURM array task: I counts the task's place in the array
     (``(ID - MIN) / STEP``), N is ``SLURM_ARRAY_TASK_COUNT``; both checked."""
-    env = {k: os.environ.get(f"SLURM_ARRAY_TASK_{k}") for k in ("ID", "COUNT", "MIN", "STEP")}
+    env = {"ID": os.environ.get("SLURM_ARRAY_TASK_ID"), "COUNT": os.environ.get("SLURM_ARRAY_TASK_COUNT"),
+           "MIN": os.environ.get("SLURM_ARRAY_TASK_MIN"), "STEP": os.environ.get("SLURM_ARRAY_TASK_STEP")}
     if env["ID"] is None or env["COUNT"] is None:
         return None
     vals = {}

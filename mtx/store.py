@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigMismatch, OutputLocked, StoreError, UsageError
+from .errors import ConfigMismatch, OutputLocked, StoreError, UsageError, arg
 from .settings import mismatch, refusal
 
 FORMAT_NAME = "mtx-embeddings"
@@ -331,7 +331,7 @@ class Store:
                              "or choose another output")
         if self.shard:
             if self.overwrite:
-                raise StoreError(f"{self.output}: --overwrite cannot be combined with --shard (other "
+                raise StoreError(f"{self.output}: {arg('overwrite')} cannot be combined with {arg('shard', 'I/N')} (other "
                                  f"shards share {self.parts_dir}); remove it and the output first")
             self.parts_dir.mkdir(exist_ok=True)
         self._lock()
@@ -345,7 +345,8 @@ class Store:
     def _prepare(self) -> None:
         if not self.shard and (self.parts_dir / "plan.json").exists() and not self.overwrite:
             raise StoreError(f"{self.output}: is being written in shards ({self.parts_dir / 'plan.json'}); "
-                             "run the remaining `--shard I/N` commands, then `mtx merge`, or pass --overwrite")
+                             "run the remaining `--shard I/N` commands, then `mtx merge`, or pass "
+                             f"{arg('overwrite')}")
         if self.overwrite:
             self._remove_all()
         self._check_config()
@@ -417,7 +418,7 @@ class Store:
                 with h5py.File(self.output, "r") as f:
                     if f.attrs.get("format") != FORMAT_NAME:
                         raise StoreError(f"{self.output}: exists and is not an mtx embeddings file; "
-                                         "choose another output or pass --overwrite")
+                                         f"choose another output or pass {arg('overwrite')}")
                     with contextlib.suppress(ValueError, KeyError):
                         self._old_modality_configs.update(json.loads(f.attrs["modality_configs_json"]))
                     with contextlib.suppress(ValueError, KeyError):
@@ -427,7 +428,7 @@ class Store:
                 raise
             except Exception as e:  # noqa: BLE001
                 raise StoreError(f"{self.output}: exists but cannot be read ({e}); "
-                                 "pass --overwrite to replace it") from None
+                                 f"pass {arg('overwrite')} to replace it") from None
         return None
 
     def _check_config(self) -> None:
@@ -437,7 +438,7 @@ class Store:
         lines, fixes = self.differences(old)
         if lines:
             raise ConfigMismatch(refusal(f"{self.output}: settings differ from the run that wrote it", lines,
-                                         fixes, "--overwrite to replace it, or write to another output"))
+                                         fixes, f"{arg('overwrite')} to replace it, or write to another output"))
 
     def differences(self, old_hash: str | None) -> tuple[list[str], list[str]]:
         """(one line per setting that differs, the options that keep the recorded ones)."""
@@ -563,6 +564,112 @@ class Store:
         return info
 
 
+@dataclass
+class _Scan:
+    """What the sources of a consolidation hold, later sources winning per key."""
+
+    files: dict[str, FileRecord] = field(default_factory=dict)
+    rec_src: dict[str, list[int]] = field(default_factory=dict)  # path -> sources with a record of it, in order
+    failures: dict[tuple[str, str], Failure] = field(default_factory=dict)
+    row_src: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)  # (path, id) -> (source, row)
+    old_mod_attrs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    has_tokens: bool = False
+
+
+def _scan_sources(h5py, sources: list[Path]) -> _Scan:
+    scan = _Scan()
+    for si, src in enumerate(sources):
+        with h5py.File(src, "r") as f:
+            for r in read_files(f):
+                scan.files[r.path] = r
+                scan.rec_src.setdefault(r.path, []).append(si)
+            for x in read_failures(f):
+                scan.failures[(x.path, x.stage)] = x
+            for i, (sid, p) in enumerate(zip(_read_str(f["id"]), _read_str(f["path"]), strict=True)):
+                scan.row_src[(p, sid)] = (si, i)
+            scan.has_tokens |= "tokens" in f
+            if "modalities" in f:
+                for name, g in f["modalities"].items():
+                    scan.old_mod_attrs[name] = dict(g.attrs)
+    return scan
+
+
+def _plan_rows(scan: _Scan) -> tuple[int, dict[int, list[tuple[int, int]]], dict[tuple[str, str], Failure]]:
+    """(rows out, {source: [(source row, output row)]}, the failures still current)."""
+    files = scan.files
+    keep = [k for k, (si, _) in scan.row_src.items() if _current(k[0], si, files, scan.rec_src)]
+    failures = {k: v for k, v in scan.failures.items()
+                if files.get(v.path) is None or files[v.path].status == "failed"}
+    by_src: dict[int, list[tuple[int, int]]] = {}
+    for out_i, k in enumerate(keep):
+        si, ri = scan.row_src[k]
+        by_src.setdefault(si, []).append((ri, out_i))
+    return len(keep), by_src, failures
+
+
+def _virtual_embeddings(h5py, out, sources: list[Path], by_src, dest: Path, n: int, dim: int, dt) -> None:
+    """``/embeddings`` as an HDF5 virtual dataset over the sources (paths relative to ``dest``)."""
+    layout = h5py.VirtualLayout(shape=(n, dim), dtype=dt)
+    for si, pairs in by_src.items():
+        with h5py.File(sources[si], "r") as f:
+            src_shape = f["embeddings"].shape
+            if f["embeddings"].dtype != dt:
+                raise StoreError(f"{sources[si]}: stored as {f['embeddings'].dtype}, expected {dt}")
+        rel = os.path.relpath(sources[si], dest.parent)
+        vs = h5py.VirtualSource(rel, "embeddings", shape=src_shape)
+        for r0, o0, ln in _pair_runs(sorted(pairs)):
+            layout[o0:o0 + ln] = vs[r0:r0 + ln]
+    out.create_virtual_dataset("embeddings", layout, fillvalue=np.nan)
+
+
+def _copy_vectors(f, emb, pairs: list[tuple[int, int]], dt, chunk: int) -> None:
+    """Copy a source's vectors into ``emb``, ``chunk`` rows at a time (``pairs`` sorted)."""
+    for c in range(0, len(pairs), chunk):
+        block = pairs[c:c + chunk]
+        rows = np.array([p[0] for p in block])
+        outs = np.array([p[1] for p in block])
+        data = f["embeddings"][rows[0]:rows[-1] + 1][rows - rows[0]]
+        # Output rows of one source block are increasing, but not contiguous in general.
+        for o_start, o_end, d_start in _runs(outs):
+            emb[o_start:o_end] = data[d_start:d_start + (o_end - o_start)].astype(dt)
+
+
+def _copy_rows(h5py, sources: list[Path], by_src, emb, n: int, mod_index: dict[str, int], dt, chunk: int):
+    """The per-row datasets of the output (and its vectors into ``emb`` unless virtual):
+    (ids, paths, modality codes, token counts, [(output row, tokens)])."""
+    ids = [""] * n
+    paths = [""] * n
+    mods = np.zeros(n, np.uint8)
+    ntok = np.zeros(n, np.int32)
+    tok_parts: list[tuple[int, np.ndarray]] = []
+    for si, pairs in by_src.items():
+        with h5py.File(sources[si], "r") as f:
+            src_ids, src_paths, src_mods = _read_str(f["id"]), _read_str(f["path"]), _modality_list(f)
+            src_ntok = f["n_tokens"][()]
+            pairs.sort()
+            if emb is not None:
+                _copy_vectors(f, emb, pairs, dt, chunk)
+            for ri, oi in pairs:
+                ids[oi], paths[oi] = src_ids[ri], src_paths[ri]
+                mods[oi] = mod_index[src_mods[ri]]
+                ntok[oi] = src_ntok[ri]
+            if "tokens" in f:
+                off = f["tokens/offsets"][()]
+                data_ds = f["tokens/data"]
+                for ri, oi in pairs:
+                    tok_parts.append((oi, data_ds[off[ri]:off[ri + 1]]))
+    return ids, paths, mods, ntok, tok_parts
+
+
+def _write_tokens(out, tok_parts: list[tuple[int, np.ndarray]], dim: int) -> None:
+    tok_parts.sort(key=lambda t: t[0])
+    g = out.create_group("tokens")
+    g.create_dataset("data", data=np.concatenate([t for _, t in tok_parts]) if tok_parts
+                     else np.zeros((0, dim), np.float32))
+    g.create_dataset("offsets", data=np.concatenate([[0], np.cumsum([len(t) for _, t in tok_parts])])
+                     .astype(np.int64))
+
+
 def consolidate(sources: list[Path], dest: Path, attrs: dict[str, Any],
                 modality_attrs: dict[str, dict[str, Any]], store_dtype: str, dim: int,
                 chunk: int = 65536, virtual: bool = False) -> dict:
@@ -572,99 +679,34 @@ def consolidate(sources: list[Path], dest: Path, attrs: dict[str, Any],
     stored relative to ``dest``); the caller must have verified every source first.
     """
     h5py = _h5()
-    files: dict[str, FileRecord] = {}
-    rec_src: dict[str, list[int]] = {}  # path -> sources holding a record of it, in order
-    failures: dict[tuple[str, str], Failure] = {}
-    row_src: dict[tuple[str, str], tuple[int, int]] = {}  # (path, id) -> (source index, row)
-    old_mod_attrs: dict[str, dict[str, Any]] = {}
-    has_tokens = False
-    for si, src in enumerate(sources):
-        with h5py.File(src, "r") as f:
-            for r in read_files(f):
-                files[r.path] = r
-                rec_src.setdefault(r.path, []).append(si)
-            for x in read_failures(f):
-                failures[(x.path, x.stage)] = x
-            for i, (sid, p) in enumerate(zip(_read_str(f["id"]), _read_str(f["path"]), strict=True)):
-                row_src[(p, sid)] = (si, i)
-            has_tokens |= "tokens" in f
-            if "modalities" in f:
-                for name, g in f["modalities"].items():
-                    old_mod_attrs[name] = dict(g.attrs)
-    keep = [k for k, (si, _) in row_src.items() if _current(k[0], si, files, rec_src)]
-    failures = {k: v for k, v in failures.items() if files.get(v.path) is None or files[v.path].status == "failed"}
-    by_src: dict[int, list[tuple[int, int]]] = {}
-    for out_i, k in enumerate(keep):
-        si, ri = row_src[k]
-        by_src.setdefault(si, []).append((ri, out_i))
-    n = len(keep)
+    scan = _scan_sources(h5py, sources)
+    n, by_src, failures = _plan_rows(scan)
     dt = np.float16 if store_dtype == "float16" else np.float32
     from .modalities import MODULES  # names only: importing them needs no torch
 
-    seen = {r.modality for r in files.values() if r.modality} | set(modality_attrs) | set(old_mod_attrs)
+    seen = {r.modality for r in scan.files.values() if r.modality} | set(modality_attrs) | set(scan.old_mod_attrs)
     modalities = list(MODULES) + sorted(seen - set(MODULES))  # a stable enum across files
     enum = h5py.enum_dtype({m: i for i, m in enumerate(modalities)}, basetype="u1")
     with h5py.File(dest, "w") as out:
         if virtual:
-            layout = h5py.VirtualLayout(shape=(n, dim), dtype=dt)
-            for si, pairs in by_src.items():
-                with h5py.File(sources[si], "r") as f:
-                    src_shape = f["embeddings"].shape
-                    if f["embeddings"].dtype != dt:
-                        raise StoreError(f"{sources[si]}: stored as {f['embeddings'].dtype}, expected {dt}")
-                rel = os.path.relpath(sources[si], dest.parent)
-                vs = h5py.VirtualSource(rel, "embeddings", shape=src_shape)
-                for r0, o0, ln in _pair_runs(sorted(pairs)):
-                    layout[o0:o0 + ln] = vs[r0:r0 + ln]
-            out.create_virtual_dataset("embeddings", layout, fillvalue=np.nan)
+            _virtual_embeddings(h5py, out, sources, by_src, dest, n, dim, dt)
             emb = None
         else:
             emb = out.create_dataset("embeddings", shape=(n, dim), dtype=dt,
                                      chunks=(max(1, min(n, max(1, (1 << 20) // (dim * 4)))), dim) if n else None)
-        ids = [""] * n
-        paths = [""] * n
-        mods = np.zeros(n, np.uint8)
-        ntok = np.zeros(n, np.int32)
-        tok_parts: list[tuple[int, np.ndarray]] = []
-        mod_index = {m: i for i, m in enumerate(modalities)}
-        for si, pairs in by_src.items():
-            with h5py.File(sources[si], "r") as f:
-                src_ids, src_paths, src_mods = _read_str(f["id"]), _read_str(f["path"]), _modality_list(f)
-                src_ntok = f["n_tokens"][()]
-                pairs.sort()
-                for c in range(0 if emb is not None else len(pairs), len(pairs), chunk):
-                    block = pairs[c:c + chunk]
-                    rows = np.array([p[0] for p in block])
-                    outs = np.array([p[1] for p in block])
-                    data = f["embeddings"][rows[0]:rows[-1] + 1][rows - rows[0]]
-                    # Output rows of one source block are increasing, but not contiguous in general.
-                    for o_start, o_end, d_start in _runs(outs):
-                        emb[o_start:o_end] = data[d_start:d_start + (o_end - o_start)].astype(dt)
-                for ri, oi in pairs:
-                    ids[oi], paths[oi] = src_ids[ri], src_paths[ri]
-                    mods[oi] = mod_index[src_mods[ri]]
-                    ntok[oi] = src_ntok[ri]
-                if "tokens" in f:
-                    off = f["tokens/offsets"][()]
-                    data_ds = f["tokens/data"]
-                    for ri, oi in pairs:
-                        tok_parts.append((oi, data_ds[off[ri]:off[ri + 1]]))
+        ids, paths, mods, ntok, tok_parts = _copy_rows(h5py, sources, by_src, emb, n,
+                                                       {m: i for i, m in enumerate(modalities)}, dt, chunk)
         _write_str(out, "id", ids)
         _write_str(out, "path", paths)
         out.create_dataset("modality", data=mods, dtype=enum)
         out.create_dataset("n_tokens", data=ntok)
-        if has_tokens:
-            tok_parts.sort(key=lambda t: t[0])
-            g = out.create_group("tokens")
-            g.create_dataset("data", data=np.concatenate([t for _, t in tok_parts]) if tok_parts
-                             else np.zeros((0, dim), np.float32))
-            g.create_dataset("offsets", data=np.concatenate([[0], np.cumsum([len(t) for _, t in tok_parts])])
-                             .astype(np.int64))
-        _write_records(out, list(files.values()), list(failures.values()))
+        if scan.has_tokens:
+            _write_tokens(out, tok_parts, dim)
+        _write_records(out, list(scan.files.values()), list(failures.values()))
         mg = out.create_group("modalities")
         for name in sorted(seen):
             g = mg.create_group(name)
-            for k, v in {**old_mod_attrs.get(name, {}), **modality_attrs.get(name, {})}.items():
+            for k, v in {**scan.old_mod_attrs.get(name, {}), **modality_attrs.get(name, {})}.items():
                 g.attrs[k] = v
         for k, v in attrs.items():
             out.attrs[k] = v
@@ -672,7 +714,7 @@ def consolidate(sources: list[Path], dest: Path, attrs: dict[str, Any],
         out.attrs["n_failures"] = len(failures)
         out.flush()
         os.fsync(out.id.get_vfd_handle())
-    return {"n_rows": n, "n_failures": len(failures), "n_files": len(files)}
+    return {"n_rows": n, "n_failures": len(failures), "n_files": len(scan.files)}
 
 
 def _current(path: str, si: int, files: dict[str, FileRecord], rec_src: dict[str, list[int]]) -> bool:

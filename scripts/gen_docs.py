@@ -18,7 +18,6 @@ import re
 import sys
 import textwrap
 import tokenize
-import types
 import typing
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import typer.main
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mtx._choices import param_choices  # noqa: E402
+from mtx._help import argument_name, value_name  # noqa: E402
 from mtx.cli import app  # noqa: E402
 from mtx.settings import allowed  # noqa: E402
 
@@ -40,20 +39,17 @@ def _md(text: str) -> str:
     return " ".join(str(text).split()).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def _shown(text: str | None) -> str:
+    """A help text as ``--help`` shows it: the CLI escapes help texts for rich (mtx/_help.py);
+    rendering the markup gives back the words as written."""
+    from rich.text import Text
+
+    return Text.from_markup(text or "").plain
+
+
 def _value_name(p) -> str:
-    """The choices (a\\|b), or TEXT, PATH, INTEGER, FLOAT... from the annotation (Typer >= 0.16) or
-    the click type."""
-    choices = param_choices(p)
-    if choices:
-        return "\\|".join(choices)
-    ann = getattr(getattr(p, "type_descriptor", None), "annotation", None)
-    if ann is None:
-        t = getattr(p, "type", None)
-        return str(getattr(t, "name", "text")).upper()
-    while typing.get_origin(ann) in (typing.Union, types.UnionType, list):
-        args = [a for a in typing.get_args(ann) if a is not type(None)]
-        ann = args[0] if args else str
-    return {str: "TEXT", int: "INTEGER", float: "FLOAT", bool: "BOOLEAN", Path: "PATH"}.get(ann, "TEXT")
+    """The value a parameter takes, exactly as the live ``--help`` writes it (mtx._help.value_name)."""
+    return _md(value_name(p) or "TEXT")
 
 
 def _range(p) -> str:
@@ -82,17 +78,15 @@ def _usage(path: list[str], cmd) -> str:
             or getattr(cmd, "commands", None) is None:
         parts.append("[OPTIONS]")
     for p in cmd.params:
-        if getattr(p, "param_type_name", "") != "argument":
-            continue
-        name = p.name.upper() + ("..." if p.nargs == -1 else "")
-        parts.append(name if p.required else f"[{name}]")
+        if getattr(p, "param_type_name", "") == "argument":
+            parts.append(argument_name(p))
     if getattr(cmd, "commands", None):
         parts.append("COMMAND [ARGS]...")
     return " ".join(parts)
 
 
 def _help(cmd) -> str:
-    return inspect.cleandoc(cmd.help or "").strip()
+    return _shown(inspect.cleandoc(cmd.help or "").strip())
 
 
 def _command_md(path: list[str], cmd) -> list[str]:
@@ -108,8 +102,14 @@ def _command_md(path: list[str], cmd) -> list[str]:
         for p in args:
             many = " (one or more)" if p.nargs == -1 else ""
             req = "" if p.required else " (optional)"
-            lines.append(f"| `{p.name.upper()}` | {_value_name(p)}{many}{req} | {_md(getattr(p, 'help', '') or '')} |")
+            lines.append(f"| `{p.name.upper()}` | {_value_name(p)}{many}{req} | {_md(_shown(getattr(p, 'help', '')))} |")
         lines.append("")
+    return lines + _options_md(opts)
+
+
+def _options_md(opts) -> list[str]:
+    """The options table: names, value (as ``--help`` shows it), default, description."""
+    lines: list[str] = []
     if opts:
         lines += ["| option | value | default | description |", "|---|---|---|---|"]
         for p in opts:
@@ -118,7 +118,7 @@ def _command_md(path: list[str], cmd) -> list[str]:
                 value = "flag"
             else:
                 value = _value_name(p) + _range(p) + (" (repeatable)" if p.multiple else "")
-            desc = _md(p.help or "")
+            desc = _md(_shown(p.help))
             if p.envvar:
                 env = p.envvar if isinstance(p.envvar, str) else ", ".join(p.envvar)
                 desc += f" Env: `{env}`."
@@ -146,19 +146,28 @@ def cli_md() -> str:
     cmds = list(_walk(root, []))
     lines = [HEADER.format(src="the Typer app in mtx/cli.py").rstrip("\n"), "", "# Command line reference", "",
              _md(_help(root)), "",
-             "Every command takes `--help`. Data goes to stdout or the output file; banners, progress and "
+             "Every command takes `--help` (`-h`); `mtx --version` (`-V`) prints the version. Data goes to stdout or the output file; banners, progress and "
              "per-file failures go to stderr. Exit codes, the same in every command: `0` all done, `1` fatal "
              "error (a file that cannot be read, settings that differ from the output's, missing weights), "
              "`2` usage error (an unknown option or value, a value out of its range, a missing weights file "
              "or output folder: refused at once, before anything starts), `3` finished but some inputs "
              "failed, `130`/`143` interrupted (rerun to resume). "
              "`MTX_DEBUG=1` prints tracebacks.", "",
+             "Commands that print data (`info`, `status`, `tokenize`, `similar`, `modalities`, `models`, "
+             "`bench`) print tables on a terminal and JSON when stdout is piped or with `--json`; commands "
+             "that write files (`embed`, `export`, `merge`) report on stderr and print a JSON summary with "
+             "`--json`. Colour only on a terminal (`NO_COLOR` turns it off; `FORCE_COLOR` does not reach a "
+             "pipe) unless `mtx --color always`.", "",
              "| command | what it does |", "|---|---|"]
     for path, cmd in cmds:
         anchor = "mtx-" + "-".join(path)
         first = _help(cmd).split("\n\n")[0]
         lines.append(f"| [`mtx {' '.join(path)}`](#{anchor}) | {_md(first)} |")
     lines.append("")
+    root_opts = [p for p in root.params if getattr(p, "param_type_name", "") == "option"
+                 and p.name not in SKIP_PARAMS and not getattr(p, "hidden", False)]
+    lines += ["## Global options", "", "Given before the command, e.g. `mtx --color never info out.h5`.", "",
+              *_options_md(root_opts)]
     for path, cmd in cmds:
         lines += _command_md(path, cmd)
     return "\n".join(lines).rstrip("\n") + "\n"

@@ -134,3 +134,46 @@ def run_modality(model, path, modality: str | None = None, **cfg):
         tokens = tok({k: v.to(model.device) for k, v in mod.collate(samples).items()})
     hidden = model.encode_tokens(tokens)
     return dec, samples, tokens, hidden
+
+
+class _Terminal:
+    """A stdout or stderr that says it is a terminal (what ``mtx`` sees in a shell), keeping what
+    is written; ``text()`` returns it."""
+
+    def __init__(self):
+        import io
+
+        self.buffer = io.BytesIO()
+        self._text = io.TextIOWrapper(self.buffer, encoding="utf-8", errors="surrogateescape", write_through=True)
+
+    def isatty(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:
+        return self._text.write(s)
+
+    def flush(self) -> None:
+        self._text.flush()
+
+    @property
+    def encoding(self) -> str:
+        return "utf-8"
+
+    def text(self) -> str:
+        return self.buffer.getvalue().decode("utf-8", "surrogateescape")
+
+
+@pytest.fixture
+def terminal(monkeypatch):
+    """Call it in the test body (pytest's capture resets sys.stdout when the test starts):
+    ``t = terminal()`` replaces stdout and stderr by terminals; ``t.out.text()`` is what was printed."""
+    import sys
+    import types
+
+    def install():
+        t = types.SimpleNamespace(out=_Terminal(), err=_Terminal())
+        monkeypatch.setattr(sys, "stdout", t.out)
+        monkeypatch.setattr(sys, "stderr", t.err)
+        return t
+
+    return install

@@ -515,7 +515,7 @@ def meta_of(path: str) -> dict:
     with contextlib.redirect_stdout(o), contextlib.redirect_stderr(e):
         rc = main(["tokenize", path, *TINY, "--json"])
     assert rc == 0, e.getvalue()
-    return json.loads(o.getvalue())["samples"][0]["meta"]
+    return json.loads(o.getvalue())[0]["samples"][0]["meta"]
 
 
 @pytest.mark.parametrize("case", REPAIRS, ids=[c.name for c in REPAIRS])
@@ -574,7 +574,7 @@ def test_non_utf8_names_print_in_a_strict_utf8_locale(run):
         assert path in r.stdout or os.path.basename(path) in r.stdout
     out = subprocess.run([sys.executable, "-m", "mtx", "tokenize", path, *TINY, "--json"], capture_output=True,
                          env=env, timeout=120).stdout
-    assert json.loads(out.decode("utf-8", "surrogateescape"))["path"].encode("utf-8", "surrogateescape") == path
+    assert json.loads(out.decode("utf-8", "surrogateescape"))[0]["path"].encode("utf-8", "surrogateescape") == path
 
 
 def test_malicious_pickle_as_weights_is_fatal_and_never_runs(tmp_path, capsys):

@@ -159,12 +159,13 @@ def test_dry_run_and_missing_input(tmp_path, capsys):
             == [("link.png", "discover")]
 
 
-def test_tokenize_reports_197_tokens_for_b16(tmp_path, capsys):
+def test_tokenize_reports_197_tokens_for_b16(tmp_path, capsys, monkeypatch):
     d = _imgs(tmp_path / "in", 1, size=(300, 256))
     assert main(["tokenize", str(d / "img0.png"), "-m", "meta-b16", "-w", "seeded", "--json"]) == 0
-    r = json.loads(capsys.readouterr().out)
+    [r] = json.loads(capsys.readouterr().out)  # a list for one file as for many
     assert r["samples"][0]["tokens"] == 197 and r["dim"] == 768 and r["saved_shape"] == [197, 768]
     assert r["modality"] == "image" and r["reason"]
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)  # tables on a terminal
     assert main(["tokenize", str(d / "img0.png"), "-m", "meta-b16", "-w", "seeded"]) == 0
     text = capsys.readouterr().out
     assert "[197, 768]" in text and "seeded" in text

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 
 import h5py
 import numpy as np
@@ -194,23 +195,17 @@ def test_info_json(store, capsys):
     assert s["virtual"] is False
 
 
-def test_info_on_a_terminal_shows_tables(store, monkeypatch):
-    import io
-
-    from rich.console import Console
-
-    import mtx._console
-
-    buf = io.StringIO()
-    monkeypatch.setattr(mtx._console, "out", Console(file=buf, force_terminal=True, width=160, color_system=None))
-    assert main(["info", str(store)]) == 0
-    text = buf.getvalue()
+def test_info_on_a_terminal_shows_tables(store, terminal, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "160")
+    t = terminal()
+    assert main(["--color", "never", "info", str(store)]) == 0
+    text = t.out.text()
     for word in ("tiny", "seeded", "not pretrained", "image", "text", "ImagePatchTokenizer", "failures 1",
                  "broken.png", "6 x 64 float32"):
         assert word in text, (word, text)
 
 
-def test_info_failures_flag_lists_all(tmp_path, capsys):
+def test_info_failures_flag_lists_all(tmp_path, capsys, monkeypatch):
     d = tmp_path / "in"
     d.mkdir()
     for i in range(7):
@@ -219,11 +214,17 @@ def test_info_failures_flag_lists_all(tmp_path, capsys):
     out = tmp_path / "o.h5"
     assert main(["embed", str(d), "-o", str(out), *TINY]) == 3
     capsys.readouterr()
-    assert main(["info", str(out), "--json"]) == 0
+    assert main(["info", str(out), "--json"]) == 0  # JSON lists every failure
     s = json.loads(capsys.readouterr().out)
-    assert s["n_failures"] == 7 and len(s["failures"]) == 5
-    assert main(["info", str(out), "--json", "--failures"]) == 0
-    assert len(json.loads(capsys.readouterr().out)["failures"]) == 7
+    assert s["n_failures"] == 7 and len(s["failures"]) == 7
+    assert main(["info", str(out), "--json", "--limit", "3"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["failures"]) == 3
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)  # tables: the first 5 unless --failures
+    assert main(["--color", "never", "info", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "failures 7 (first 5; --failures for all)" in text and "bad5.png" not in text
+    assert main(["--color", "never", "info", str(out), "--failures"]) == 0
+    assert "bad6.png" in capsys.readouterr().out
 
 
 def _virtual_merge(sources, dest):

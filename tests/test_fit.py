@@ -303,7 +303,7 @@ def test_resume_refuses_a_different_tokenizer_and_info_tokenize_similar_show_it(
     assert ma["init"] == "file" and ma["file_sha256"] == s["sha256"]
     one = next(p for p in sorted((series / "p06").iterdir()))
     assert main(["tokenize", str(one), *TINY, "--tokenizer", str(out), "--json"]) == 0
-    rep = json.loads(capsys.readouterr().out)
+    (rep,) = json.loads(capsys.readouterr().out)
     assert rep["tokenizer"]["init"] == "file" and rep["tokenizer"]["file_sha256"] == s["sha256"]
     assert main(["similar", str(store), str(one), "-k", "2", "--json"]) == 0
     sim = json.loads(capsys.readouterr().out)
@@ -352,7 +352,7 @@ def test_tabular_target_leaves_the_tokens_and_regression(tmp_path, capsys):
                  "-j", "0", "--epochs", "2", "-q"]) == 0
     t = tmp_path / "d" / "table.csv"
     assert main(["tokenize", str(t), *TINY, "--tokenizer", str(out), "--json"]) == 0
-    rep = json.loads(capsys.readouterr().out)
+    (rep,) = json.loads(capsys.readouterr().out)
     assert rep["samples"][0]["tokens"] == 7  # CLS + x0..x5: y is not a token
     assert rep["config"]["drop"] == ["y"]
     # The same rows without the label column are labelled by the head.

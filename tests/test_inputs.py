@@ -320,8 +320,8 @@ def test_tokenize_refuses_a_fifo_and_a_device_without_waiting(tmp_path):
     done = threading.Event()
 
     def unblock() -> None:
-        """Were the FIFO opened for reading, this writer would let it go after 5 s."""
-        deadline = time.monotonic() + 5
+        """Were the FIFO opened for reading, this writer would let it go after 30 s."""
+        deadline = time.monotonic() + 30
         while not done.is_set():
             if time.monotonic() > deadline:
                 with contextlib.suppress(OSError):
@@ -336,7 +336,7 @@ def test_tokenize_refuses_a_fifo_and_a_device_without_waiting(tmp_path):
     finally:
         done.set()
         t.join()
-    assert rc == 3 and time.monotonic() - t0 < 5
+    assert rc == 3 and time.monotonic() - t0 < 30  # a CLI start-up on a loaded machine, not a hang
     assert f"{fifo}: not a regular file (a FIFO, socket or device); refusing to read it" in err, err
     assert "/dev/null: not a regular file" in err
     # embed says the same words
@@ -366,6 +366,6 @@ def test_words_same_in_dry_run_and_run_no_repeated_path_strength_said_once(tmp_p
     line = next(x for x in err.splitlines() if "blob.bin" in x)
     assert line.count(str(d / "blob.bin")) == 1 and line.startswith(f"failed {d / 'blob.bin'}: sniff: no modality")
     rc, stdout, err = _run("tokenize", d / "notes.txt", "-m", "tiny", "-w", "seeded", "--json")
-    assert json.loads(stdout)["reason"] == "extension .txt"
+    assert json.loads(stdout)[0]["reason"] == "extension .txt"
     rc, _, err = _run("tokenize", d / "link.png", "-m", "tiny", "-w", "seeded")
     assert rc == 3 and f"{d / 'link.png'}: broken symlink: its target {d / 'gone.png'} does not exist" in err

@@ -46,7 +46,7 @@ def test_official_blocks_parity_tokenize_and_embed(official_ckpt, tmp_path, caps
     img = _image(tmp_path / "photo.png", (256, 240))
     t_path = tmp_path / "t.npy"
     assert main(["tokenize", str(img), "-m", "meta-b16", "-w", str(ckpt), "--save", str(t_path), "--json"]) == 0
-    rep = json.loads(capsys.readouterr().out)
+    [rep] = json.loads(capsys.readouterr().out)
     assert rep["modality"] == "image" and rep["samples"][0]["tokens"] == 197
     assert rep["tokenizer"]["init"] == "seeded"  # the official file has no CLIP front end
     t = np.load(t_path)

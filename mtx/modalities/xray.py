@@ -101,10 +101,29 @@ def read_dicom(path: Path, size: int = 224) -> tuple[np.ndarray, dict]:
 
     Returns ``(array [H, W] or [H, W, 3], meta)``; ``meta['invert']`` tells MONOCHROME1."""
     try:
-        import pydicom
-        from pydicom.pixels import apply_modality_lut, apply_voi_lut, pixel_array
+        import pydicom  # noqa: F401 - the check that pydicom and its pixel module are there
+        from pydicom.pixels import apply_modality_lut  # noqa: F401
     except ImportError:  # pragma: no cover - dependency
         raise MissingDependency("pydicom is needed for DICOM; pip install pydicom pylibjpeg") from None
+    ds, tsyntax, meta = _read_header(path)
+    arr = _decode_frame(path, ds, tsyntax, meta)
+    arr = reduce_array(arr, size, GREY_WORK, meta)  # integers kept: LUTs index them
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    out = arr
+    if samples == 1:
+        out = _grey_luts(arr, ds, meta)
+        meta["invert"] = meta["photometric"] == "MONOCHROME1"
+    else:
+        meta["invert"] = False
+        if out.ndim == 3 and out.shape[-1] == 4:
+            out = out[..., :3]
+    return out.astype(np.float64), meta
+
+
+def _read_header(path: Path):
+    """(dataset with the pixel data deferred, transfer syntax, meta); refuses a file that is no
+    DICOM, has a corrupt header or holds no pixels."""
+    import pydicom
     from pydicom.errors import InvalidDicomError
 
     with warnings.catch_warnings(record=True) as caught:
@@ -129,6 +148,13 @@ def read_dicom(path: Path, size: int = 224) -> tuple[np.ndarray, dict]:
         sop = str(ds.get("SOPClassUID", "")) and getattr(ds.SOPClassUID, "name", str(ds.SOPClassUID))
         raise DecodeError(f"DICOM has no pixel data (no PixelData element; SOP class {sop or 'unknown'}): "
                           "nothing to embed")
+    return ds, tsyntax, meta
+
+
+def _decode_frame(path: Path, ds, tsyntax, meta: dict) -> np.ndarray:
+    """The stored pixels of the middle frame ([H, W] or [H, W, C]), checked before decoding."""
+    from pydicom.pixels import pixel_array
+
     rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
     check_pixels(cols, rows)
     nframes = _int(ds, "NumberOfFrames", 1)
@@ -152,35 +178,35 @@ def read_dicom(path: Path, size: int = 224) -> tuple[np.ndarray, dict]:
         raise DecodeError(f"unexpected DICOM pixel array shape {arr.shape}")
     if arr.size == 0:
         raise DecodeError("DICOM pixel data is empty")
-    arr = reduce_array(arr, size, GREY_WORK, meta)  # integers kept: LUTs index them
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    return arr
+
+
+def _grey_luts(arr: np.ndarray, ds, meta: dict) -> np.ndarray:
+    """Apply the modality LUT (rescale) and the first VOI LUT or window, recording both in meta."""
+    import pydicom
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
     out = arr
-    if samples == 1:
-        if "RescaleSlope" in ds or "RescaleIntercept" in ds or "ModalityLUTSequence" in ds:
-            out = apply_modality_lut(arr, ds)
-            if out.dtype.kind == "f" and np.all(np.mod(out, 1) == 0):
-                out = out.astype(np.int64)  # integral values: VOI LUT tables index integers
-            meta["rescale"] = {"slope": float(ds.get("RescaleSlope", 1) or 1),
-                               "intercept": float(ds.get("RescaleIntercept", 0) or 0)}
-        if "VOILUTSequence" in ds or "WindowCenter" in ds:
-            try:
-                out = apply_voi_lut(out, ds, index=0)
-            except Exception as e:  # noqa: BLE001 - malformed LUTs: say so, keep going
-                meta["voi"] = f"ignored (malformed VOI LUT/window: {e})"
+    if "RescaleSlope" in ds or "RescaleIntercept" in ds or "ModalityLUTSequence" in ds:
+        out = apply_modality_lut(arr, ds)
+        if out.dtype.kind == "f" and np.all(np.mod(out, 1) == 0):
+            out = out.astype(np.int64)  # integral values: VOI LUT tables index integers
+        meta["rescale"] = {"slope": float(ds.get("RescaleSlope", 1) or 1),
+                           "intercept": float(ds.get("RescaleIntercept", 0) or 0)}
+    if "VOILUTSequence" in ds or "WindowCenter" in ds:
+        try:
+            out = apply_voi_lut(out, ds, index=0)
+        except Exception as e:  # noqa: BLE001 - malformed LUTs: say so, keep going
+            meta["voi"] = f"ignored (malformed VOI LUT/window: {e})"
+        else:
+            if "VOILUTSequence" in ds:
+                meta["voi"] = "VOI LUT sequence (first)"
             else:
-                if "VOILUTSequence" in ds:
-                    meta["voi"] = "VOI LUT sequence (first)"
-                else:
-                    wc, ww = ds.WindowCenter, ds.WindowWidth
-                    wc = float(wc[0] if isinstance(wc, pydicom.multival.MultiValue) else wc)
-                    ww = float(ww[0] if isinstance(ww, pydicom.multival.MultiValue) else ww)
-                    meta["voi"] = {"window_center": wc, "window_width": ww}
-        meta["invert"] = meta["photometric"] == "MONOCHROME1"
-    else:
-        meta["invert"] = False
-        if out.ndim == 3 and out.shape[-1] == 4:
-            out = out[..., :3]
-    return out.astype(np.float64), meta
+                wc, ww = ds.WindowCenter, ds.WindowWidth
+                wc = float(wc[0] if isinstance(wc, pydicom.multival.MultiValue) else wc)
+                ww = float(ww[0] if isinstance(ww, pydicom.multival.MultiValue) else ww)
+                meta["voi"] = {"window_center": wc, "window_width": ww}
+    return out
 
 
 @dataclass
