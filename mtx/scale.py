@@ -175,6 +175,8 @@ def _locked(path: Path) -> bool:
         return False
     except BlockingIOError:
         return True
+    except OSError:  # no flock on this file system: nothing can tell
+        return False
     finally:
         os.close(fd)
 

@@ -4,7 +4,8 @@ Layout of a run writing ``OUT.h5``::
 
     OUT.h5              the consolidated result (format version 1), replaced atomically
     OUT.h5.parts/       work in progress: run.json (config) + immutable part-*.h5 files
-    OUT.h5.lock         one writer per output (flock: a killed run's lock is free at once)
+    OUT.h5.lock         one writer per output (flock: a killed run's lock is free at once; the
+                        file is kept, so every run locks the same inode; MTX_LOCK=off skips it)
 
 A part file is written as ``*.tmp``, closed, fsynced, renamed, and the directory fsynced, so a
 killed run loses at most the part it was writing. Consolidation reads the previous final file
@@ -16,6 +17,7 @@ The store knows nothing about torch: it takes numpy arrays.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -28,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigMismatch, OutputLocked, StoreError
+from .errors import ConfigMismatch, OutputLocked, StoreError, UsageError
 
 FORMAT_NAME = "mtx-embeddings"
 FORMAT_VERSION = 1
@@ -282,6 +284,37 @@ def verify_part(path: Path, cfg_hash: str | None = None) -> int:
 # ------------------------------------------------------------------------------------------
 
 
+def check_output(output: str | Path) -> None:
+    """Before any heavy work (the model, the decoders): the output can be written where it is
+    asked for. A usage problem (exit 2), one line each: a directory, a missing folder, a folder
+    that refuses new files (permissions, a read-only file system)."""
+    output = Path(output)
+    parent = output.parent if str(output.parent) else Path(".")
+    if output.is_dir():
+        raise UsageError(f"{output}: is a directory; give the output file, e.g. {output / 'embeddings.h5'}")
+    if not parent.is_dir():
+        raise UsageError(f"{output}: folder {parent} does not exist; create it or choose another output")
+    try:  # os.access is not enough: root passes it, a read-only mount does not say so
+        fd = os.open(parent / f".{output.name}.{os.getpid()}.probe", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError as e:
+        raise UsageError(f"{output}: cannot write in {parent} ({e.strerror or e}); choose an output in a folder "
+                         "you can write to") from None
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(parent / f".{output.name}.{os.getpid()}.probe")
+
+
+def _no_flock(lock_path: Path, e: OSError) -> StoreError:
+    """The lock could not be taken for another reason than a holder: say what to do."""
+    if e.errno in (errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOLCK):
+        return StoreError(f"{lock_path}: this file system does not support file locks (flock: "
+                          f"{e.strerror or e}); write the output to a local disk, mount with -o flock "
+                          "(Lustre), or set MTX_LOCK=off if you make sure one run writes it")
+    return StoreError(f"{lock_path}: cannot lock the output ({e.strerror or e})")
+
+
 class Store:
     """One output being written: lock, config check, parts, resume index, consolidation."""
 
@@ -315,6 +348,9 @@ class Store:
     def open(self) -> "Store":
         if self.output.parent and not self.output.parent.exists():
             raise StoreError(f"{self.output}: directory {self.output.parent} does not exist")
+        if self.output.is_dir():
+            raise StoreError(f"{self.output}: is a directory; give the output file, "
+                             f"e.g. {self.output / 'embeddings.h5'}")
         if self.shard:
             if self.overwrite:
                 raise StoreError(f"{self.output}: --overwrite cannot be combined with --shard (other "
@@ -346,12 +382,13 @@ class Store:
             fsync_dir(self.parts_dir)
 
     def close(self) -> None:
+        # The lock file stays: unlinking it would let a run waiting on the old inode and a new
+        # run on a fresh file both hold "the" lock. Its name never matches an input (discovery).
         if self._lock_fd is not None:
             with contextlib.suppress(OSError):
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-                os.close(self._lock_fd)
             with contextlib.suppress(OSError):
-                self.lock_path.unlink()
+                os.close(self._lock_fd)
             self._lock_fd = None
 
     def __enter__(self) -> "Store":
@@ -361,10 +398,19 @@ class Store:
         self.close()
 
     def _lock(self) -> None:
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        if os.environ.get("MTX_LOCK", "").lower() in ("0", "off", "none"):
+            return  # the user vouches that one run writes this output (no flock on this file system)
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise StoreError(f"{self.lock_path}: cannot create the lock file ({e.strerror or e}); "
+                             "choose an output in a folder you can write to") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except OSError as e:
+            if not isinstance(e, BlockingIOError):
+                os.close(fd)
+                raise _no_flock(self.lock_path, e) from None
             holder = ""
             with contextlib.suppress(OSError):
                 holder = os.pread(fd, 200, 0).decode(errors="replace").strip()

@@ -64,6 +64,9 @@ def embed_inputs(items: list[Input], output: str | Path, opts: EmbedOptions, *,
     dev_list = device_list(devices, gpus)
     if sum(bool(x) for x in (shard_t, dev_list, engine == "ray")) > 1:
         raise UsageError("choose one of --shard, --devices/--gpus and --engine ray")
+    from ..store import check_output
+
+    check_output(output)  # a usage problem is told before the model loads
     if dev_list:
         return scale.run_devices(output, items, opts, dev_list)
     if engine == "ray":

@@ -22,8 +22,8 @@ from .compute import BatchResult, Compute, Embedder
 from .decode import iter_inline
 from .events import Done, Dup, Event, Failed, Sampled
 from .inputs import Input, fingerprint, sample_id
-from .options import EmbedOptions, default_workers, run_config_of
-from .workers import WorkerPool, start_workers
+from .options import EmbedOptions, run_config_of
+from .workers import WorkerPool, decoders_for, start_workers
 from .writer import Writer
 
 
@@ -156,15 +156,14 @@ class Run:
     def _decode(self) -> None:
         """Decode every input (in the decoder processes, or here), handling events as they come."""
         n = len(self.todo)
+        if n == 0:
+            return
         if self.pool is None:
             self.pool = start_workers(self.opts, n)
-        if self.pool is not None and n <= 1:
-            self.pool.close()
-            self.pool = None
-        if self.pool is not None and self.opts.workers is None:  # now the device is known
-            self.pool.resize(min(n, default_workers(self.model.device.type == "cuda")))
+        if self.pool is not None:  # now the number of files and the device are known
+            self.pool.resize(decoders_for(n, self.opts.workers, self.model.device.type == "cuda"))
         known = frozenset(self.by_hash)
-        if self.pool is None:
+        if self.pool is None:  # --workers 0: here, without a timeout or isolation
             for ev in iter_inline(self.todo, self.opts.modality, self.opts.rules, self.configs, known):
                 self.handle(ev)
                 if self.signum:
