@@ -306,6 +306,11 @@ def check_output(output: str | Path) -> None:
         os.unlink(parent / f".{output.name}.{os.getpid()}.probe")
 
 
+def _sharded_layout(p: Path) -> bool:
+    """A file of a sharded run's layout in the parts folder (plan, markers, shard parts/locks)."""
+    return p.name == "plan.json" or p.name.startswith(("part-s", "shard-"))
+
+
 def _no_flock(lock_path: Path, e: OSError) -> StoreError:
     """The lock could not be taken for another reason than a holder: say what to do."""
     if e.errno in (errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOLCK):
@@ -343,6 +348,9 @@ class Store:
         self._index: tuple | None = None  # rows_of's lazy index
         self._old_modality_configs: dict[str, dict[str, Any]] = {}
         self._old_config: dict[str, Any] = {}
+        # --overwrite: the parts replace the output, which stays whole (and readable, also as an
+        # input of this run) until the new one is complete; recorded in run.json for a resume.
+        self.replaces = False
 
     # -- lifecycle ---------------------------------------------------------------------------
     def open(self) -> "Store":
@@ -369,14 +377,15 @@ class Store:
             raise StoreError(f"{self.output}: is being written in shards ({self.parts_dir / 'plan.json'}); "
                              "run the remaining `--shard I/N` commands, then `mtx merge`, or pass --overwrite")
         if self.overwrite:
-            self._remove_all()
+            self._start_replacement()
         self._check_config()
         self.parts_dir.mkdir(exist_ok=True)
         run_json = self.parts_dir / "run.json"
         if not run_json.exists():
             tmp = run_json.with_name(f"run.json.{os.getpid()}.tmp")
             tmp.write_text(json.dumps({"config_sha256": self.cfg_hash, "config": self.config,
-                                      "modality_configs": self.merged_modality_configs()},
+                                      "modality_configs": self.merged_modality_configs(),
+                                      "replaces_output": self.replaces},
                                       indent=1, default=str))
             os.replace(tmp, run_json)
             fsync_dir(self.parts_dir)
@@ -421,13 +430,32 @@ class Store:
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
         self._lock_fd = fd
 
-    def _remove_all(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.output.unlink()
-        if self.parts_dir.exists():
+    def _start_replacement(self) -> None:
+        """``--overwrite``: start the replacement of the output, leaving the output itself alone.
+
+        Parts of an interrupted replacement with the same settings are kept (the run resumes
+        them); any other unsharded work in progress is dropped. A sharded layout (plan, shard
+        parts and markers, which a merged output may reference) stays until the new output is
+        in place.
+        """
+        self.replaces = True
+        run_json = self.parts_dir / "run.json"
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            d = json.loads(run_json.read_text())
+            if d.get("replaces_output") and d["config_sha256"] == self.cfg_hash:
+                return
+        if self.parts_dir.is_dir():
             for p in self.parts_dir.iterdir():
-                p.unlink()
-            self.parts_dir.rmdir()
+                if not _sharded_layout(p):
+                    p.unlink()
+
+    def _drop_replaced(self) -> None:
+        """After the replacement is in place: what was left of the old output's layout goes."""
+        if self.replaces and self.parts_dir.is_dir():
+            for p in self.parts_dir.iterdir():
+                if _sharded_layout(p):
+                    with contextlib.suppress(OSError):
+                        p.unlink()
 
     def merged_modality_configs(self) -> dict[str, dict[str, Any]]:
         """Configs of modalities already in the output, plus the current ones for new modalities."""
@@ -440,10 +468,11 @@ class Store:
                 d = json.loads(run_json.read_text())
                 self._old_modality_configs.update(d.get("modality_configs", {}))
                 self._old_config = d.get("config") or {}
+                self.replaces = self.replaces or bool(d.get("replaces_output"))
                 return d["config_sha256"]
             except (ValueError, KeyError):
                 return None
-        if self.output.exists() and not self.shard:
+        if self.output.exists() and not self.shard and not self.replaces:
             h5py = _h5()
             try:
                 with h5py.File(self.output, "r") as f:
@@ -480,9 +509,12 @@ class Store:
     # -- resume ------------------------------------------------------------------------------
     def sources(self) -> list[Path]:
         """Committed sources in commit order: the previous final file, then the parts."""
-        out = [self.output] if self.output.exists() else []
+        out = [self.output] if self.output.exists() and not self.replaces else []
         if self.parts_dir.exists():
-            out += sorted(self.parts_dir.glob("part-*.h5"), key=lambda p: (p.stat().st_mtime_ns, p.name))
+            parts = self.parts_dir.glob("part-*.h5")
+            if self.replaces:  # the shard parts of the output being replaced are not ours
+                parts = (p for p in parts if not _sharded_layout(p))
+            out += sorted(parts, key=lambda p: (p.stat().st_mtime_ns, p.name))
         return out
 
     def done_files(self) -> dict[str, FileRecord]:
@@ -579,6 +611,7 @@ class Store:
         for p in sources:
             if p != self.output:
                 p.unlink()
+        self._drop_replaced()
         with contextlib.suppress(OSError):
             (self.parts_dir / "run.json").unlink()
             self.parts_dir.rmdir()

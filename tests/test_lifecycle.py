@@ -186,3 +186,44 @@ def test_inline_decoding_streams_samples_one_at_a_time(tmp_path, monkeypatch):
     assert isinstance(first, Sampled) and len(made) == 1  # not the whole file first
     rest = list(events)
     assert len(made) == 500 and rest[-1].kind == "done" and rest[-1].n == 500
+
+
+# -- --overwrite replaces the output only once the new one is complete (17.11) ---------------
+
+
+def test_overwrite_keeps_the_old_output_until_the_new_one_is_complete(tmp_path, monkeypatch):
+    from mtx.errors import Interrupted
+    from mtx.pipeline.run import Run
+
+    a, b = _imgs(tmp_path / "a", 2), _imgs(tmp_path / "b", 3)
+    out = tmp_path / "o.h5"
+    assert main(["embed", str(a), "-o", str(out), *TINY, "-j", "0"]) == 0
+    old = out.read_bytes()
+
+    def interrupted(self):
+        raise Interrupted(2)  # Ctrl-C after the new parts are committed, before they replace it
+
+    with monkeypatch.context() as m:
+        m.setattr(Run, "_consolidate", interrupted)
+        assert main(["embed", str(b), "-o", str(out), *TINY, "-j", "0", "--pool", "max", "--overwrite"]) == 130
+    assert out.read_bytes() == old  # the old output is whole
+    assert _ids(out) == {"i0000.png", "i0001.png"}
+    # The rerun finishes the replacement (with or without --overwrite); none of the old rows stay.
+    assert main(["embed", str(b), "-o", str(out), *TINY, "-j", "0", "--pool", "max"]) == 0
+    assert _ids(out) == {"i0000.png", "i0001.png", "i0002.png"}
+    with h5py.File(out, "r") as f:
+        assert {p.rpartition("/")[0] for p in f["path"].asstr()[()]} == {str(b)}
+    assert not (tmp_path / "o.h5.parts").exists()
+
+
+def test_overwrite_of_a_file_that_is_also_an_input_reads_it_first(tmp_path, capsys):
+    t = tmp_path / "t.txt"
+    t.write_text("a note that is both an input and the output path\n")
+    u = tmp_path / "u.txt"
+    u.write_text("another note\n")
+    code = main(["embed", str(t), str(u), "-o", str(t), *TINY, "-j", "0", "--overwrite"])
+    err = capsys.readouterr().err
+    assert "disappeared" not in err  # it was not deleted before it was read
+    assert code in (0, 2), err
+    if code == 0:
+        assert {Path(i).name for i in _ids(t)} >= {"u.txt"}
