@@ -32,11 +32,30 @@ def _size(n: int | None) -> str:
     return str(n)
 
 
+def _unfinished_run(file: Path, json_: bool) -> bool:
+    """A run writing ``file`` that has not finished is told (one stderr line: in progress or
+    interrupted, its counts, rerun to resume); True when there is no final file to show."""
+    from ._console import err, out
+    from .scale import describe_run_state, run_state
+
+    st = run_state(file)
+    if st is None:
+        return False
+    err.print(describe_run_state(file, st), markup=False, highlight=False)
+    if file.exists():
+        return False
+    if json_ or not out.is_terminal:
+        out.print_json(json.dumps({"path": str(file), **st}))
+    return True
+
+
 def show_info(file: Path, all_failures: bool, json_: bool) -> None:
     """Print ``mtx info``: rich tables on a terminal, JSON with --json or when piped."""
     from ._console import err, out
     from .export import store_info
 
+    if _unfinished_run(file, json_):
+        return
     s = store_info(file, all_failures=all_failures)
     missing = [x["file"] for x in s["sources"] if not x["found"]]
     if missing:

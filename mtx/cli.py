@@ -448,6 +448,14 @@ def status(
     if json_ or not out.is_terminal:
         out.print_json(json.dumps(s))
         return
+    if not s["planned"]:
+        from .scale import describe_run_state
+
+        if s["run"]:
+            out.print(describe_run_state(s["output"], s["run"]), markup=False)
+        if s["final_rows"] is not None:
+            out.print(f"{s['output']}: complete file (not sharded), {s['final_rows']:,} rows", markup=False)
+        return
     out.print(f"[bold]{s['output']}[/bold]: {s['done']}/{s['n_shards']} shards done, {s['parts']} parts, "
               f"{s['rows_committed']:,} rows committed"
               + (f", {s['rows_per_s']:.1f} rows/s" if s["rows_per_s"] else "")

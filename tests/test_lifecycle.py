@@ -227,3 +227,83 @@ def test_overwrite_of_a_file_that_is_also_an_input_reads_it_first(tmp_path, caps
     assert code in (0, 2), err
     if code == 0:
         assert {Path(i).name for i in _ids(t)} >= {"u.txt"}
+
+
+# -- unattended runs: progress lines, info and status on unfinished outputs (16.15) ----------
+
+
+def test_progress_lines_when_stderr_is_not_a_terminal(tmp_path, monkeypatch, capsys):
+    import time
+
+    from mtx._console import Progress
+
+    monkeypatch.setenv("MTX_PROGRESS_INTERVAL", "0.05")
+    p = Progress(True)
+    with p:
+        p.update({"event": "tick", "files_done": 3, "files_total": 12, "skipped": 0, "samples": 30,
+                  "failed": 1, "by_modality": {"image": 2}, "elapsed": 1.0, "final": False})
+        time.sleep(0.4)
+    err = capsys.readouterr().err
+    line = err.strip().splitlines()[0]
+    assert line.startswith("mtx: progress: 3/12 files, 1 failed, 30 samples,") and "samples/s" in line
+    assert "eta " in line and "eta ?" not in line
+    monkeypatch.setenv("MTX_PROGRESS_INTERVAL", "0")  # documented: 0 turns them off
+    with Progress(True) as p:
+        p.update({"event": "tick", "files_done": 1, "files_total": 2, "samples": 1, "elapsed": 1.0})
+        time.sleep(0.2)
+    assert "progress" not in capsys.readouterr().err
+    # A real run, logged to a file: the lines are there.
+    monkeypatch.setenv("MTX_PROGRESS_INTERVAL", "0.01")
+    d = _imgs(tmp_path / "in", 3)
+    assert main(["embed", str(d), "-o", str(tmp_path / "o.h5"), "-m", "tiny", "-w", "seeded", "-j", "0"]) == 0
+    assert "mtx: progress: " in capsys.readouterr().err
+
+
+def _interrupted_run(tmp_path, monkeypatch) -> Path:
+    from mtx.errors import Interrupted
+    from mtx.pipeline.run import Run
+
+    d = _imgs(tmp_path / "in", 3)
+    out = tmp_path / "o.h5"
+
+    def interrupted(self):
+        raise Interrupted(15)
+
+    with monkeypatch.context() as m:
+        m.setattr(Run, "_consolidate", interrupted)
+        assert main(["embed", str(d), "-o", str(out), *TINY, "-j", "0"]) == 143
+    return out
+
+
+def test_info_and_status_on_an_interrupted_and_a_running_output(tmp_path, monkeypatch, capsys):
+    import fcntl
+    import json
+
+    out = _interrupted_run(tmp_path, monkeypatch)
+    capsys.readouterr()
+    assert main(["info", str(out), "--json"]) == 0
+    cap = capsys.readouterr()
+    assert "interrupted: 1 part(s) committed, 3 rows from 3 file(s), 0 failed; rerun the same command " \
+           "to resume" in cap.err
+    assert json.loads(cap.out)["state"] == "interrupted"
+    assert main(["status", str(out), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["state"] == "interrupted" and s["run"]["rows_committed"] == 3 and not s["planned"]
+    fd = os.open(tmp_path / "o.h5.lock", os.O_RDWR)  # a run holds the lock: in progress
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        assert main(["status", str(out), "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["state"] == "in progress"
+    finally:
+        os.close(fd)
+    assert main(["embed", str(tmp_path / "in"), "-o", str(out), *TINY, "-j", "0"]) == 0  # resumes
+    capsys.readouterr()
+    assert main(["status", str(out), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["state"] == "complete" and s["final_rows"] == 3 and s["run"] is None
+
+
+def test_status_of_a_missing_output_is_an_error(tmp_path, capsys):
+    assert main(["status", str(tmp_path / "nothing.h5")]) == 1
+    err = capsys.readouterr().err
+    assert "no such output" in err and len(err.strip().splitlines()) == 1
