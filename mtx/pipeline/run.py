@@ -115,6 +115,9 @@ class Run:
                 self.compute = Compute(self.emb)
                 self.compute.start()
                 self._decode()
+                if self.pool is not None:  # decoding is over: its memory goes before consolidation
+                    self.pool.close()
+                    self.pool = None
                 for batch in self.batcher.drain():
                     self._flush(batch)
                 self._settle()
