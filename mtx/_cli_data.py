@@ -32,6 +32,23 @@ def _size(n: int | None) -> str:
     return str(n)
 
 
+def _unfinished_run(file: Path, json_: bool) -> bool:
+    """A run writing ``file`` that has not finished is told (one stderr line: in progress or
+    interrupted, its counts, rerun to resume); True when there is no final file to show."""
+    from ._console import emit_json, err
+    from .scale import describe_run_state, run_state
+
+    st = run_state(file)
+    if st is None:
+        return False
+    err.print(describe_run_state(file, st), markup=False, highlight=False)
+    if file.exists():
+        return False
+    if json_:
+        emit_json({"path": str(file), **st})
+    return True
+
+
 def show_info(file: Path, all_failures: bool, json_: bool, limit: int | None = None) -> None:
     """Print ``mtx info``: rich tables on a terminal (the first 5 failures unless ``--failures``),
     JSON with --json or when piped (every failure); ``--limit N`` lists at most N either way."""
@@ -39,6 +56,8 @@ def show_info(file: Path, all_failures: bool, json_: bool, limit: int | None = N
     from .export import store_info
 
     json_ = wants_json(json_)
+    if _unfinished_run(file, json_):
+        return
     shown = limit if limit is not None else (None if all_failures or json_ else 5)
     s = store_info(file, all_failures=shown is None, first=shown or 0)
     missing = [x["file"] for x in s["sources"] if not x["found"]]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from typing import Any
 
@@ -77,17 +78,61 @@ def emit_json(obj: Any) -> None:
     sys.stdout.flush()
 
 
+PROGRESS_INTERVAL = 30.0  # seconds between progress lines when stderr is not a terminal
+
+
+def progress_interval() -> float:
+    """``MTX_PROGRESS_INTERVAL`` (seconds; 0 turns the lines off), default 30."""
+    try:
+        return max(0.0, float(os.environ.get("MTX_PROGRESS_INTERVAL", PROGRESS_INTERVAL)))
+    except ValueError:
+        return PROGRESS_INTERVAL
+
+
+def _dur(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def progress_line(ev: dict[str, Any], elapsed: float) -> str:
+    """One plain line of counts, rate and ETA (for logs: SLURM, nohup, CI)."""
+    done, total = ev.get("files_done", 0), ev.get("files_total", 0)
+    rate = ev.get("samples", 0) / elapsed if elapsed > 0 else 0.0
+    eta = "?"
+    if done and total >= done:
+        eta = _dur(elapsed / done * (total - done))
+    extra = "".join(f", {ev[k]:,} {k}" for k in ("failed", "skipped") if ev.get(k))
+    return (f"mtx: progress: {done:,}/{total:,} files{extra}, {ev.get('samples', 0):,} samples, "
+            f"{rate:.1f} samples/s, elapsed {_dur(elapsed)}, eta {eta}")
+
+
 class Progress:
-    """Files done/total, per-modality counts, samples/s, ETA — on a TTY only."""
+    """Files done/total, per-modality counts, samples/s, ETA: a bar on a terminal; elsewhere
+    (a log file, SLURM, nohup) one line every ``MTX_PROGRESS_INTERVAL`` seconds."""
 
     def __init__(self, enabled: bool):
         self.enabled = enabled and interactive()  # not err.is_terminal: --color always may force that
+        self.interval = progress_interval() if enabled and not err.is_terminal else 0.0
         self._p = None
         self._task = None
         self._last = 0.0
+        self._ev: dict[str, Any] | None = None
+        self._t0 = time.monotonic()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _lines(self) -> None:
+        while not self._stop.wait(self.interval):
+            ev = self._ev
+            if ev is not None:
+                err.print(progress_line(ev, time.monotonic() - self._t0), markup=False, highlight=False)
 
     def __enter__(self) -> "Progress":
-        if self.enabled:
+        if self.interval > 0 and self._thread is None:
+            self._t0 = time.monotonic()
+            self._thread = threading.Thread(target=self._lines, name="mtx-progress-lines", daemon=True)
+            self._thread.start()
+        if self.enabled and self._p is None:
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
@@ -105,10 +150,13 @@ class Progress:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
         if self._p is not None:
             self._p.__exit__(*exc)
 
     def update(self, ev: dict[str, Any]) -> None:
+        if ev.get("event") == "tick":
+            self._ev = ev
         if self._p is None or ev.get("event") != "tick":
             return
         now = time.monotonic()

@@ -154,14 +154,17 @@ def embed(
                                             "rows (table rows, series, text) are added until the batch holds as many "
                                             "tokens as N images (N x 197 at B/16), up to 16 x N rows.")] = 32,
     workers: Annotated[int | None, typer.Option("--workers", "-j", min=0,
-                                                help="Decoder processes (0 = in-process). Default: half the "
-                                                "cores (at most 8) on CPU, all but two with a GPU.")] = None,
+                                                help="Decoder processes; 0 = decode in the main process: no "
+                                                "isolation (no --timeout, a decoder crash ends the run). Default: "
+                                                "one per 8 files, up to half the cores (at most 8) on CPU, all but "
+                                                "two with a GPU.")] = None,
     modality: ModalityOpt = None,
     map_: MapOpt = None,
     pool: Annotated[Pool | None, typer.Option("--pool", help="Pooling (default: per modality).")] = None,
     store_dtype: Annotated[StoreDtype, typer.Option("--store-dtype", help="Dtype of the stored vectors.")] = "float32",
     save_tokens: Annotated[bool, typer.Option("--save-tokens", help="Also store the encoder-input tokens.")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an output made with other settings.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an output made with other settings "
+                                            "(the old file stays until the new one is complete).")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List inputs with their modality and reason; embed nothing.")] = False,
     option: OptionOpt = None,
     frames: Annotated[int | None, typer.Option("--frames", help="Video: frames per clip.")] = None,
@@ -281,6 +284,8 @@ def _check_output_name(output: Path) -> None:
     promises Parquet, and every later tool (pandas, np.load) would fail on it."""
     from .export import HDF5_SUFFIXES, infer_format
 
+    if output.is_dir():
+        raise UsageError(f"{output}: is a directory; give the output file, e.g. {output / 'embeddings.h5'}")
     suffix = output.suffix.lower()
     if suffix in HDF5_SUFFIXES:
         return
@@ -571,6 +576,15 @@ def status(
     s = get_status(output)
     if wants_json(json_):
         emit_json(s)
+        return
+    if not s["planned"]:
+        from .scale import describe_run_state
+
+        if s["run"]:
+            out.print(describe_run_state(s["output"], s["run"]), markup=False, highlight=False)
+        if s["final_rows"] is not None:
+            out.print(f"{s['output']}: complete file (not sharded), {s['final_rows']:,} rows", markup=False,
+                      highlight=False)
         return
     out.print(f"[bold]{esc(s['output'])}[/bold]: {s['done']}/{s['n_shards']} shards done, {s['parts']} parts, "
               f"{s['rows_committed']:,} rows committed"

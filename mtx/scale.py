@@ -180,13 +180,62 @@ def _markers(pdir: Path) -> dict[int, dict[str, Any]]:
     return out
 
 
+def run_state(output: str | Path) -> dict[str, Any] | None:
+    """The unsharded run writing ``output`` that has not finished: ``in progress`` (its lock is
+    held) or ``interrupted``, with what it committed; None when there is none."""
+    import h5py
+
+    output = Path(output)
+    pdir = parts_dir_of(output)
+    if not pdir.is_dir() or (pdir / "plan.json").exists():
+        return None
+    meta: dict[str, Any] = {}
+    with contextlib.suppress(OSError, ValueError):
+        meta = json.loads((pdir / "run.json").read_text())
+    parts = sorted(p for p in pdir.glob("part-*.h5") if not p.name.startswith("part-s"))
+    if not meta and not parts:
+        return None
+    rows, files = 0, {}
+    for p in sorted(parts, key=lambda p: p.stat().st_mtime_ns):
+        with contextlib.suppress(Exception), h5py.File(p, "r") as f:
+            rows += int(f.attrs["n_rows"])
+            files.update(zip(f["files/path"].asstr()[()], f["files/status"].asstr()[()], strict=True))
+    lock = output.with_name(output.name + ".lock")
+    running = _locked(lock)
+    holder = ""
+    if running:
+        with contextlib.suppress(OSError):
+            holder = lock.read_text().strip()
+    n_failed = sum(v == "failed" for v in files.values())
+    return {"state": "in progress" if running else "interrupted", "holder": holder or None,
+            "parts": len(parts), "rows_committed": rows, "files_embedded": len(files) - n_failed,
+            "files_failed": n_failed, "replaces_output": bool(meta.get("replaces_output"))}
+
+
+def describe_run_state(output: str | Path, st: dict[str, Any]) -> str:
+    """One line for ``mtx info``/``status``: where the unfinished run stands, what to do."""
+    line = (f"{output}: {st['state']}: {st['parts']} part(s) committed, {st['rows_committed']:,} rows from "
+            f"{st['files_embedded']:,} file(s), {st['files_failed']:,} failed")
+    if st["state"] == "in progress":
+        line += f" ({st['holder'] or 'another process'})"
+    else:
+        line += "; rerun the same command to resume"
+    if st["replaces_output"] and Path(output).exists():
+        line += " (it replaces the existing file, which is kept as it is until then)"
+    return line
+
+
 def status(output: str | Path) -> dict[str, Any]:
-    """Done / pending shards, committed rows and throughput of a (sharded) run."""
+    """Done / pending shards, committed rows and throughput of a (sharded) run; for an
+    unsharded output its ``state`` (complete, in progress, interrupted) and ``run``."""
     import h5py
 
     output = Path(output)
     pdir = parts_dir_of(output)
     plan = read_plan(output)
+    run = None if plan else run_state(output)
+    if plan is None and run is None and not output.exists():
+        raise StoreError(f"{output}: no such output (no file, no run writing it)")
     markers = _markers(pdir) if pdir.exists() else {}
     parts = sorted(pdir.glob("part-*.h5")) if pdir.exists() else []
     rows_by_shard: dict[str, int] = {}
@@ -214,7 +263,8 @@ def status(output: str | Path) -> dict[str, Any]:
     t_last = max((p.stat().st_mtime for p in parts), default=None)
     rows = sum(rows_by_shard.values())
     rate = rows / (t_last - t_first) if t_first and t_last and t_last > t_first else None
-    return {"output": str(output), "planned": plan is not None, "n_shards": n,
+    state = "sharded" if plan else (run["state"] if run else "complete")
+    return {"output": str(output), "planned": plan is not None, "state": state, "run": run, "n_shards": n,
             "n_inputs": len(plan["items"]) if plan else None, "shards": shards,
             "done": sum(s["state"] == "done" for s in shards), "parts": len(parts),
             "rows_committed": rows, "rows_per_s": rate, "final_rows": final_rows}
@@ -233,6 +283,8 @@ def _locked(path: Path) -> bool:
         return False
     except BlockingIOError:
         return True
+    except OSError:  # no flock on this file system: nothing can tell
+        return False
     finally:
         os.close(fd)
 

@@ -4,7 +4,8 @@ Layout of a run writing ``OUT.h5``::
 
     OUT.h5              the consolidated result (format version 1), replaced atomically
     OUT.h5.parts/       work in progress: run.json (config) + immutable part-*.h5 files
-    OUT.h5.lock         one writer per output (flock: a killed run's lock is free at once)
+    OUT.h5.lock         one writer per output (flock: a killed run's lock is free at once; the
+                        file is kept, so every run locks the same inode; MTX_LOCK=off skips it)
 
 A part file is written as ``*.tmp``, closed, fsynced, renamed, and the directory fsynced, so a
 killed run loses at most the part it was writing. Consolidation reads the previous final file
@@ -16,6 +17,7 @@ The store knows nothing about torch: it takes numpy arrays.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -294,6 +296,42 @@ def verify_part(path: Path, cfg_hash: str | None = None) -> int:
 # ------------------------------------------------------------------------------------------
 
 
+def check_output(output: str | Path) -> None:
+    """Before any heavy work (the model, the decoders): the output can be written where it is
+    asked for. A usage problem (exit 2), one line each: a directory, a missing folder, a folder
+    that refuses new files (permissions, a read-only file system)."""
+    output = Path(output)
+    parent = output.parent if str(output.parent) else Path(".")
+    if output.is_dir():
+        raise UsageError(f"{output}: is a directory; give the output file, e.g. {output / 'embeddings.h5'}")
+    if not parent.is_dir():
+        raise UsageError(f"{output}: folder {parent} does not exist; create it or choose another output")
+    try:  # os.access is not enough: root passes it, a read-only mount does not say so
+        fd = os.open(parent / f".{output.name}.{os.getpid()}.probe", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError as e:
+        raise UsageError(f"{output}: cannot write in {parent} ({e.strerror or e}); choose an output in a folder "
+                         "you can write to") from None
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(parent / f".{output.name}.{os.getpid()}.probe")
+
+
+def _sharded_layout(p: Path) -> bool:
+    """A file of a sharded run's layout in the parts folder (plan, markers, shard parts/locks)."""
+    return p.name == "plan.json" or p.name.startswith(("part-s", "shard-"))
+
+
+def _no_flock(lock_path: Path, e: OSError) -> StoreError:
+    """The lock could not be taken for another reason than a holder: say what to do."""
+    if e.errno in (errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOLCK):
+        return StoreError(f"{lock_path}: this file system does not support file locks (flock: "
+                          f"{e.strerror or e}); write the output to a local disk, mount with -o flock "
+                          "(Lustre), or set MTX_LOCK=off if you make sure one run writes it")
+    return StoreError(f"{lock_path}: cannot lock the output ({e.strerror or e})")
+
+
 class Store:
     """One output being written: lock, config check, parts, resume index, consolidation."""
 
@@ -323,12 +361,18 @@ class Store:
         self._index: tuple | None = None  # rows_of's lazy index
         self._old_modality_configs: dict[str, dict[str, Any]] = {}
         self._old_config: dict[str, Any] = {}
+        # --overwrite: the parts replace the output, which stays whole (and readable, also as an
+        # input of this run) until the new one is complete; recorded in run.json for a resume.
+        self.replaces = False
 
     # -- lifecycle ---------------------------------------------------------------------------
     def open(self) -> "Store":
         if self.output.parent and not self.output.parent.exists():
             raise UsageError(f"{self.output}: directory {self.output.parent} does not exist; create it first "
                              "or choose another output")
+        if self.output.is_dir():
+            raise StoreError(f"{self.output}: is a directory; give the output file, "
+                             f"e.g. {self.output / 'embeddings.h5'}")
         if self.shard:
             if self.overwrite:
                 raise StoreError(f"{self.output}: {arg('overwrite')} cannot be combined with {arg('shard', 'I/N')} (other "
@@ -348,25 +392,27 @@ class Store:
                              "run the remaining `--shard I/N` commands, then `mtx merge`, or pass "
                              f"{arg('overwrite')}")
         if self.overwrite:
-            self._remove_all()
+            self._start_replacement()
         self._check_config()
         self.parts_dir.mkdir(exist_ok=True)
         run_json = self.parts_dir / "run.json"
         if not run_json.exists():
             tmp = run_json.with_name(f"run.json.{os.getpid()}.tmp")
             tmp.write_text(json.dumps({"config_sha256": self.cfg_hash, "config": self.config,
-                                      "modality_configs": self.merged_modality_configs()},
+                                      "modality_configs": self.merged_modality_configs(),
+                                      "replaces_output": self.replaces},
                                       indent=1, default=str))
             os.replace(tmp, run_json)
             fsync_dir(self.parts_dir)
 
     def close(self) -> None:
+        # The lock file stays: unlinking it would let a run waiting on the old inode and a new
+        # run on a fresh file both hold "the" lock. Its name never matches an input (discovery).
         if self._lock_fd is not None:
             with contextlib.suppress(OSError):
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-                os.close(self._lock_fd)
             with contextlib.suppress(OSError):
-                self.lock_path.unlink()
+                os.close(self._lock_fd)
             self._lock_fd = None
 
     def __enter__(self) -> "Store":
@@ -376,10 +422,19 @@ class Store:
         self.close()
 
     def _lock(self) -> None:
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        if os.environ.get("MTX_LOCK", "").lower() in ("0", "off", "none"):
+            return  # the user vouches that one run writes this output (no flock on this file system)
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise StoreError(f"{self.lock_path}: cannot create the lock file ({e.strerror or e}); "
+                             "choose an output in a folder you can write to") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except OSError as e:
+            if not isinstance(e, BlockingIOError):
+                os.close(fd)
+                raise _no_flock(self.lock_path, e) from None
             holder = ""
             with contextlib.suppress(OSError):
                 holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
@@ -390,13 +445,32 @@ class Store:
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
         self._lock_fd = fd
 
-    def _remove_all(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.output.unlink()
-        if self.parts_dir.exists():
+    def _start_replacement(self) -> None:
+        """``--overwrite``: start the replacement of the output, leaving the output itself alone.
+
+        Parts of an interrupted replacement with the same settings are kept (the run resumes
+        them); any other unsharded work in progress is dropped. A sharded layout (plan, shard
+        parts and markers, which a merged output may reference) stays until the new output is
+        in place.
+        """
+        self.replaces = True
+        run_json = self.parts_dir / "run.json"
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            d = json.loads(run_json.read_text())
+            if d.get("replaces_output") and d["config_sha256"] == self.cfg_hash:
+                return
+        if self.parts_dir.is_dir():
             for p in self.parts_dir.iterdir():
-                p.unlink()
-            self.parts_dir.rmdir()
+                if not _sharded_layout(p):
+                    p.unlink()
+
+    def _drop_replaced(self) -> None:
+        """After the replacement is in place: what was left of the old output's layout goes."""
+        if self.replaces and self.parts_dir.is_dir():
+            for p in self.parts_dir.iterdir():
+                if _sharded_layout(p):
+                    with contextlib.suppress(OSError):
+                        p.unlink()
 
     def merged_modality_configs(self) -> dict[str, dict[str, Any]]:
         """Configs of modalities already in the output, plus the current ones for new modalities."""
@@ -409,10 +483,11 @@ class Store:
                 d = json.loads(run_json.read_text())
                 self._old_modality_configs.update(d.get("modality_configs", {}))
                 self._old_config = d.get("config") or {}
+                self.replaces = self.replaces or bool(d.get("replaces_output"))
                 return d["config_sha256"]
             except (ValueError, KeyError):
                 return None
-        if self.output.exists() and not self.shard:
+        if self.output.exists() and not self.shard and not self.replaces:
             h5py = _h5()
             try:
                 with h5py.File(self.output, "r") as f:
@@ -459,9 +534,12 @@ class Store:
     # -- resume ------------------------------------------------------------------------------
     def sources(self) -> list[Path]:
         """Committed sources in commit order: the previous final file, then the parts."""
-        out = [self.output] if self.output.exists() else []
+        out = [self.output] if self.output.exists() and not self.replaces else []
         if self.parts_dir.exists():
-            out += sorted(self.parts_dir.glob("part-*.h5"), key=lambda p: (p.stat().st_mtime_ns, p.name))
+            parts = self.parts_dir.glob("part-*.h5")
+            if self.replaces:  # the shard parts of the output being replaced are not ours
+                parts = (p for p in parts if not _sharded_layout(p))
+            out += sorted(parts, key=lambda p: (p.stat().st_mtime_ns, p.name))
         return out
 
     def done_files(self) -> dict[str, FileRecord]:
@@ -558,6 +636,7 @@ class Store:
         for p in sources:
             if p != self.output:
                 p.unlink()
+        self._drop_replaced()
         with contextlib.suppress(OSError):
             (self.parts_dir / "run.json").unlink()
             self.parts_dir.rmdir()

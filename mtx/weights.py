@@ -405,7 +405,7 @@ def cached_sha256(path: Path) -> str:
     """sha256 of a weights file, remembered per (path, size, mtime) in the user cache directory."""
     st = path.stat()
     key = hashlib.sha256(f"{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mtx" / "sha256"
+    base = mtx_cache_dir() / "sha256"
     memo = base / key
     with contextlib.suppress(OSError):
         digest = memo.read_text().strip()
@@ -420,13 +420,22 @@ def cached_sha256(path: Path) -> str:
     return digest
 
 
+def mtx_cache_dir() -> Path:
+    """mtx's own cache directory (``$XDG_CACHE_HOME/mtx``, else ``~/.cache/mtx``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mtx"
+
+
 def verify_sha256(path: Path, src: WeightSource) -> str:
-    """Verify a pinned file; the result is remembered in a sidecar keyed by size and mtime."""
+    """Verify a pinned file; the result is remembered under mtx's cache directory (never next to
+    the file: a Hugging Face snapshot folder is not ours to write in), keyed by the resolved
+    path, size, mtime and the expected hash."""
     st = path.stat()
-    stamp = Path(str(path) + ".mtx-verified")
+    ident = hashlib.sha256(f"{path.resolve()}".encode()).hexdigest()
+    stamp = mtx_cache_dir() / "verified" / ident
     key = f"{st.st_size}:{st.st_mtime_ns}:{src.sha256}"
-    if src.sha256 and stamp.exists() and stamp.read_text() == key:
-        return src.sha256
+    with contextlib.suppress(OSError):
+        if src.sha256 and stamp.read_text() == key:
+            return src.sha256
     digest = sha256_file(path)
     if src.sha256 and digest != src.sha256:
         raise WeightsError(
@@ -434,10 +443,11 @@ def verify_sha256(path: Path, src: WeightSource) -> str:
             "the file is corrupt or not the published one; delete it and run `mtx weights fetch`"
         )
     if src.sha256:
-        try:
-            stamp.write_text(key)
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):
+            stamp.parent.mkdir(parents=True, exist_ok=True)
+            tmp = stamp.with_name(f"{ident}.{os.getpid()}.tmp")
+            tmp.write_text(key)
+            os.replace(tmp, stamp)
     return digest
 
 

@@ -66,6 +66,7 @@ class Books:
         self.files_done = 0
         self.total = 0
         self.put: Callable[[tuple], None] | None = None  # the writer's, from open()
+        self._reported = 0.0  # when the last tick was sent
 
     def open(self, todo: list[Input], put: Callable[[tuple], None]) -> None:
         """Start the books of ``todo``; finished files' records go to ``put`` in groups."""
@@ -121,6 +122,8 @@ class Books:
             st.encoded += 1
             if st.expected is not None and st.encoded >= st.expected:
                 self.finish(st)
+        if time.monotonic() - self._reported > 1.0:  # a file of many samples shows life too
+            self.report()
 
     def finish(self, st: FileState, failure=None) -> None:
         """``st`` is complete (or failed): its record goes to the writer, progress is told."""
@@ -159,6 +162,7 @@ class Books:
             self.finished.clear()
 
     def report(self, final: bool = False) -> None:
+        self._reported = time.monotonic()
         if self.progress:
             s = self.summary
             self.progress({"event": "tick", "files_done": self.files_done, "files_total": self.total,

@@ -32,7 +32,16 @@ def _hash(path: Path) -> str:
 
 def process_file(inp: Input, opts_modality: str | None, rules, configs: dict[str, dict],
                  emit: Callable[[Event], None], known: frozenset[str] | set[str] = frozenset()) -> None:
-    """Sniff and load one file, emitting ``Sampled`` events then one ``Done`` or ``Failed``.
+    """Sniff and load one file, emitting ``Sampled`` events then one ``Done`` or ``Failed``
+    (:func:`file_events` as a callback)."""
+    for ev in file_events(inp, opts_modality, rules, configs, known):
+        emit(ev)
+
+
+def file_events(inp: Input, opts_modality: str | None, rules, configs: dict[str, dict],
+                known: frozenset[str] | set[str] = frozenset()) -> Iterator[Event]:
+    """Sniff and load one file: its ``Sampled`` events one at a time, as the decoder yields
+    them (a file of a million table rows is never held whole), then one ``Done`` or ``Failed``.
 
     A file whose content hash is in ``known`` (already embedded under another path with the
     same configuration) is not decoded: a ``Dup`` event lets the caller copy its vectors.
@@ -47,7 +56,7 @@ def process_file(inp: Input, opts_modality: str | None, rules, configs: dict[str
         chash = _hash(inp.path)
         fp = (st.st_size, st.st_mtime_ns, chash)
         if chash in known:
-            emit(Dup(file=inp.path, fp=fp))
+            yield Dup(file=inp.path, fp=fp)
             return
         dec = sniff(inp.path, modality=opts_modality, rules=rules)
         modality = dec.modality
@@ -56,17 +65,17 @@ def process_file(inp: Input, opts_modality: str | None, rules, configs: dict[str
         cfg = mod.config(**configs.get(modality, {}))
         n = 0
         for s in mod.load(inp.path, cfg, dec.sniffed):
-            emit(Sampled(file=inp.path, modality=modality, sample=s))
+            yield Sampled(file=inp.path, modality=modality, sample=s)
             n += 1
         if n == 0:
             raise DecodeError("no samples in file (empty content)")
-        emit(Done(file=inp.path, modality=modality, reason=dec.reason, fp=fp, n=n))
+        yield Done(file=inp.path, modality=modality, reason=dec.reason, fp=fp, n=n)
     except UnknownModality as e:
-        emit(Unclaimed(file=inp.path, message=_reason(e, inp.path)))
+        yield Unclaimed(file=inp.path, message=_reason(e, inp.path))
     except MemoryError:
-        emit(Failed(file=inp.path, modality=modality, stage=stage, message="out of memory while decoding"))
+        yield Failed(file=inp.path, modality=modality, stage=stage, message="out of memory while decoding")
     except Exception as e:  # noqa: BLE001 - a decoder bug must not stop the run
-        emit(Failed(file=inp.path, modality=modality, stage=stage, message=_reason(e, inp.path)))
+        yield Failed(file=inp.path, modality=modality, stage=stage, message=_reason(e, inp.path))
 
 
 def _reason(e: BaseException, path: Path) -> str:
@@ -77,12 +86,10 @@ def _reason(e: BaseException, path: Path) -> str:
 
 def iter_inline(items: list[Input], modality: str | None, rules, configs: dict[str, dict],
                 known: frozenset[str] = frozenset()) -> Iterator[Event]:
-    """The events of ``items``, decoded one after another in this process (``--workers 0``)."""
-    out: list[Event] = []
+    """The events of ``items``, decoded one after another in this process (``--workers 0``: no
+    timeout, no crash isolation), streamed: each sample goes on as soon as it is decoded."""
     for inp in items:
-        process_file(inp, modality, rules, configs, out.append, known)
-        yield from out
-        out.clear()
+        yield from file_events(inp, modality, rules, configs, known)
 
 
 # ------------------------------------------------------------------------------------------

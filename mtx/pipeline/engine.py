@@ -69,6 +69,9 @@ def embed_inputs(items: list[Input], output: str | Path, opts: EmbedOptions, *,
     dev_list = device_list(devices, gpus)
     if sum(bool(x) for x in (shard_t, dev_list, engine == "ray")) > 1:
         raise UsageError("choose one of --shard, --devices/--gpus and --engine ray")
+    from ..store import check_output
+
+    check_output(output)  # a usage problem is told before the model loads
     if shard_t:  # a plan made for other inputs is refused before the model loads
         scale.check_plan(Path(output), scale.read_plan(Path(output)), items, shard_t[1])
     if dev_list:

@@ -22,8 +22,8 @@ from .compute import BatchResult, Compute, Embedder
 from .decode import iter_inline
 from .events import Done, Dup, Event, Failed, Sampled, Unclaimed
 from .inputs import Input, fingerprint, sample_id
-from .options import EmbedOptions, default_workers, modality_defaults, run_config_of
-from .workers import WorkerPool, start_workers
+from .options import EmbedOptions, modality_defaults, run_config_of
+from .workers import WorkerPool, decoders_for, start_workers
 from .writer import Writer
 
 
@@ -115,6 +115,9 @@ class Run:
                 self.compute = Compute(self.emb)
                 self.compute.start()
                 self._decode()
+                if self.pool is not None:  # decoding is over: its memory goes before consolidation
+                    self.pool.close()
+                    self.pool = None
                 for batch in self.batcher.drain():
                     self._flush(batch)
                 self._settle()
@@ -150,15 +153,14 @@ class Run:
     def _decode(self) -> None:
         """Decode every input (in the decoder processes, or here), handling events as they come."""
         n = len(self.todo)
+        if n == 0:
+            return
         if self.pool is None:
             self.pool = start_workers(self.opts, n)
-        if self.pool is not None and n <= 1:
-            self.pool.close()
-            self.pool = None
-        if self.pool is not None and self.opts.workers is None:  # now the device is known
-            self.pool.resize(min(n, default_workers(self.model.device.type == "cuda")))
+        if self.pool is not None:  # now the number of files and the device are known
+            self.pool.resize(decoders_for(n, self.opts.workers, self.model.device.type == "cuda"))
         known = frozenset(self.by_hash)
-        if self.pool is None:
+        if self.pool is None:  # --workers 0: here, without a timeout or isolation
             for ev in iter_inline(self.todo, self.opts.modality, self.opts.rules, self.configs, known):
                 self.handle(ev)
                 if self.signum:

@@ -35,6 +35,7 @@ from .transport import (
 WINDOW = 2 * CHUNK_FILES  # most files assigned to one worker (a chunk being decoded, one queued)
 WINDOW_SECONDS = 1.0  # ... or about this much work, whichever is fewer
 START_LIMIT = 300.0  # seconds a fresh decoder process may take to import before its first file
+FILES_PER_DECODER = 8  # a run starts one decoder process per this many files (decoders_for)
 
 
 class Worker:
@@ -305,6 +306,8 @@ class WorkerPool:
             w.send(None)
         deadline = time.monotonic() + 5
         for w in [*self.workers.values(), *self._retired]:
+            if w.wid not in self.ready and not w.assigned:
+                w.proc.kill()  # still importing the decoders, never used: no need to wait for it
             w.proc.join(max(0.0, deadline - time.monotonic()))
             if w.proc.is_alive():
                 w.proc.kill()
@@ -316,12 +319,26 @@ class WorkerPool:
                 os.unlink(self._known_path)
 
 
+def decoders_for(n_items: int, workers: int | None, gpu: bool) -> int:
+    """Decoder processes for a run of ``n_items`` files: ``--workers`` when given (no more than
+    the files), else one per ``FILES_PER_DECODER`` files up to :func:`default_workers` (a process
+    costs a second or two of imports, which a handful of files does not repay). At least one
+    whenever there is a file, except with ``--workers 0``: a single input is decoded in a process
+    of its own too, under ``--timeout`` and away from the main process's memory."""
+    if n_items <= 0 or workers == 0:
+        return 0
+    if workers is not None:
+        return min(workers, n_items)
+    return max(1, min(default_workers(gpu), math.ceil(n_items / FILES_PER_DECODER)))
+
+
 def start_workers(opts: EmbedOptions, n_items: int) -> WorkerPool | None:
-    """Spawn the decoder processes early (they import the decoders while the model loads)."""
-    n = opts.workers if opts.workers is not None else default_workers(gpu_likely(opts.device))
-    if n <= 0 or n_items <= 1:
+    """Spawn the decoder processes early (they import the decoders while the model loads);
+    None with ``--workers 0`` (decoding in the main process: no timeout, no isolation)."""
+    n = decoders_for(n_items, opts.workers, gpu_likely(opts.device))
+    if n == 0:
         return None
-    return WorkerPool(min(n, n_items), opts, opts.modality_configs())
+    return WorkerPool(n, opts, opts.modality_configs())
 
 
 def decode_events(items: list[Input], opts: EmbedOptions) -> Iterator[Event]:
