@@ -82,7 +82,9 @@ def main() -> None:
     ap.add_argument("--modalities", default="text,tabular,time_series,audio,graph,point_cloud")
     ap.add_argument("--contrastive", default="text,tabular,time_series,audio,graph,point_cloud")
     ap.add_argument("--per", type=int, default=16, help="training samples per class (tabular: rows / 4)")
-    ap.add_argument("--held", type=int, default=12, help="held-out samples per class")
+    # Embedding is cheap next to training: a held-out probe of 10 per class spreads by about
+    # +-0.08, of 24 per class by about +-0.05.
+    ap.add_argument("--held", type=int, default=24, help="held-out samples per class")
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--json-out", default="")
     a = ap.parse_args()

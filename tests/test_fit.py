@@ -390,6 +390,27 @@ def test_val_labels_bf16_and_gradient_checkpointing(series, tmp_path):
     assert bf["dtype"] == "bfloat16" and np.isfinite(bf["history"][0]["train_loss"])
 
 
+def test_head_learning_rate_goes_as_one_over_the_width(series, tmp_path, monkeypatch):
+    """The head (D inputs, zero at the start) moves each logit by about lr x D per step: its rate
+    is --lr x 64 / D (B/16: 1/12), else it memorises a small training set before the tokenizer
+    learns anything (benchmarks/RESULTS.md 7a, B/16 audio)."""
+    from mtx.fit import loop
+
+    assert loop.head_lr_scale(768) == pytest.approx(64 / 768) and loop.head_lr_scale(64) == 1.0
+    made = []
+    monkeypatch.setattr(loop, "adamw", lambda groups, lr, _real=loop.adamw: made.append(_real(groups, lr)) or made[-1])
+    monkeypatch.setattr(loop, "HEAD_LR_WIDTH", 16)  # the 64-wide tiny encoder treated as 4x too wide
+    steps = []
+    s = fit([str(series)], tmp_path / "h.safetensors", _opts(epochs=1, lr=1e-2, warmup=0.0),
+            progress=lambda e: steps.append(e) if e.get("event") == "step" else None)
+    (optim,) = made
+    head = {id(p) for m in optim.param_groups if m["lr_scale"] != 1.0 for p in m["params"]}
+    assert head and all(p.numel() > 0 for g in optim.param_groups for p in g["params"])
+    lrs = sorted({g["lr"] for g in optim.param_groups})
+    assert lrs == pytest.approx([0.25 * steps[-1]["lr"], steps[-1]["lr"]])
+    assert read_meta(Path(s["output"]))["hyperparameters"]["head_lr"] == pytest.approx(0.25e-2)
+
+
 def test_augmentations_keep_batch_keys_and_follow_the_seed(tmp_path):
     from mtx._synth import GENERATORS
     from mtx.fit.augment import AUGMENTERS, DESCRIPTIONS, augment

@@ -89,6 +89,28 @@ def lr_at(step: int, total: int, warmup: int, base: float) -> float:
     return base * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
+# The head's learning rate is --lr x min(1, HEAD_LR_WIDTH / D). The head is a linear layer on D
+# BatchNorm-standardised coordinates, zero at the start: one AdamW step moves each weight by about
+# the learning rate, so each logit by about lr x D (the output-layer rule of muP: Adam's rate for a
+# readout goes as 1 / fan-in). At the width the defaults were set on (the tiny encoder, 64) that is
+# the tokenizer's rate; at B/16 (768) the full rate let the head memorise a small training set in a
+# few steps, its gradient then told the tokenizer nothing about the classes, and the fitted
+# tokenizer probed no better than the seeded one (benchmarks/RESULTS.md 7a).
+HEAD_LR_WIDTH = 64
+
+
+def head_lr_scale(dim: int) -> float:
+    return min(1.0, HEAD_LR_WIDTH / dim)
+
+
+def optimizer(tok, head, dim: int, lr: float, weight_decay: float):
+    """AdamW over the tokenizer (at ``lr``) and the head (at ``lr`` x :func:`head_lr_scale`); each
+    group's ``lr_scale`` is what the schedule multiplies."""
+    groups = [{**g, "lr_scale": 1.0} for g in param_groups([tok], weight_decay)]
+    groups += [{**g, "lr_scale": head_lr_scale(dim)} for g in param_groups([head], weight_decay)]
+    return adamw([g for g in groups if g["params"]], lr)
+
+
 def param_groups(modules, weight_decay: float) -> list[dict[str, Any]]:
     """Decay the weights of linear and convolution layers; not norms, biases, embedding tables,
     positions or CLS vectors (decaying a table decays every row a batch did not use)."""
@@ -136,7 +158,7 @@ class Trainer:
         self.head_out = (1 if self.regression else len(data.classes)) if self.supervised else opts.proj_dim
         with seeded(opts.seed):
             self.head = make_head(self.head_kind, model.spec.dim, self.head_out).to(dev)
-        self.optim = adamw(param_groups([self.tok, self.head], opts.weight_decay), opts.lr)
+        self.optim = optimizer(self.tok, self.head, model.spec.dim, opts.lr, opts.weight_decay)
         # float16 (CUDA) gradients through the frozen blocks can underflow: scale the loss. A no-op otherwise.
         self.scaler = torch.amp.GradScaler(dev.type, enabled=model.dtype == torch.float16)
         self.ev = EvalVectors(model, self.tok, opts.modality, info.cfg, info.cfg_over, info.pool_mode, opts.batch_size)
@@ -216,7 +238,7 @@ class Trainer:
 
         lr = lr_at(self.state["step"], self.total, self.warm, self.opts.lr)
         for g in self.optim.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g["lr_scale"]
         loss = self.loss_of(batch, epoch, bi)
         self.optim.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()

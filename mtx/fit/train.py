@@ -128,6 +128,7 @@ def _run_info(opts: FitOptions, model, mod, cfg, cfg_over, items, output: Path, 
     """What decides the result, hashed (the run key), and the resolved learning rate."""
     from .. import __version__
     from .bundle import encoder_sha256
+    from .loop import head_lr_scale
 
     enc_sha = encoder_sha256(model)
     start_init = "clip" if (model.weights.front is not None and mod.clip_init) else "seeded"
@@ -141,6 +142,7 @@ def _run_info(opts: FitOptions, model, mod, cfg, cfg_over, items, output: Path, 
     hyper = {k: getattr(opts, k) for k in ("objective", "task", "val", "epochs", "lr", "weight_decay", "batch_size",
                                            "warmup", "patience", "seed", "grad_checkpointing", "temperature",
                                            "proj_dim", "target")}
+    hyper["head_lr"] = opts.lr * head_lr_scale(model.spec.dim)  # loop.HEAD_LR_WIDTH
     dtype_name = str(model.dtype).removeprefix("torch.")
     run_key = {
         "modality": opts.modality, "config": cfg.to_dict(), "preset": model.spec.name, "encoder_sha256": enc_sha,
