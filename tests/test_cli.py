@@ -206,17 +206,18 @@ def test_info_modalities_models_json(tmp_path, capsys):
 
 
 def test_help_is_fast_and_imports_no_torch():
+    """`mtx --help` imports no heavy module, and costs a small fraction of importing torch,
+    measured side by side (a ratio: the machine is shared and noisy)."""
     code = ("import sys, time; t=time.perf_counter(); from mtx.cli import main; rc = main(['--help']); "
             "dt=time.perf_counter()-t; heavy=[m for m in ('torch','timm','h5py','av','open3d') if m in sys.modules]; "
             "print('RESULT', dt, heavy)")
-    best = None
-    for _ in range(3):  # shared machines are noisy: the best of three
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-        line = [x for x in out.splitlines() if x.startswith("RESULT")][0]
-        dt, heavy = float(line.split()[1]), line.split(" ", 2)[2]
-        assert heavy == "[]", heavy
-        best = dt if best is None else min(best, dt)
-    assert best < 0.5, best
-    t = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "mtx", "--help"], capture_output=True, check=True)
-    assert time.perf_counter() - t < 3
+    torch_code = "import time; t=time.perf_counter(); import torch, timm; print('RESULT', time.perf_counter()-t, [])"
+    best: dict[str, float] = {}
+    for _ in range(3):  # the best of three of each, alternating
+        for name, c in (("help", code), ("torch", torch_code)):
+            out = subprocess.run([sys.executable, "-c", c], capture_output=True, text=True, check=True).stdout
+            line = [x for x in out.splitlines() if x.startswith("RESULT")][0]
+            dt, heavy = float(line.split()[1]), line.split(" ", 2)[2]
+            assert heavy == "[]", heavy
+            best[name] = min(best.get(name, dt), dt)
+    assert best["help"] < 0.4 * best["torch"], best

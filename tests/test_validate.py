@@ -222,7 +222,7 @@ def test_unreachable_hub_fails_fast_with_the_seeded_hint(tmp_path, capsys, monke
     err = capsys.readouterr().err
     assert rc == 1 and "Retrying" not in err
     assert "cannot be reached" in err and "--weights seeded" in err
-    assert dt < 8, dt
+    assert dt < 20, dt  # the retries took 23-50 s; one probe + start-up, even on a loaded machine
 
 
 def test_hub_probe_is_one_short_attempt(monkeypatch):
