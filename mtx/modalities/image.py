@@ -388,14 +388,20 @@ class image(PatchImageModality):  # noqa: N801 - class name == registry key == m
 
     def degenerate(self, d: Path) -> list[Path]:
         """A float TIFF whose every pixel is NaN: no finite value, no picture."""
-        from PIL import Image
-
-        p = d / "nan.tiff"
-        Image.fromarray(np.full((16, 16), np.nan, np.float32), mode="F").save(p)
-        return [p]
+        return [nan_tiff(d)]
 
     def load(self, path: Path, cfg: ImageConfig, sniffed: Sniffed | None = None) -> Iterator[Sample]:
         rgb, meta = decode_rgb(path, sniffed_or_read(path, sniffed).head, cfg.size)
         meta["preprocess"] = f"short side {cfg.size} bicubic, centre crop {cfg.size}"
         yield Sample("", {"pixels": pixels(rgb, cfg.size)[None]}, meta)
 
+
+def nan_tiff(d: Path) -> Path:
+    """A 16x16 float TIFF whose every pixel is NaN (the picture modalities' example without
+    content: under ``thermal/`` or ``xray/`` it is sniffed as infrared or X-ray)."""
+    from PIL import Image
+
+    d.mkdir(parents=True, exist_ok=True)
+    p = d / "nan.tiff"
+    Image.fromarray(np.full((16, 16), np.nan, np.float32), mode="F").save(p)
+    return p

@@ -407,12 +407,9 @@ class infrared(PatchImageModality):  # noqa: N801 - class name == registry key =
 
     def degenerate(self, d: Path) -> list[Path]:
         """A float thermal TIFF under ``thermal/`` whose every value is NaN."""
-        from PIL import Image
+        from .image import nan_tiff
 
-        (d / "thermal").mkdir(exist_ok=True)
-        p = d / "thermal" / "nan.tiff"
-        Image.fromarray(np.full((16, 16), np.nan, np.float32), mode="F").save(p)
-        return [p]
+        return [nan_tiff(d / "thermal")]
 
     def load(self, path: Path, cfg: InfraredConfig, sniffed: Sniffed | None = None) -> Iterator[Sample]:
         from .image import image_format_name, open_image

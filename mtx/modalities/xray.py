@@ -288,12 +288,9 @@ class xray(PatchImageModality):  # noqa: N801 - class name == registry key == mo
 
     def degenerate(self, d: Path) -> list[Path]:
         """A float TIFF under ``xray/`` whose every value is NaN."""
-        from PIL import Image
+        from .image import nan_tiff
 
-        (d / "xray").mkdir(exist_ok=True)
-        p = d / "xray" / "nan.tiff"
-        Image.fromarray(np.full((16, 16), np.nan, np.float32), mode="F").save(p)
-        return [p]
+        return [nan_tiff(d / "xray")]
 
     def load(self, path: Path, cfg: XrayConfig, sniffed: Sniffed | None = None) -> Iterator[Sample]:
         known = sniffed_or_read(path, sniffed)
