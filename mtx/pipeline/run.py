@@ -116,8 +116,7 @@ class Run:
                 self.compute.start()
                 self._decode()
                 if self.pool is not None:  # decoding is over: its memory goes before consolidation
-                    self.pool.close()
-                    self.pool = None
+                    self.pool.stop()
                 for batch in self.batcher.drain():
                     self._flush(batch)
                 self._settle()

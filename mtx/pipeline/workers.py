@@ -62,6 +62,7 @@ class Worker:
         self.since = self.seen = time.monotonic()
         self.progress = (-1, 0)
         self.eof = False
+        self.stopped = False  # told to end (None sent)
         self.per_file: float | None = None  # seconds per file, a running average
 
     def record(self, ended: int) -> None:
@@ -301,9 +302,16 @@ class WorkerPool:
             self.paths.pop(seq, None)
         return events
 
-    def close(self) -> None:
+    def stop(self) -> None:
+        """Tell every decoder to end (decoding is over) without waiting: they exit, and free
+        their memory, while the main process encodes the last batches; :meth:`close` reaps them."""
         for w in self.workers.values():
-            w.send(None)
+            if not w.stopped:
+                w.send(None)
+                w.stopped = True
+
+    def close(self) -> None:
+        self.stop()
         deadline = time.monotonic() + 5
         for w in [*self.workers.values(), *self._retired]:
             if w.wid not in self.ready and not w.assigned:
