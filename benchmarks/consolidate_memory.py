@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -34,7 +35,8 @@ with Store(sys.argv[1], cfg) as st:  # opening it loads the settings code (and t
     t0 = time.perf_counter()
     info = st.consolidate({}, {})
     secs = time.perf_counter() - t0
-print(json.dumps({"n_rows": info["n_rows"], "n_files": info["n_files"], "seconds": secs,
+import mtx.store
+print(json.dumps({"mtx": mtx.store.__file__, "n_rows": info["n_rows"], "n_files": info["n_files"], "seconds": secs,
                   "rss_before_mb": base / 1024, "peak_rss_mb": hwm() / 1024}))
 """
 
@@ -74,8 +76,12 @@ def measure(rows: int, layout: str, part_rows: int, rows_per_file: int) -> dict:
         t0 = time.perf_counter()
         write_parts(out, rows, layout, part_rows, rows_per_file)
         write_s = time.perf_counter() - t0
+        import mtx  # the child runs the same mtx as this process (not one in its working directory)
+
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            [str(Path(mtx.__file__).resolve().parents[1])] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
         proc = subprocess.run([sys.executable, "-c", CHILD, str(out), json.dumps(CONFIG)],
-                              capture_output=True, text=True, check=True)
+                              capture_output=True, text=True, check=True, cwd=d, env=env)
         res = json.loads(proc.stdout.strip().splitlines()[-1])
         assert res["n_rows"] == rows, res
         res.update(rows=rows, layout=layout, write_parts_s=write_s,
