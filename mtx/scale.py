@@ -297,7 +297,8 @@ def merge(output: str | Path, copy: bool = False) -> dict[str, Any]:
     """
     import h5py
 
-    from .store import consolidate, verify_part
+    from .consolidation import consolidate
+    from .store import verify_part
 
     output = Path(output)
     pdir = parts_dir_of(output)

@@ -625,6 +625,8 @@ class Store:
         tmp = self.output.with_name(self.output.name + ".tmp")
         check_space(self.output, sum(p.stat().st_size for p in sources))
         try:
+            from .consolidation import consolidate
+
             info = consolidate(sources, tmp, attrs, modality_attrs, self.store_dtype, self.dim)
             os.replace(tmp, self.output)
             fsync_dir(self.output.parent)
@@ -643,159 +645,6 @@ class Store:
         return info
 
 
-@dataclass
-class _Scan:
-    """What the sources of a consolidation hold, later sources winning per key."""
-
-    files: dict[str, FileRecord] = field(default_factory=dict)
-    rec_src: dict[str, list[int]] = field(default_factory=dict)  # path -> sources with a record of it, in order
-    failures: dict[tuple[str, str], Failure] = field(default_factory=dict)
-    row_src: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)  # (path, id) -> (source, row)
-    old_mod_attrs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    has_tokens: bool = False
-
-
-def _scan_sources(h5py, sources: list[Path]) -> _Scan:
-    scan = _Scan()
-    for si, src in enumerate(sources):
-        with h5py.File(src, "r") as f:
-            for r in read_files(f):
-                scan.files[r.path] = r
-                scan.rec_src.setdefault(r.path, []).append(si)
-            for x in read_failures(f):
-                scan.failures[(x.path, x.stage)] = x
-            for i, (sid, p) in enumerate(zip(_read_str(f["id"]), _read_str(f["path"]), strict=True)):
-                scan.row_src[(p, sid)] = (si, i)
-            scan.has_tokens |= "tokens" in f
-            if "modalities" in f:
-                for name, g in f["modalities"].items():
-                    scan.old_mod_attrs[name] = dict(g.attrs)
-    return scan
-
-
-def _plan_rows(scan: _Scan) -> tuple[int, dict[int, list[tuple[int, int]]], dict[tuple[str, str], Failure]]:
-    """(rows out, {source: [(source row, output row)]}, the failures still current)."""
-    files = scan.files
-    keep = [k for k, (si, _) in scan.row_src.items() if _current(k[0], si, files, scan.rec_src)]
-    failures = {k: v for k, v in scan.failures.items()
-                if files.get(v.path) is None or files[v.path].status == "failed"}
-    by_src: dict[int, list[tuple[int, int]]] = {}
-    for out_i, k in enumerate(keep):
-        si, ri = scan.row_src[k]
-        by_src.setdefault(si, []).append((ri, out_i))
-    return len(keep), by_src, failures
-
-
-def _virtual_embeddings(h5py, out, sources: list[Path], by_src, dest: Path, n: int, dim: int, dt) -> None:
-    """``/embeddings`` as an HDF5 virtual dataset over the sources (paths relative to ``dest``)."""
-    layout = h5py.VirtualLayout(shape=(n, dim), dtype=dt)
-    for si, pairs in by_src.items():
-        with h5py.File(sources[si], "r") as f:
-            src_shape = f["embeddings"].shape
-            if f["embeddings"].dtype != dt:
-                raise StoreError(f"{sources[si]}: stored as {f['embeddings'].dtype}, expected {dt}")
-        rel = os.path.relpath(sources[si], dest.parent)
-        vs = h5py.VirtualSource(rel, "embeddings", shape=src_shape)
-        for r0, o0, ln in _pair_runs(sorted(pairs)):
-            layout[o0:o0 + ln] = vs[r0:r0 + ln]
-    out.create_virtual_dataset("embeddings", layout, fillvalue=np.nan)
-
-
-def _copy_vectors(f, emb, pairs: list[tuple[int, int]], dt, chunk: int) -> None:
-    """Copy a source's vectors into ``emb``, ``chunk`` rows at a time (``pairs`` sorted)."""
-    for c in range(0, len(pairs), chunk):
-        block = pairs[c:c + chunk]
-        rows = np.array([p[0] for p in block])
-        outs = np.array([p[1] for p in block])
-        data = f["embeddings"][rows[0]:rows[-1] + 1][rows - rows[0]]
-        # Output rows of one source block are increasing, but not contiguous in general.
-        for o_start, o_end, d_start in _runs(outs):
-            emb[o_start:o_end] = data[d_start:d_start + (o_end - o_start)].astype(dt)
-
-
-def _copy_rows(h5py, sources: list[Path], by_src, emb, n: int, mod_index: dict[str, int], dt, chunk: int):
-    """The per-row datasets of the output (and its vectors into ``emb`` unless virtual):
-    (ids, paths, modality codes, token counts, [(output row, tokens)])."""
-    ids = [""] * n
-    paths = [""] * n
-    mods = np.zeros(n, np.uint8)
-    ntok = np.zeros(n, np.int32)
-    tok_parts: list[tuple[int, np.ndarray]] = []
-    for si, pairs in by_src.items():
-        with h5py.File(sources[si], "r") as f:
-            src_ids, src_paths, src_mods = _read_str(f["id"]), _read_str(f["path"]), _modality_list(f)
-            src_ntok = f["n_tokens"][()]
-            pairs.sort()
-            if emb is not None:
-                _copy_vectors(f, emb, pairs, dt, chunk)
-            for ri, oi in pairs:
-                ids[oi], paths[oi] = src_ids[ri], src_paths[ri]
-                mods[oi] = mod_index[src_mods[ri]]
-                ntok[oi] = src_ntok[ri]
-            if "tokens" in f:
-                off = f["tokens/offsets"][()]
-                data_ds = f["tokens/data"]
-                for ri, oi in pairs:
-                    tok_parts.append((oi, data_ds[off[ri]:off[ri + 1]]))
-    return ids, paths, mods, ntok, tok_parts
-
-
-def _write_tokens(out, tok_parts: list[tuple[int, np.ndarray]], dim: int) -> None:
-    tok_parts.sort(key=lambda t: t[0])
-    g = out.create_group("tokens")
-    g.create_dataset("data", data=np.concatenate([t for _, t in tok_parts]) if tok_parts
-                     else np.zeros((0, dim), np.float32))
-    g.create_dataset("offsets", data=np.concatenate([[0], np.cumsum([len(t) for _, t in tok_parts])])
-                     .astype(np.int64))
-
-
-def consolidate(sources: list[Path], dest: Path, attrs: dict[str, Any],
-                modality_attrs: dict[str, dict[str, Any]], store_dtype: str, dim: int,
-                chunk: int = 65536, virtual: bool = False) -> dict:
-    """Merge sources into one final file (later sources win per id and per file path).
-
-    With ``virtual=True`` ``/embeddings`` is an HDF5 virtual dataset over the sources (paths
-    stored relative to ``dest``); the caller must have verified every source first.
-    """
-    h5py = _h5()
-    scan = _scan_sources(h5py, sources)
-    n, by_src, failures = _plan_rows(scan)
-    dt = np.float16 if store_dtype == "float16" else np.float32
-    from .modalities import MODULES  # names only: importing them needs no torch
-
-    seen = {r.modality for r in scan.files.values() if r.modality} | set(modality_attrs) | set(scan.old_mod_attrs)
-    modalities = list(MODULES) + sorted(seen - set(MODULES))  # a stable enum across files
-    enum = h5py.enum_dtype({m: i for i, m in enumerate(modalities)}, basetype="u1")
-    with h5py.File(dest, "w") as out:
-        if virtual:
-            _virtual_embeddings(h5py, out, sources, by_src, dest, n, dim, dt)
-            emb = None
-        else:
-            emb = out.create_dataset("embeddings", shape=(n, dim), dtype=dt,
-                                     chunks=(max(1, min(n, max(1, (1 << 20) // (dim * 4)))), dim) if n else None)
-        ids, paths, mods, ntok, tok_parts = _copy_rows(h5py, sources, by_src, emb, n,
-                                                       {m: i for i, m in enumerate(modalities)}, dt, chunk)
-        _write_str(out, "id", ids)
-        _write_str(out, "path", paths)
-        out.create_dataset("modality", data=mods, dtype=enum)
-        out.create_dataset("n_tokens", data=ntok)
-        if scan.has_tokens:
-            _write_tokens(out, tok_parts, dim)
-        _write_records(out, list(scan.files.values()), list(failures.values()))
-        mg = out.create_group("modalities")
-        for name in sorted(seen):
-            g = mg.create_group(name)
-            for k, v in {**scan.old_mod_attrs.get(name, {}), **modality_attrs.get(name, {})}.items():
-                g.attrs[k] = v
-        for k, v in attrs.items():
-            out.attrs[k] = v
-        out.attrs["n_rows"] = n
-        out.attrs["n_failures"] = len(failures)
-        out.flush()
-        os.fsync(out.id.get_vfd_handle())
-    return {"n_rows": n, "n_failures": len(failures), "n_files": len(scan.files)}
-
-
 def _current(path: str, si: int, files: dict[str, FileRecord], rec_src: dict[str, list[int]]) -> bool:
     """Is a row of ``path`` found in source ``si`` part of the file's current, finished version?
 
@@ -808,26 +657,6 @@ def _current(path: str, si: int, files: dict[str, FileRecord], rec_src: dict[str
         return False
     s = rec_src[path]
     return (s[-2] if len(s) > 1 else -1) < si <= s[-1]
-
-
-def _pair_runs(pairs: list[tuple[int, int]]):
-    """(source row, output row) pairs sorted by source row -> runs (src start, out start, length)."""
-    start = 0
-    for k in range(1, len(pairs) + 1):
-        if k == len(pairs) or pairs[k][0] != pairs[k - 1][0] + 1 or pairs[k][1] != pairs[k - 1][1] + 1:
-            yield pairs[start][0], pairs[start][1], k - start
-            start = k
-
-
-def _runs(outs: np.ndarray):
-    """Split increasing output indices into contiguous runs: (start, end, offset in block)."""
-    if len(outs) == 0:
-        return
-    breaks = np.nonzero(np.diff(outs) != 1)[0] + 1
-    starts = np.concatenate([[0], breaks])
-    ends = np.concatenate([breaks, [len(outs)]])
-    for s, e in zip(starts, ends, strict=True):
-        yield int(outs[s]), int(outs[e - 1]) + 1, int(s)
 
 
 # ------------------------------------------------------------------------------------------
