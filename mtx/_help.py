@@ -114,28 +114,24 @@ def _conventional(params: list[Any]) -> list[Any]:
     return params
 
 
-class CliCommand(TyperCommand):
+class _Literal:
+    """Mixin for Typer's command and group classes: help texts literal, values in CLI notation."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.help = esc(self.help) if self.help else self.help
+        _conventional(self.params)
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _conventional(super().get_params(ctx))
+
+
+class CliCommand(_Literal, TyperCommand):
     """A Typer command whose help texts are literal and whose values read like a CLI."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.help = esc(self.help) if self.help else self.help
-        _conventional(self.params)
 
-    def get_params(self, ctx: Any) -> list[Any]:
-        return _conventional(super().get_params(ctx))
-
-
-class CliGroup(TyperGroup):
+class CliGroup(_Literal, TyperGroup):
     """A Typer group (the app, ``weights``) with literal help texts and the CLI notation."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.help = esc(self.help) if self.help else self.help
-        _conventional(self.params)
-
-    def get_params(self, ctx: Any) -> list[Any]:
-        return _conventional(super().get_params(ctx))
 
 
 class CliTyper(typer.Typer):
