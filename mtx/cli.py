@@ -272,8 +272,9 @@ def _check_found(found) -> None:
         _check_arguments(found.missing)
     if found.items or found.problems:
         return
-    left = [f"{found.hidden} hidden (--hidden includes them)"] if found.hidden else []
-    left += [f"{found.excluded} excluded by --include/--exclude"] if found.excluded else []
+    from .pipeline.inputs import left_out_parts
+
+    left = left_out_parts(found.hidden, found.excluded)
     raise UsageError("no input files found" + (f": {', '.join(left)} left out" if left else ""))
 
 
@@ -310,14 +311,6 @@ def _shortcuts(**values: Any) -> dict[str, dict[str, Any]]:
             continue
         out.setdefault(mod, {})[fld] = v
     return out
-
-
-def _left_out(counts: dict[str, Any]) -> str:
-    """What discovery and --skip-unknown left out, in words ('' when nothing)."""
-    parts = [f"{counts['n_hidden']} hidden (--hidden includes them)"] if counts.get("n_hidden") else []
-    parts += [f"{counts['n_excluded']} excluded by --include/--exclude"] if counts.get("n_excluded") else []
-    parts += [f"{counts['n_unknown']} that no modality claims (--skip-unknown)"] if counts.get("n_unknown") else []
-    return ("left out: " + ", ".join(parts)) if parts else ""
 
 
 def _options(**kw: Any):
@@ -383,7 +376,9 @@ def _print_summary(summary: dict[str, Any], json_: bool, quiet: bool) -> None:
             err.print(f"{len(unknown)} file(s) no modality claims, left out (--skip-unknown):")
             for p in unknown:
                 err.print(f"  {p}", markup=False, highlight=False)
-        left = _left_out(summary)
+        from .pipeline.inputs import left_out
+
+        left = left_out(summary)
         err.print(f"[bold]{summary['n_embedded']}[/bold] embedded ({mods}), {summary['n_skipped']} already done, "
                   f"{summary['n_failed']} failed; {summary['n_samples']} samples in {summary['elapsed_s']:.1f} s "
                   f"({summary['samples_per_s']:.1f}/s) -> {esc(summary['output'])}" + (f"; {esc(left)}" if left else ""))

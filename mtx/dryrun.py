@@ -148,11 +148,11 @@ def _print_text(rows, problems, counts, check, refused: bool) -> None:
     err.print(f"dry run: {counts['inputs']} input(s): {counts['done']} already done, {counts['embed']} would be "
               f"embedded{f' ({mods})' if mods else ''}, {counts['unknown']} not recognised, "
               f"{counts['problems']} not found -> {escape(check['path'])} ({state})", highlight=False)
-    from .cli import _left_out
+    from .pipeline.inputs import left_out
 
-    left_out = _left_out({**counts, "n_unknown": counts["skipped"]})
-    if left_out:
-        err.print(f"[dim]{escape(left_out)}[/dim]", highlight=False)
+    left = left_out({**counts, "n_unknown": counts["skipped"]})
+    if left:
+        err.print(f"[dim]{escape(left)}[/dim]", highlight=False)
     for note in check["notes"]:
         err.print(f"[yellow]note: {escape(note)}[/yellow]", highlight=False)
     if check["differences"]:

@@ -246,6 +246,20 @@ def _rel_id(path: Path, root: Path | None) -> str:
     return path.as_posix()
 
 
+def left_out_parts(hidden: int = 0, excluded: int = 0, unknown: int = 0) -> list[str]:
+    """What discovery (and ``--skip-unknown``) left out, a phrase per kind ([] when nothing)."""
+    parts = [f"{hidden} hidden (--hidden includes them)"] if hidden else []
+    parts += [f"{excluded} excluded by --include/--exclude"] if excluded else []
+    parts += [f"{unknown} that no modality claims (--skip-unknown)"] if unknown else []
+    return parts
+
+
+def left_out(counts: dict[str, Any]) -> str:
+    """``left out: …`` from a summary's ``n_hidden``/``n_excluded``/``n_unknown`` ('' when nothing)."""
+    parts = left_out_parts(counts.get("n_hidden", 0), counts.get("n_excluded", 0), counts.get("n_unknown", 0))
+    return ("left out: " + ", ".join(parts)) if parts else ""
+
+
 def read_stdin_list(stream, null: bool) -> list[str]:
     data = stream.read()
     if isinstance(data, bytes):
